@@ -1,0 +1,54 @@
+"""Turn a PyTorch classifier into an aiscan ONNX model: dynamic batch, metadata inside."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiscan.scanner.modelmeta import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
+
+OPSET = 17
+
+
+def write_metadata(path: str | Path, info: ModelInfo) -> None:
+    """Replace the aiscan entries of an ONNX file's ``metadata_props`` with ``info``'s."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if not p.key.startswith("aiscan.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in info.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, *,
+                opset: int = OPSET) -> Path:
+    """Export ``model`` (NCHW float input, logits output) with ``info`` as its metadata.
+
+    The batch axis is dynamic; height and width are fixed by ``info.preprocessing``.
+    """
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    h, w = info.preprocessing.input_size
+    model = model.eval()
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["input"],
+            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    write_metadata(tmp, info)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,138 @@
+"""Scan configuration: validated once, before any work starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from aiscan.scanner.infer import DEVICES, default_threads
+from aiscan.scanner.output import FORMATS
+
+DECODERS = ("auto", "cpu")
+DEFAULT_MODEL_NAME = "default.onnx"
+
+
+class ConfigError(ValueError):
+    """The scan cannot start as configured; the message says what to change."""
+
+
+def default_model_path() -> Path | None:
+    """The model shipped inside the package, or None when this build has none."""
+    path = Path(str(resources.files("aiscan.scanner").joinpath("models", DEFAULT_MODEL_NAME)))
+    return path if path.is_file() else None
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
+    """The model file to use: the one given, else the shipped default."""
+    if model is not None:
+        path = Path(model)
+        if not path.is_file():
+            raise ConfigError(f"--model {path}: no such file")
+        return path
+    shipped = default_model_path()
+    if shipped is None:
+        raise ConfigError(
+            "this aiscan build ships no default model yet: pass --model PATH to an ONNX "
+            "model made by aiscan-export"
+        )
+    return shipped
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index_s, count_s = text.split("/")
+        index, count = int(index_s), int(count_s)
+    except ValueError as exc:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from exc
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything one scan needs.
+
+    Attributes:
+        paths: files and folders to scan.
+        out: the verdict file to write.
+        model: an aiscan ONNX model; None means the shipped default.
+        fmt: "csv", "jsonl" or "parquet".
+        batch_size: images per inference call.
+        workers: decode threads.
+        threads: ONNX Runtime intra-op threads (0: as many as cores).
+        device: "auto", "cpu", "cuda" or "tensorrt".
+        decoder: "auto" or "cpu".
+        threshold: overrides the model's own threshold when set.
+        resume: continue an interrupted (or finished) scan of the same output.
+        overwrite: replace an existing output.
+        hash_files: write each file's sha256.
+        max_pixels: refuse images over this many pixels.
+        exact_decode: full-resolution JPEG decode (the reference path; slower).
+        shard: "I/N" keeps only the files of shard I out of N.
+        prefetch: batches decoded ahead of inference.
+    """
+
+    paths: tuple[str, ...]
+    out: Path
+    model: Path | None = None
+    fmt: str = "csv"
+    batch_size: int = 32
+    workers: int = field(default_factory=default_threads)
+    threads: int = 0
+    device: str = "auto"
+    decoder: str = "auto"
+    threshold: float | None = None
+    resume: bool = False
+    overwrite: bool = False
+    hash_files: bool = False
+    max_pixels: int = 250_000_000
+    exact_decode: bool = False
+    shard: str = "0/1"
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.paths:
+            raise ConfigError("give at least one file or folder to scan")
+        missing = [p for p in self.paths if not os.path.lexists(p)]
+        if missing:
+            raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+        if self.out.is_dir():
+            raise ConfigError(f"--out {self.out} is a folder; give a file name")
+        if not self.out.parent.is_dir() and str(self.out.parent):
+            raise ConfigError(f"--out {self.out}: folder {self.out.parent} does not exist")
+        if self.fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if self.fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(
+                f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}"
+            )
+        for name, value, low, high in (("batch-size", self.batch_size, 1, 4096),
+                                       ("workers", self.workers, 1, 256),
+                                       ("threads", self.threads, 0, 256),
+                                       ("prefetch", self.prefetch, 1, 64)):
+            if not low <= value <= high:
+                raise ConfigError(f"--{name} must be within {low}..{high}, got {value}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be within [0, 1], got {self.threshold}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        _parse_shard(self.shard)
+
+    @property
+    def shard_index_count(self) -> tuple[int, int]:
+        return _parse_shard(self.shard)
+
+    @property
+    def summary_path(self) -> Path:
+        """The JSON run summary, next to the output."""
+        return self.out.with_name(self.out.name + ".summary.json")

@@ -1,0 +1,162 @@
+"""The CPU decode stage: one call per file, every outcome a value, never an exception."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import UnidentifiedImageError, features
+
+from aiscan.scanner.discover import Found
+from aiscan.scanner.preprocess import (
+    DecodeLimits,
+    ImageTooLarge,
+    Preprocessing,
+    Source,
+    load_pixels,
+)
+from aiscan.scanner.sniff import SNIFF_BYTES, claims_image, describe_non_image, sniff
+
+#: Formats that need an optional plugin, and how to get it.
+_PLUGINS = {"HEIF": "pip install 'aiscan[heif]' (pillow-heif)", "AVIF": "a Pillow built with AVIF"}
+
+
+@dataclass(eq=False)
+class Item:
+    """What decode learned about one file. ``pixels`` is set when status is "ok".
+
+    Attributes:
+        path: as discovered.
+        status: "ok", "skipped" or "error".
+        error: why it is not "ok", in words.
+        pixels: uint8 (height, width, 3) model input, before normalisation.
+        format: detected file format ("JPEG", "PNG"...), empty when unknown.
+        width: image width after EXIF orientation.
+        height: image height after EXIF orientation.
+        bytes: file size.
+        sha256: hex digest of the file, when hashing is on.
+    """
+
+    path: str
+    status: str = "ok"
+    error: str = ""
+    pixels: np.ndarray | None = None
+    format: str = ""
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str = ""
+
+
+def _plugin_available(fmt: str) -> bool:
+    if fmt == "AVIF":
+        return bool(features.check("avif"))
+    if fmt == "HEIF":
+        try:
+            from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+        except ImportError:
+            return False
+        register_heif_opener()
+        return True
+    return True
+
+
+def explain(exc: BaseException) -> str:
+    """Turn a decoder's exception into an error a person understands."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ImageTooLarge):
+        return text
+    if isinstance(exc, FileNotFoundError):
+        return "file disappeared before it could be read"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, UnidentifiedImageError):
+        return "image header is corrupt or not understood by the decoder"
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding"
+    if isinstance(exc, OSError) and exc.errno == errno.EIO:
+        return f"I/O error reading the file: {exc.strerror}"
+    if "truncated" in text.lower():
+        return f"truncated image data ({text})"
+    if isinstance(exc, (OSError, SyntaxError, EOFError, struct.error, zlib.error, ValueError)):
+        return f"corrupt image data ({type(exc).__name__}: {text})"
+    return f"decoder failed ({type(exc).__name__}: {text})"
+
+
+class CpuDecoder:
+    """Decode stage: sniff, read, decode, resize. Thread-safe; configured once.
+
+    Args:
+        spec: the model's preprocessing.
+        limits: input limits (pixel count).
+        hash_files: compute each file's sha256 (reads the whole file into memory once).
+        fast: use DCT-domain downscaling for JPEG (see :mod:`aiscan.scanner.preprocess`).
+    """
+
+    def __init__(
+        self,
+        spec: Preprocessing,
+        limits: DecodeLimits | None = None,
+        *,
+        hash_files: bool = False,
+        fast: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.limits = limits or DecodeLimits()
+        self.hash_files = hash_files
+        self.fast = fast
+
+    def __call__(self, found: Found) -> Item:
+        item = Item(found.path)
+        if found.error or found.skipped:
+            item.status = "error" if found.error else "skipped"
+            item.error = found.error or found.skipped
+            return item
+        try:
+            self._decode_into(item)
+        except Exception as exc:  # untrusted bytes meet C decoders: every failure is a row
+            item.status, item.error, item.pixels = "error", explain(exc), None
+        return item
+
+    def _decode_into(self, item: Item) -> None:
+        with open(item.path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            item.bytes = st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                item.status, item.error = "skipped", "not a regular file"
+                return
+            head = fh.read(SNIFF_BYTES)
+            fmt = sniff(head)
+            if fmt is None:
+                item.status = "error" if claims_image(item.path) else "skipped"
+                item.error = describe_non_image(head, st.st_size)
+                if item.status == "error":
+                    item.error = f"has an image extension but is not an image: {item.error}"
+                return
+            item.format = fmt
+            if not _plugin_available(fmt):
+                item.status = "error"
+                item.error = f"{fmt} image, but no {fmt} decoder is installed: {_PLUGINS[fmt]}"
+                return
+            fh.seek(0)
+            source: Source = fh
+            if self.hash_files:
+                data = fh.read()
+                item.sha256 = hashlib.sha256(data).hexdigest()
+                source = data
+            formats = None if fmt in _PLUGINS else [fmt]
+            decoded = load_pixels(
+                source, self.spec, limits=self.limits, fast=self.fast, formats=formats
+            )
+        item.pixels = decoded.pixels
+        item.width, item.height = decoded.width, decoded.height
+        item.format = decoded.format
+

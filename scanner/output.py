@@ -1,0 +1,271 @@
+"""Verdict files: one row per discovered file, crash-safe, resumable.
+
+Rows go to ``<out>.partial`` (CSV, or JSON lines for jsonl/parquet), flushed per batch and
+fsynced at most once a second; a finished run renames it to ``<out>`` atomically (parquet
+converts it first). ``--resume`` reads the partial file (or the finished one), drops a torn
+last record, and continues: every file ends up exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+FORMATS = ("csv", "jsonl", "parquet")
+STATUSES = ("ok", "skipped", "error")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One verdict. The column order of the file is the field order here."""
+
+    path: str
+    status: str
+    p_ai: float | None
+    verdict: str
+    error: str
+    format: str
+    width: int | None
+    height: int | None
+    bytes: int | None
+    sha256: str
+    model: str
+
+
+COLUMNS = tuple(f.name for f in fields(Row))
+_INT_COLUMNS = ("width", "height", "bytes")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return value
+
+
+def row_from_strings(rec: dict[str, str]) -> Row:
+    """Rebuild a Row from a CSV record (all strings)."""
+    vals: dict[str, Any] = dict(rec)
+    vals["p_ai"] = float(rec["p_ai"]) if rec["p_ai"] else None
+    for col in _INT_COLUMNS:
+        vals[col] = int(rec[col]) if rec[col] else None
+    return Row(**{c: vals[c] for c in COLUMNS})
+
+
+class OutputExists(FileExistsError):
+    """The output file exists and neither resume nor overwrite was asked for."""
+
+
+@dataclass
+class Recovered:
+    """What a resumed run finds already written.
+
+    Attributes:
+        paths: every path that has a row.
+        statuses: row count per status.
+        verdicts: row count per verdict.
+    """
+
+    paths: set[str] = field(default_factory=set)
+    statuses: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, path: str, status: str, verdict: str) -> None:
+        self.paths.add(path)
+        self.statuses[status] += 1
+        if verdict:
+            self.verdicts[verdict] += 1
+
+
+class _Lines:
+    """Iterate a binary file's lines as text, tracking the byte offset consumed."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.offset = 0
+        self.complete = True
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._fh:
+            self.offset += len(raw)
+            self.complete = raw.endswith(b"\n")
+            yield raw.decode("utf-8", "surrogateescape")
+
+
+def _scan_journal(path: Path, fmt: str, found: Recovered) -> int:
+    """Collect the complete records of a journal; return the byte length they span."""
+    with path.open("rb") as fh:
+        lines = _Lines(fh)
+        valid = 0
+        if fmt == "csv":
+            reader = csv.reader(lines)
+            try:
+                if next(reader, None) != list(COLUMNS):
+                    raise ValueError(f"{path} is not an aiscan verdict file (header differs)")
+                valid = lines.offset
+                for rec in reader:
+                    if not lines.complete or len(rec) != len(COLUMNS):
+                        break
+                    found.add(rec[0], rec[1], rec[3])
+                    valid = lines.offset
+            except csv.Error:
+                pass  # a torn quoted field at the very end
+        else:
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if not lines.complete:
+                    break
+                found.add(rec["path"], rec["status"], rec["verdict"])
+                valid = lines.offset
+    return valid
+
+
+class VerdictWriter:
+    """Appends rows to a journal next to ``out`` and publishes it atomically when done.
+
+    Args:
+        out: the final output path.
+        fmt: "csv", "jsonl" or "parquet".
+        resume: continue from an existing partial or finished output.
+        overwrite: replace an existing output instead of refusing.
+    """
+
+    def __init__(self, out: str | Path, fmt: str = "csv", *, resume: bool = False,
+                 overwrite: bool = False) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        self.out = Path(out)
+        self.fmt = fmt
+        self.journal = self.out.with_name(
+            self.out.name + (".partial" if fmt == "csv" else ".partial.jsonl")
+        )
+        self.recovered = Recovered()
+        self._last_sync = 0.0
+        exists = self.out.exists() or self.journal.exists()
+        if exists and not resume and not overwrite:
+            raise OutputExists(
+                f"{self.out if self.out.exists() else self.journal} exists: pass --resume to "
+                "continue that scan, or --overwrite to start again"
+            )
+        if resume and exists:
+            self._recover()
+        else:
+            self._start_journal([])
+        self._fh: IO[str] = self.journal.open(
+            "a", newline="", encoding="utf-8", errors="surrogateescape"
+        )
+
+    def _start_journal(self, rows: list[Row]) -> None:
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(self._encode(rows, header=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.journal)
+
+    def _recover(self) -> None:
+        """Find what is already written; cut a torn last record off the journal."""
+        if not self.journal.exists():
+            # A finished output: it becomes the journal again, so new rows extend it.
+            tmp = self.journal.with_name(self.journal.name + ".tmp")
+            if self.fmt == "parquet":
+                self._start_journal(read_rows(self.out))
+            else:
+                shutil.copyfile(self.out, tmp)
+                tmp.replace(self.journal)
+        valid = _scan_journal(self.journal, self.fmt, self.recovered)
+        if valid == 0 and self.fmt == "csv":
+            self._start_journal([])
+        elif valid < self.journal.stat().st_size:
+            with self.journal.open("r+b") as fh:
+                fh.truncate(valid)
+                os.fsync(fh.fileno())
+
+    def _encode(self, rows: Iterable[Row], header: bool = False) -> str:
+        buf = io.StringIO(newline="")
+        if self.fmt == "csv":
+            writer = csv.writer(buf, lineterminator="\r\n")
+            if header:
+                writer.writerow(COLUMNS)
+            writer.writerows([_csv_cell(v) for v in astuple(r)] for r in rows)
+        else:
+            for r in rows:
+                buf.write(json.dumps(dict(zip(COLUMNS, astuple(r))), ensure_ascii=False) + "\n")
+        return buf.getvalue()
+
+    def write(self, rows: list[Row]) -> None:
+        """Append a batch of rows; flushed now, fsynced at most once a second."""
+        if not rows:
+            return
+        self._fh.write(self._encode(rows))
+        self._fh.flush()
+        now = time.monotonic()
+        if now - self._last_sync > 1.0:
+            os.fsync(self._fh.fileno())
+            self._last_sync = now
+
+    def finish(self) -> Path:
+        """Publish the output: fsync, convert if needed, rename over ``out``."""
+        self.close()
+        if self.fmt == "parquet":
+            _jsonl_to_parquet(self.journal, self.out)
+            self.journal.unlink()
+        else:
+            self.journal.replace(self.out)
+        return self.out
+
+    def close(self) -> None:
+        """Stop writing without publishing (interrupted run); the journal stays."""
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+def _jsonl_to_parquet(src: Path, dst: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # checked up front by the config; kept as a guard
+        raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
+    with src.open(encoding="utf-8", errors="surrogateescape") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    schema = pa.schema([
+        ("path", pa.string()), ("status", pa.string()), ("p_ai", pa.float32()),
+        ("verdict", pa.string()), ("error", pa.string()), ("format", pa.string()),
+        ("width", pa.int32()), ("height", pa.int32()), ("bytes", pa.int64()),
+        ("sha256", pa.string()), ("model", pa.string()),
+    ])
+    table = pa.Table.from_pylist(records, schema=schema)
+    tmp = dst.with_name(dst.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(dst)
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a finished verdict file of any format back into rows."""
+    path = Path(path)
+    if path.suffix == ".parquet" or path.read_bytes()[:4] == b"PAR1":
+        import pyarrow.parquet as pq
+
+        return [Row(**rec) for rec in pq.read_table(path).to_pylist()]
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        if first == "{":
+            return [Row(**json.loads(line)) for line in fh if line.strip()]
+        return [row_from_strings(r) for r in csv.DictReader(fh)]

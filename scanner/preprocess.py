@@ -1,0 +1,252 @@
+"""The one definition of how an image file becomes model input.
+
+Training, export, the CPU scanner and the DALI path all take their parameters from a
+:class:`Preprocessing` (stored in the ONNX model's metadata) and their pixels from this
+module, so that the model sees at serving time what it saw in training.
+
+The *reference* decode (:func:`reference_pixels`) is the plain, slow, exact definition:
+full decode with Pillow, EXIF orientation applied, converted to RGB (alpha composited on a
+fixed background, 16-bit reduced to 8-bit), resized with Pillow's antialiased filter.
+The *fast* decode (:func:`load_pixels` with ``fast=True``) differs in one step only: a JPEG
+is decoded at a reduced scale in the DCT domain (libjpeg ``draft``), never below the size
+the final resize needs. ``tests/test_preprocess.py`` holds the two within a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# aiscan enforces its own pixel limit (DecodeLimits.max_pixels) with a clear message;
+# Pillow's global limit would otherwise warn or raise first, with a different one.
+Image.MAX_IMAGE_PIXELS = None
+
+PREPROCESS_VERSION = "aiscan-preprocess/1"
+RESIZE_POLICIES = ("squash",)
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model expects: written by export, read by the scanner.
+
+    Attributes:
+        input_size: (height, width) of the model input.
+        mean: per-channel mean, applied after scaling pixels to [0, 1].
+        std: per-channel standard deviation.
+        resize: "squash" resizes to ``input_size`` ignoring aspect (the report's recipe).
+        interpolation: Pillow filter used for the resize, antialiased when shrinking.
+        background: grey level that transparent pixels are composited on.
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "squash"
+    interpolation: str = "bilinear"
+    background: int = 255
+    version: str = field(default=PREPROCESS_VERSION)
+
+    def __post_init__(self) -> None:
+        h, w = self.input_size
+        if not (16 <= h <= 4096 and 16 <= w <= 4096):
+            raise ValueError(f"input_size must be within 16..4096 pixels, got {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need exactly 3 values (RGB)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
+        if not 0 <= self.background <= 255:
+            raise ValueError(f"background must be a grey level 0..255, got {self.background}")
+        if self.version != PREPROCESS_VERSION:
+            raise ValueError(
+                f"preprocessing version {self.version!r} is not supported by this aiscan "
+                f"(it knows {PREPROCESS_VERSION!r})"
+            )
+
+    def to_json(self) -> str:
+        """Canonical JSON: the same definition always gives the same text (and hash)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessing:
+        raw: dict[str, Any] = json.loads(text)
+        raw["input_size"] = tuple(raw["input_size"])
+        raw["mean"] = tuple(float(v) for v in raw["mean"])
+        raw["std"] = tuple(float(v) for v in raw["std"])
+        return cls(**raw)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Guards against hostile input.
+
+    Attributes:
+        max_pixels: images with more pixels than this (width x height, read from the header
+            before decoding) are refused as possible decompression bombs.
+    """
+
+    max_pixels: int = 250_000_000
+
+
+class ImageTooLarge(ValueError):
+    """The header announces more pixels than :class:`DecodeLimits` allows."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image, resized and ready to normalise.
+
+    Attributes:
+        pixels: uint8 array (height, width, 3) of the model's input size.
+        width: the file's width after EXIF orientation.
+        height: the file's height after EXIF orientation.
+        format: Pillow's name for the file format.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    format: str
+
+
+Source = str | bytes | BinaryIO
+
+
+def open_image(source: Source, formats: list[str] | None = None) -> Image.Image:
+    """Open (not decode) an image from a path, an open binary file or bytes already read."""
+    fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+    return Image.open(fp, formats=formats)
+
+
+def _check_limits(img: Image.Image, limits: DecodeLimits) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image header gives an empty size {w}x{h}")
+    if w * h > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
+            f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb; see --max-pixels)"
+        )
+
+
+def draft_request(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
+    """Smallest decode size that still covers the model input in both axes.
+
+    Orientation may swap the axes later, so both get the larger side of the input.
+    """
+    side = max(spec.input_size)
+    return (min(size[0], side), min(size[1], side))
+
+
+def to_rgb(img: Image.Image, background: int) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Palette and alpha images are composited on a flat ``background`` grey (the colour
+    stored under transparent pixels is arbitrary); 16- and 32-bit greyscale keep their
+    top 8 bits instead of saturating, as Pillow's own ``convert`` would.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.uint32)
+        peak = 65535 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        arr8 = (np.clip(arr, 0, peak) * (255.0 / peak) + 0.5).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
+        arr8 = np.clip(np.nan_to_num(arr) * scale + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha or (img.mode == "L" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
+
+
+def _finish(img: Image.Image, spec: Preprocessing) -> tuple[Image.Image, int, int]:
+    """Orientation, colour conversion and resize: the steps every path shares."""
+    img = ImageOps.exif_transpose(img)
+    width, height = img.size
+    img = to_rgb(img, spec.background)
+    h, w = spec.input_size
+    if img.size != (w, h):
+        img = img.resize((w, h), INTERPOLATIONS[spec.interpolation])
+    return img, width, height
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """Image size after EXIF orientation, from the header alone."""
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def load_pixels(
+    source: Source,
+    spec: Preprocessing,
+    *,
+    limits: DecodeLimits | None = None,
+    fast: bool = True,
+    formats: list[str] | None = None,
+) -> Decoded:
+    """Decode ``source`` into model-sized RGB pixels.
+
+    Args:
+        source: file path, open binary file, or the whole file's bytes.
+        spec: the model's preprocessing.
+        limits: refuse images over these limits before decoding them.
+        fast: decode JPEGs at a reduced DCT scale (see the module docstring).
+        formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
+
+    Raises:
+        ImageTooLarge: the header announces too many pixels.
+        OSError, ValueError, and whatever else a decoder raises on corrupt data.
+    """
+    limits = limits or DecodeLimits()
+    with open_image(source, formats) as img:
+        _check_limits(img, limits)
+        fmt = img.format or "unknown"
+        true_w, true_h = _oriented_size(img)
+        if fast and fmt == "JPEG":
+            img.draft("RGB", draft_request(img.size, spec))
+        out, _, _ = _finish(img, spec)
+        return Decoded(np.asarray(out), true_w, true_h, fmt)
+
+
+def reference_pixels(source: Source, spec: Preprocessing) -> np.ndarray:
+    """The reference preprocessing: full decode, no shortcuts. Slow; for tests and audits."""
+    with open_image(source) as img:
+        img.load()
+        out, _, _ = _finish(img, spec)
+        return np.asarray(out)
+
+
+def normalize_batch(images: list[np.ndarray], spec: Preprocessing) -> np.ndarray:
+    """Stack uint8 HWC images into a float32 NCHW batch, scaled and normalised."""
+    batch = np.stack(images).astype(np.float32)
+    scale = np.asarray([1.0 / (255.0 * s) for s in spec.std], dtype=np.float32)
+    shift = np.asarray([-m / s for m, s in zip(spec.mean, spec.std)], dtype=np.float32)
+    batch *= scale
+    batch += shift
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
