@@ -13,8 +13,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="efficientnet_b0", help="timm model name")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="state_dict (.pth) of a trained model")
-    src.add_argument("--random-init", action="store_true",
-                     help="untrained weights, marked as such (benchmarks and tests only)")
+    src.add_argument(
+        "--random-init",
+        action="store_true",
+        help="untrained weights, marked as such (benchmarks and tests only)",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model-id", help="name written into the model (default: from --arch)")
     p.add_argument("--input-size", type=int, default=224)
@@ -27,7 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import timm
     import torch
-
     from aiscan.export.onnx_export import export_onnx
     from aiscan.scanner.modelmeta import ModelInfo
     from aiscan.scanner.preprocess import Preprocessing
@@ -39,9 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.load_state_dict(state.get("model", state))
     size = args.input_size
     info = ModelInfo(
-        model_id=args.model_id or f"aiscan-{args.arch}" + ("-untrained" if args.random_init else ""),
-        arch=args.arch, preprocessing=Preprocessing(input_size=(size, size)),
-        threshold=args.threshold, trained=not args.random_init,
+        model_id=args.model_id
+        or f"aiscan-{args.arch}" + ("-untrained" if args.random_init else ""),
+        arch=args.arch,
+        preprocessing=Preprocessing(input_size=(size, size)),
+        threshold=args.threshold,
+        trained=not args.random_init,
     )
     out = export_onnx(model, info, args.out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -29,8 +29,9 @@ def write_metadata(path: str | Path, info: ModelInfo) -> None:
     onnx.save(model, str(path))
 
 
-def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, *,
-                opset: int = OPSET) -> Path:
+def export_onnx(
+    model: torch.nn.Module, info: ModelInfo, out: str | Path, *, opset: int = OPSET
+) -> Path:
     """Export ``model`` (NCHW float input, logits output) with ``info`` as its metadata.
 
     The batch axis is dynamic; height and width are fixed by ``info.preprocessing``.
@@ -45,9 +46,14 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, *,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset, dynamo=False,
+            model,
+            (torch.zeros(1, 3, h, w),),
+            str(tmp),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
         )
     write_metadata(tmp, info)
     tmp.replace(out)

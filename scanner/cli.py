@@ -30,53 +30,88 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file.",
         epilog="Exit status: 0 every file scanned (or skipped as not an image); 1 some files "
-               "had errors (see their rows); 2 bad usage or unusable model; 130 interrupted "
-               "(rerun with --resume).",
+        "had errors (see their rows); 2 bad usage or unusable model; 130 interrupted "
+        "(rerun with --resume).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
     p.add_argument("--format", dest="fmt", default="csv", choices=("csv", "jsonl", "parquet"))
     p.add_argument("--model", type=Path, help="aiscan ONNX model (default: the shipped one)")
-    p.add_argument("--threshold", type=float, help="p_ai at or above which the verdict is 'ai' "
-                   "(default: the model's own)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="p_ai at or above which the verdict is 'ai' (default: the model's own)",
+    )
     run = p.add_argument_group("run")
-    run.add_argument("--resume", action="store_true",
-                     help="continue an interrupted scan (or extend a finished one)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted scan (or extend a finished one)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    run.add_argument("--shard", default="0/1", metavar="I/N",
-                     help="scan only shard I of N (stable hash of the path)")
-    run.add_argument("--sha256", dest="hash_files", action="store_true",
-                     help="also write each file's sha256")
+    run.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="scan only shard I of N (stable hash of the path)",
+    )
+    run.add_argument(
+        "--sha256", dest="hash_files", action="store_true", help="also write each file's sha256"
+    )
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     perf.add_argument("--decoder", default="auto", choices=("auto", "cpu"))
     perf.add_argument("--batch-size", type=int, default=32)
     perf.add_argument("--workers", type=int, help="decode threads (default: cores)")
-    perf.add_argument("--threads", type=int, default=0,
-                      help="ONNX Runtime threads (default 0: cores)")
+    perf.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads (default 0: cores)"
+    )
     perf.add_argument("--prefetch", type=int, default=2, help="batches decoded ahead")
-    perf.add_argument("--exact-decode", action="store_true",
-                      help="decode JPEGs at full resolution (reference pixels, slower)")
-    perf.add_argument("--max-pixels", type=int, default=250_000_000,
-                      help="refuse images with more pixels (decompression bombs)")
+    perf.add_argument(
+        "--exact-decode",
+        action="store_true",
+        help="decode JPEGs at full resolution (reference pixels, slower)",
+    )
+    perf.add_argument(
+        "--max-pixels",
+        type=int,
+        default=250_000_000,
+        help="refuse images with more pixels (decompression bombs)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
     p.add_argument("--version", action="version", version=f"aiscan {__version__}")
     return p
 
 
-def _progress_printer(console: Console, quiet: bool) -> tuple[Callable[[Progress], None],
-                                                              Callable[[], None]]:
+def _progress_printer(
+    console: Console, quiet: bool
+) -> tuple[Callable[[Progress], None], Callable[[], None]]:
     """A progress callback: a rich bar on a terminal, a line every 10 s otherwise."""
     if quiet:
         return (lambda _p: None), (lambda: None)
     if console.is_terminal:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as Bar,
+        )
 
-        bar = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:>7.1f} img/s"), TimeElapsedColumn(),
-                       TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                       transient=True)
+        bar = Bar(
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         task = bar.add_task("scan", total=None, rate=0.0)
         bar.start()
 
@@ -94,8 +129,9 @@ def _progress_printer(console: Console, quiet: bool) -> tuple[Callable[[Progress
             rate = p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
             total = f"/{p.total}" if p.total is not None else ""
             counts = ", ".join(f"{k} {v}" for k, v in sorted(p.statuses.items()))
-            console.print(f"aiscan: {p.done}{total} files ({counts}), {rate:.1f} img/s",
-                          highlight=False)
+            console.print(
+                f"aiscan: {p.done}{total} files ({counts}), {rate:.1f} img/s", highlight=False
+            )
 
     return log, lambda: None
 
@@ -105,16 +141,21 @@ def render_summary(console: Console, s: ScanSummary) -> None:
     table.add_column(style="bold")
     table.add_column()
     st = s.statuses
-    table.add_row("files", f"{sum(st.values())} (ok {st['ok']}, skipped {st['skipped']}, "
-                  f"error {st['error']})" + (f"; {s.files_resumed} from before"
-                                             if s.files_resumed else ""))
+    table.add_row(
+        "files",
+        f"{sum(st.values())} (ok {st['ok']}, skipped {st['skipped']}, "
+        f"error {st['error']})" + (f"; {s.files_resumed} from before" if s.files_resumed else ""),
+    )
     table.add_row("verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "-")
     table.add_row("speed", f"{s.images_per_s:.1f} images/s over {s.elapsed_s:.1f} s")
-    table.add_row("model", f"{s.model_id} (sha256 {s.model_sha256[:12]}), threshold "
-                  f"{s.threshold:g}")
+    table.add_row(
+        "model", f"{s.model_id} (sha256 {s.model_sha256[:12]}), threshold {s.threshold:g}"
+    )
     table.add_row("runtime", s.provider_note)
-    table.add_row("output", s.out + ("  [yellow](interrupted: partial kept, use --resume)"
-                                     if s.interrupted else ""))
+    table.add_row(
+        "output",
+        s.out + ("  [yellow](interrupted: partial kept, use --resume)" if s.interrupted else ""),
+    )
     console.print(table)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/] {w}")
@@ -130,17 +171,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiscan.scanner.config import ConfigError, ScanConfig
     from aiscan.scanner.infer import DeviceError, default_threads
     from aiscan.scanner.modelmeta import ModelError
-    from aiscan.scanner.output import OutputExists
+    from aiscan.scanner.output import OutputExistsError
     from aiscan.scanner.pipeline import scan
 
     try:
         config = ScanConfig(
-            paths=tuple(args.paths), out=args.out, model=args.model, fmt=args.fmt,
-            batch_size=args.batch_size, workers=args.workers or default_threads(),
-            threads=args.threads, device=args.device, decoder=args.decoder,
-            threshold=args.threshold, resume=args.resume, overwrite=args.overwrite,
-            hash_files=args.hash_files, max_pixels=args.max_pixels,
-            exact_decode=args.exact_decode, shard=args.shard, prefetch=args.prefetch,
+            paths=tuple(args.paths),
+            out=args.out,
+            model=args.model,
+            fmt=args.fmt,
+            batch_size=args.batch_size,
+            workers=args.workers or default_threads(),
+            threads=args.threads,
+            device=args.device,
+            decoder=args.decoder,
+            threshold=args.threshold,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            hash_files=args.hash_files,
+            max_pixels=args.max_pixels,
+            exact_decode=args.exact_decode,
+            shard=args.shard,
+            prefetch=args.prefetch,
         )
     except ConfigError as exc:
         err.print(f"[red]aiscan: error:[/] {exc}", highlight=False)
@@ -149,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         summary = scan(config, on_progress=show)
-    except (ConfigError, ModelError, DeviceError, OutputExists) as exc:
+    except (ConfigError, ModelError, DeviceError, OutputExistsError) as exc:
         err.print(f"[red]aiscan: error:[/] {exc}", highlight=False)
         return EXIT_USAGE
     finally:

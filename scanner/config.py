@@ -114,10 +114,12 @@ class ScanConfig:
             raise ConfigError(
                 f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}"
             )
-        for name, value, low, high in (("batch-size", self.batch_size, 1, 4096),
-                                       ("workers", self.workers, 1, 256),
-                                       ("threads", self.threads, 0, 256),
-                                       ("prefetch", self.prefetch, 1, 64)):
+        for name, value, low, high in (
+            ("batch-size", self.batch_size, 1, 4096),
+            ("workers", self.workers, 1, 256),
+            ("threads", self.threads, 0, 256),
+            ("prefetch", self.prefetch, 1, 64),
+        ):
             if not low <= value <= high:
                 raise ConfigError(f"--{name} must be within {low}..{high}, got {value}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

@@ -11,17 +11,16 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import UnidentifiedImageError, features
-
 from aiscan.scanner.discover import Found
 from aiscan.scanner.preprocess import (
     DecodeLimits,
-    ImageTooLarge,
+    ImageTooLargeError,
     Preprocessing,
     Source,
     load_pixels,
 )
 from aiscan.scanner.sniff import SNIFF_BYTES, claims_image, describe_non_image, sniff
+from PIL import UnidentifiedImageError, features
 
 #: Formats that need an optional plugin, and how to get it.
 _PLUGINS = {"HEIF": "pip install 'aiscan[heif]' (pillow-heif)", "AVIF": "a Pillow built with AVIF"}
@@ -59,7 +58,7 @@ def _plugin_available(fmt: str) -> bool:
         return bool(features.check("avif"))
     if fmt == "HEIF":
         try:
-            from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+            from pillow_heif import register_heif_opener
         except ImportError:
             return False
         register_heif_opener()
@@ -70,7 +69,7 @@ def _plugin_available(fmt: str) -> bool:
 def explain(exc: BaseException) -> str:
     """Turn a decoder's exception into an error a person understands."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, ImageTooLarge):
+    if isinstance(exc, ImageTooLargeError):
         return text
     if isinstance(exc, FileNotFoundError):
         return "file disappeared before it could be read"
@@ -159,4 +158,3 @@ class CpuDecoder:
         item.pixels = decoded.pixels
         item.width, item.height = decoded.width, decoded.height
         item.format = decoded.format
-

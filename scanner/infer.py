@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from aiscan.scanner.modelmeta import ModelError, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -146,7 +145,9 @@ class Classifier:
         opts.log_severity_level = 3 if device == "auto" else 2
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=[p for p, _ in plan],
+                str(path),
+                sess_options=opts,
+                providers=[p for p, _ in plan],
                 provider_options=[o for _, o in plan],
             )
         except Exception as exc:  # ORT raises its own untyped exceptions on bad files
@@ -184,9 +185,7 @@ class Classifier:
             raise ModelError(f"model input must be NCHW with 3 channels, got shape {list(shape)}")
         dims = [d for d in shape[2:] if isinstance(d, int)]
         if dims and dims != [h, w]:
-            raise ModelError(
-                f"model input is {shape[2]}x{shape[3]} but its metadata says {h}x{w}"
-            )
+            raise ModelError(f"model input is {shape[2]}x{shape[3]} but its metadata says {h}x{w}")
 
     @property
     def model_label(self) -> str:

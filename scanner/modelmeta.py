@@ -49,7 +49,9 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         if POSITIVE_LABEL not in self.labels:
-            raise ModelError(f"labels {list(self.labels)} lack the positive class {POSITIVE_LABEL!r}")
+            raise ModelError(
+                f"labels {list(self.labels)} lack the positive class {POSITIVE_LABEL!r}"
+            )
         if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
             raise ModelError(f"labels must be 2 or more distinct names, got {list(self.labels)}")
         if not 0.0 <= self.threshold <= 1.0:
@@ -105,8 +107,18 @@ class ModelInfo:
                 "aiscan.preprocessing_sha256 does not match aiscan.preprocessing: "
                 "the metadata was edited by hand or corrupted"
             )
-        known = {"format_version", "model_id", "arch", "preprocessing", "preprocessing_sha256",
-                 "labels", "positive_label", "threshold", "output", "trained"}
+        known = {
+            "format_version",
+            "model_id",
+            "arch",
+            "preprocessing",
+            "preprocessing_sha256",
+            "labels",
+            "positive_label",
+            "threshold",
+            "output",
+            "trained",
+        }
         try:
             extra = {k: json.loads(v) for k, v in meta.items() if k not in known}
             return cls(

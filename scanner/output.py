@@ -62,7 +62,7 @@ def row_from_strings(rec: dict[str, str]) -> Row:
     return Row(**{c: vals[c] for c in COLUMNS})
 
 
-class OutputExists(FileExistsError):
+class OutputExistsError(FileExistsError):
     """The output file exists and neither resume nor overwrite was asked for."""
 
 
@@ -143,8 +143,9 @@ class VerdictWriter:
         overwrite: replace an existing output instead of refusing.
     """
 
-    def __init__(self, out: str | Path, fmt: str = "csv", *, resume: bool = False,
-                 overwrite: bool = False) -> None:
+    def __init__(
+        self, out: str | Path, fmt: str = "csv", *, resume: bool = False, overwrite: bool = False
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
         self.out = Path(out)
@@ -156,7 +157,7 @@ class VerdictWriter:
         self._last_sync = 0.0
         exists = self.out.exists() or self.journal.exists()
         if exists and not resume and not overwrite:
-            raise OutputExists(
+            raise OutputExistsError(
                 f"{self.out if self.out.exists() else self.journal} exists: pass --resume to "
                 "continue that scan, or --overwrite to start again"
             )
@@ -204,7 +205,10 @@ class VerdictWriter:
             writer.writerows([_csv_cell(v) for v in astuple(r)] for r in rows)
         else:
             for r in rows:
-                buf.write(json.dumps(dict(zip(COLUMNS, astuple(r))), ensure_ascii=False) + "\n")
+                buf.write(
+                    json.dumps(dict(zip(COLUMNS, astuple(r), strict=True)), ensure_ascii=False)
+                    + "\n"
+                )
         return buf.getvalue()
 
     def write(self, rows: list[Row]) -> None:
@@ -244,12 +248,21 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
         raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
     with src.open(encoding="utf-8", errors="surrogateescape") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
-    schema = pa.schema([
-        ("path", pa.string()), ("status", pa.string()), ("p_ai", pa.float32()),
-        ("verdict", pa.string()), ("error", pa.string()), ("format", pa.string()),
-        ("width", pa.int32()), ("height", pa.int32()), ("bytes", pa.int64()),
-        ("sha256", pa.string()), ("model", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("status", pa.string()),
+            ("p_ai", pa.float32()),
+            ("verdict", pa.string()),
+            ("error", pa.string()),
+            ("format", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("bytes", pa.int64()),
+            ("sha256", pa.string()),
+            ("model", pa.string()),
+        ]
+    )
     table = pa.Table.from_pylist(records, schema=schema)
     tmp = dst.with_name(dst.name + ".tmp")
     pq.write_table(table, tmp)

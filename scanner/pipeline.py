@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from aiscan.scanner import __version__
 from aiscan.scanner.config import ScanConfig, resolve_model
 from aiscan.scanner.decode import CpuDecoder, Item
@@ -88,14 +87,22 @@ def _versions() -> dict[str, str]:
     import onnxruntime
     import PIL
 
-    return {"aiscan": __version__, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "pillow": PIL.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+    return {
+        "aiscan": __version__,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _submit_ahead(
-    pool: ThreadPoolExecutor, decode: Callable[[Found], Item], found: Iterable[Found],
-    batch_size: int, prefetch: int,
+    pool: ThreadPoolExecutor,
+    decode: Callable[[Found], Item],
+    found: Iterable[Found],
+    batch_size: int,
+    prefetch: int,
 ) -> Iterator[list[Future[Item]]]:
     """Yield batches of decode futures, keeping ``prefetch`` more batches in flight."""
     window: deque[Future[Item]] = deque()
@@ -148,8 +155,19 @@ class _Rows:
             status, err = "error", error or f"model returned a non-finite score ({p_ai})"
             p_ai = None
         verdict = "" if p_ai is None else ("ai" if p_ai >= self.threshold else "real")
-        return Row(item.path, status, p_ai if status == "ok" else None, verdict, err,
-                   item.format, item.width, item.height, item.bytes, item.sha256, self.model)
+        return Row(
+            item.path,
+            status,
+            p_ai if status == "ok" else None,
+            verdict,
+            err,
+            item.format,
+            item.width,
+            item.height,
+            item.bytes,
+            item.sha256,
+            self.model,
+        )
 
 
 def _classify(batch: list[Item], classifier: Classifier, make_row: _Rows) -> list[Row]:
@@ -158,15 +176,17 @@ def _classify(batch: list[Item], classifier: Classifier, make_row: _Rows) -> lis
     failure = ""
     if ready:
         try:
-            tensor = normalize_batch([it.pixels for it in ready if it.pixels is not None],
-                                     classifier.info.preprocessing)
+            tensor = normalize_batch(
+                [it.pixels for it in ready if it.pixels is not None], classifier.info.preprocessing
+            )
             probs = classifier.predict(tensor)
-            scores = {id(it): float(p) for it, p in zip(ready, probs)}
+            scores = {id(it): float(p) for it, p in zip(ready, probs, strict=True)}
         except Exception as exc:  # the runtime's own errors: the batch's rows say so
             failure = f"inference failed: {type(exc).__name__}: {exc}"
     ready_ids = {id(it) for it in ready}
-    rows = [make_row(it, scores.get(id(it)), failure if id(it) in ready_ids else "")
-            for it in batch]
+    rows = [
+        make_row(it, scores.get(id(it)), failure if id(it) in ready_ids else "") for it in batch
+    ]
     for it in batch:
         it.pixels = None  # free the batch's memory as soon as it is written
     return rows
@@ -176,7 +196,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     """Run one scan as configured; return its summary (also written next to the output).
 
     Raises:
-        ConfigError, ModelError, DeviceError, OutputExists: before any file is touched.
+        ConfigError, ModelError, DeviceError, OutputExistsError: before any file is touched.
     """
     started = datetime.now(timezone.utc)
     model_path = resolve_model(config.model)
@@ -184,17 +204,23 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     classifier = Classifier(model_path, config.device, threads=threads)
     info = classifier.info
     threshold = info.threshold if config.threshold is None else config.threshold
-    writer = VerdictWriter(config.out, config.fmt, resume=config.resume,
-                           overwrite=config.overwrite)
+    writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
     done = writer.recovered.paths
     shard_i, shard_n = config.shard_index_count
 
     def todo() -> Iterator[Found]:
-        return (f for f in discover(config.paths)
-                if in_shard(f.path, shard_i, shard_n) and f.path not in done)
+        return (
+            f
+            for f in discover(config.paths)
+            if in_shard(f.path, shard_i, shard_n) and f.path not in done
+        )
 
-    decoder = CpuDecoder(info.preprocessing, DecodeLimits(config.max_pixels),
-                         hash_files=config.hash_files, fast=not config.exact_decode)
+    decoder = CpuDecoder(
+        info.preprocessing,
+        DecodeLimits(config.max_pixels),
+        hash_files=config.hash_files,
+        fast=not config.exact_decode,
+    )
     make_row = _Rows(classifier.model_label, threshold)
     progress = Progress()
     counter = _Counter(todo)
@@ -227,20 +253,31 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     statuses = Counter(writer.recovered.statuses) + progress.statuses
     warnings = []
     if not info.trained:
-        warnings.append(f"model {info.model_id} was exported with untrained weights: "
-                        "its verdicts are meaningless (benchmark/test model)")
+        warnings.append(
+            f"model {info.model_id} was exported with untrained weights: "
+            "its verdicts are meaningless (benchmark/test model)"
+        )
     summary = ScanSummary(
-        out=str(config.out), format=config.fmt, model_id=info.model_id,
-        model_sha256=classifier.sha256, model_trained=info.trained,
-        providers=list(classifier.report.providers), provider_note=classifier.report.note,
-        threshold=threshold, statuses={s: statuses.get(s, 0) for s in ("ok", "skipped", "error")},
-        verdicts=dict(verdicts), files_this_run=progress.done,
-        files_resumed=len(done), elapsed_s=round(elapsed, 3),
+        out=str(config.out),
+        format=config.fmt,
+        model_id=info.model_id,
+        model_sha256=classifier.sha256,
+        model_trained=info.trained,
+        providers=list(classifier.report.providers),
+        provider_note=classifier.report.note,
+        threshold=threshold,
+        statuses={s: statuses.get(s, 0) for s in ("ok", "skipped", "error")},
+        verdicts=dict(verdicts),
+        files_this_run=progress.done,
+        files_resumed=len(done),
+        elapsed_s=round(elapsed, 3),
         images_per_s=round(progress.ok_images / elapsed, 2) if elapsed > 0 else 0.0,
-        interrupted=interrupted, started=started.isoformat(timespec="seconds"),
+        interrupted=interrupted,
+        started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        versions=_versions(), warnings=warnings,
+        versions=_versions(),
+        warnings=warnings,
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary

@@ -103,7 +103,7 @@ class DecodeLimits:
     max_pixels: int = 250_000_000
 
 
-class ImageTooLarge(ValueError):
+class ImageTooLargeError(ValueError):
     """The header announces more pixels than :class:`DecodeLimits` allows."""
 
 
@@ -138,7 +138,7 @@ def _check_limits(img: Image.Image, limits: DecodeLimits) -> None:
     if w <= 0 or h <= 0:
         raise ValueError(f"image header gives an empty size {w}x{h}")
     if w * h > limits.max_pixels:
-        raise ImageTooLarge(
+        raise ImageTooLargeError(
             f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
             f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb; see --max-pixels)"
         )
@@ -219,7 +219,7 @@ def load_pixels(
         formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
 
     Raises:
-        ImageTooLarge: the header announces too many pixels.
+        ImageTooLargeError: the header announces too many pixels.
         OSError, ValueError, and whatever else a decoder raises on corrupt data.
     """
     limits = limits or DecodeLimits()
@@ -245,8 +245,7 @@ def normalize_batch(images: list[np.ndarray], spec: Preprocessing) -> np.ndarray
     """Stack uint8 HWC images into a float32 NCHW batch, scaled and normalised."""
     batch = np.stack(images).astype(np.float32)
     scale = np.asarray([1.0 / (255.0 * s) for s in spec.std], dtype=np.float32)
-    shift = np.asarray([-m / s for m, s in zip(spec.mean, spec.std)], dtype=np.float32)
+    shift = np.asarray([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], dtype=np.float32)
     batch *= scale
     batch += shift
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-

@@ -10,7 +10,22 @@ SNIFF_BYTES = 32
 #: Extensions that claim a file is an image. A file with one of these whose content is not
 #: an image is an error (a broken upload); any other non-image file is merely skipped.
 IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .bmp .dib .tif .tiff .gif .heic .heif .avif".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".heic",
+        ".heif",
+        ".avif",
+    ]
 )
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1"}

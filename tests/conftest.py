@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny exported model and generators of awkward image files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients, edges and sensor-like noise: compresses like a photo, not flat."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [128 + 100 * np.sin(x / (17 + 5 * c) + y / (23 + 3 * c) + seed) for c in range(3)], axis=-1
+    )
+    base[(x // 37 + y // 29) % 7 == 0] *= 0.4  # hard edges
+    base += rng.normal(0, 6, base.shape)
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(img: Image.Image, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (its data is a tiny image's)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's test_efficientnet, 64x64 input, untrained, exported with aiscan metadata."""
+    timm = pytest.importorskip("timm")
+    torch = pytest.importorskip("torch")
+    from aiscan.export.onnx_export import export_onnx
+    from aiscan.scanner.modelmeta import ModelInfo
+    from aiscan.scanner.preprocess import Preprocessing
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", num_classes=2, pretrained=False)
+    info = ModelInfo(
+        model_id="tiny-test",
+        arch="test_efficientnet",
+        preprocessing=Preprocessing(input_size=(64, 64)),
+        trained=False,
+    )
+    return export_onnx(model, info, tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture()
+def bad_tree(tmp_path: Path) -> dict[str, str]:
+    """Good images beside every kind of bad file; maps file name -> expected status."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    expect: dict[str, str] = {}
+
+    def put(name: str, data: bytes, status: str) -> None:
+        (root / name).write_bytes(data)
+        expect[name] = status
+
+    good = jpeg_bytes(photo(320, 240))
+    put("a_good.jpg", good, "ok")
+    put("sub/b_good.png", _encode(photo(100, 80), "PNG"), "ok")
+    put("c_truncated.jpg", good[: len(good) // 2], "error")
+    put("d_zero.jpg", b"", "error")
+    put("e_text.jpg", b"this is not an image\n", "error")
+    put("f_notes.txt", b"plain text\n", "skipped")
+    put("g_huge.png", png_with_size(60_000, 60_000), "error")
+    put("h_corrupt.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20, "error")
+    put("i_empty_noext", b"", "skipped")
+    put("sub/j_good.webp", _encode(photo(64, 64), "WEBP"), "ok")
+    return {str(root / k): v for k, v in expect.items()}
+
+
+def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+encode = _encode

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiscan.scanner.infer import Classifier, DeviceError, cuda_device_count, provider_plan
+from aiscan.scanner.modelmeta import ModelError
+
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _names(plan: list[tuple[str, dict[str, str]]]) -> list[str]:
+    return [p for p, _ in plan]
+
+
+def test_auto_without_gpu_asks_only_for_cpu() -> None:
+    plan = provider_plan("auto", ALL, cuda_devices=0, tensorrt_loadable=True)
+    assert _names(plan) == ["CPUExecutionProvider"]
+
+
+def test_auto_with_gpu_prefers_tensorrt_then_cuda() -> None:
+    assert _names(provider_plan("auto", ALL, cuda_devices=1, tensorrt_loadable=True)) == ALL
+    assert _names(provider_plan("auto", ALL, cuda_devices=1, tensorrt_loadable=False)) == ALL[1:]
+
+
+def test_tensorrt_options_enable_fp16_and_engine_cache(tmp_path: Path) -> None:
+    plan = provider_plan(
+        "tensorrt", ALL, cuda_devices=1, tensorrt_loadable=True, trt_cache_dir=str(tmp_path)
+    )
+    opts = dict(plan)["TensorrtExecutionProvider"]
+    assert opts["trt_fp16_enable"] == "True" and opts["trt_engine_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == str(tmp_path)
+
+
+def test_explicit_device_missing_from_build_is_an_error() -> None:
+    with pytest.raises(DeviceError, match="CUDAExecutionProvider"):
+        provider_plan("cuda", ["CPUExecutionProvider"], cuda_devices=1, tensorrt_loadable=True)
+    with pytest.raises(ValueError, match="device must be one of"):
+        provider_plan("gpu", ALL, cuda_devices=1, tensorrt_loadable=True)
+
+
+def test_cpu_session_reports_what_runs(tiny_model: Path) -> None:
+    clf = Classifier(tiny_model, "cpu", threads=1)
+    assert clf.report.providers == ("CPUExecutionProvider",)
+    assert clf.model_label.startswith("tiny-test@")
+    auto = Classifier(tiny_model, "auto", threads=1)
+    assert auto.report.providers[0] in ALL
+    assert auto.report.note.startswith("auto: running on")
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a CUDA device")
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_explicit_gpu_request_on_cpu_machine_fails_loudly(tiny_model: Path, device: str) -> None:
+    with pytest.raises(DeviceError, match=f"--device {device}"):
+        Classifier(tiny_model, device, threads=1)
+
+
+def test_predict_any_batch_size_matches_pytorch(tiny_model: Path) -> None:
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)  # the fixture's seed: the same weights
+    ref = timm.create_model("test_efficientnet", num_classes=2, pretrained=False).eval()
+    clf = Classifier(tiny_model, "cpu", threads=1)
+    x = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expect = torch.softmax(ref(torch.from_numpy(x)), dim=1)[:, 0].numpy()
+    np.testing.assert_allclose(clf.predict(x), expect, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(x[:1]), expect[:1], atol=1e-5)
+
+
+def test_model_without_metadata_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_model))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(ModelError, match="no aiscan metadata"):
+        Classifier(bare, "cpu")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load"):
+        Classifier(junk, "cpu")

@@ -1,0 +1,173 @@
+"""Every decode case, and the fast path held against the reference preprocessing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from aiscan.scanner.preprocess import (
+    DecodeLimits,
+    ImageTooLargeError,
+    Preprocessing,
+    load_pixels,
+    normalize_batch,
+    reference_pixels,
+)
+from PIL import Image
+
+from tests.conftest import encode, jpeg_bytes, photo, png_with_size
+
+SPEC = Preprocessing(input_size=(32, 32))
+
+
+def _solid(mode: str, color: object, size: tuple[int, int] = (20, 10)) -> Image.Image:
+    return Image.new(mode, size, color)  # type: ignore[arg-type]
+
+
+def _decode(data: bytes, spec: Preprocessing = SPEC) -> np.ndarray:
+    return load_pixels(data, spec).pixels.astype(int)
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise: left becomes top
+    data = jpeg_bytes(img, exif=exif.tobytes())
+    out = load_pixels(data, SPEC)
+    assert (out.width, out.height) == (20, 40)
+    top, bottom = out.pixels[:8].reshape(-1, 3).mean(0), out.pixels[-8:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60, top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom
+
+
+def test_palette_image_keeps_its_colours() -> None:
+    img = _solid("RGB", (200, 30, 60)).quantize(4)
+    assert img.mode == "P"
+    np.testing.assert_allclose(_decode(encode(img, "PNG")).mean((0, 1)), (200, 30, 60), atol=2)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_are_composited_on_white(mode: str) -> None:
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # fully transparent black
+    img.paste((255, 0, 0, 255), (0, 0, 16, 8))  # opaque red top half
+    if mode == "LA":
+        img = img.convert("LA")
+    elif mode == "P":
+        img = img.convert("P")  # saved as a palette PNG with a tRNS chunk
+    data = encode(img, "PNG")
+    with Image.open(io.BytesIO(data)) as probe:
+        assert probe.mode == mode and (mode != "P" or "transparency" in probe.info)
+    out = _decode(data)
+    np.testing.assert_array_equal(out[-4:], 255)  # bottom: transparent -> white, not black
+    assert out[:4].mean() < 255
+
+
+def test_grayscale_becomes_equal_rgb() -> None:
+    out = _decode(encode(_solid("L", 77), "PNG"))
+    assert out.shape == (32, 32, 3) and (out == 77).all()
+
+
+def test_one_bit_image() -> None:
+    out = _decode(encode(_solid("1", 1), "PNG"))
+    assert (out == 255).all()
+
+
+def test_cmyk_jpeg_converts_to_rgb() -> None:
+    rgb = (30, 160, 220)
+    data = jpeg_bytes(_solid("RGB", rgb).convert("CMYK"))
+    with Image.open(io.BytesIO(data)) as probe:
+        assert probe.mode == "CMYK"
+    np.testing.assert_allclose(_decode(data).mean((0, 1)), rgb, atol=8)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(65535, 255), (32768, 128), (0, 0)])
+def test_16bit_grayscale_keeps_its_range(value: int, expected: int) -> None:
+    img = Image.fromarray(np.full((10, 20), value, dtype=np.uint16))
+    assert img.mode.startswith("I;16")
+    out = _decode(encode(img, "PNG"))
+    assert np.abs(out - expected).max() <= 1
+
+
+def test_gif_uses_the_first_frame() -> None:
+    frames = [_solid("RGB", (255, 0, 0)), _solid("RGB", (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    np.testing.assert_allclose(_decode(data).mean((0, 1)), (255, 0, 0), atol=3)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "TIFF"])
+def test_lossless_formats_match_reference_exactly(fmt: str) -> None:
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    data = encode(photo(90, 60), fmt, **kw)
+    np.testing.assert_array_equal(load_pixels(data, SPEC).pixels, reference_pixels(data, SPEC))
+
+
+def test_huge_header_is_refused_before_decoding() -> None:
+    with pytest.raises(ImageTooLargeError, match=r"60000x60000 = 3600 MP"):
+        load_pixels(png_with_size(60_000, 60_000), SPEC)
+    with pytest.raises(ImageTooLargeError):
+        load_pixels(encode(photo(100, 100), "PNG"), SPEC, limits=DecodeLimits(max_pixels=9_999))
+
+
+# The fast path decodes JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain, never below the
+# model's input size, then resizes exactly as the reference does. Measured on photo-like
+# JPEGs (tests/conftest.photo, quality 90): mean |diff| about 0.5/255, max under 10/255.
+FAST_TOLERANCE = {"mean": 1.5, "p99": 6, "max": 16}
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (3000, 4000)])
+def test_fast_jpeg_decode_stays_close_to_reference(size: tuple[int, int]) -> None:
+    spec = Preprocessing()  # 224, the shipped models' size
+    data = jpeg_bytes(photo(*size))
+    diff = np.abs(_decode(data, spec) - reference_pixels(data, spec).astype(int))
+    assert diff.mean() <= FAST_TOLERANCE["mean"]
+    assert np.percentile(diff, 99) <= FAST_TOLERANCE["p99"]
+    assert diff.max() <= FAST_TOLERANCE["max"]
+    exact = load_pixels(data, spec, fast=False).pixels
+    np.testing.assert_array_equal(exact, reference_pixels(data, spec))
+
+
+def test_small_jpeg_is_not_drafted() -> None:
+    data = jpeg_bytes(photo(300, 200))  # half of 300x200 would be under 224: full decode
+    np.testing.assert_array_equal(
+        load_pixels(data, Preprocessing()).pixels, reference_pixels(data, Preprocessing())
+    )
+
+
+def test_normalize_batch_layout_and_values() -> None:
+    spec = Preprocessing(input_size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5))
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[..., 0], img[..., 1], img[0, 0, 2] = 255, 0, 51
+    batch = normalize_batch([img, img], spec)
+    assert batch.shape == (2, 3, 16, 16) and batch.dtype == np.float32
+    assert batch.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(batch[:, 0], 1.0)  # (1 - 0.5) / 0.5
+    np.testing.assert_allclose(batch[:, 1], -2.0)  # (0 - 0.5) / 0.25
+    np.testing.assert_allclose(batch[0, 2, 0, 0], (0.2 - 0.5) / 0.5, rtol=1e-6)
+
+
+def test_spec_round_trips_and_hash_is_stable() -> None:
+    spec = Preprocessing(input_size=(160, 160), mean=(0.1, 0.2, 0.3))
+    again = Preprocessing.from_json(spec.to_json())
+    assert again == spec and again.sha256() == spec.sha256()
+    assert spec.sha256() != Preprocessing().sha256()
+    # A fixed definition has a fixed hash: this catches accidental changes to the format.
+    assert Preprocessing().sha256() == Preprocessing.from_json(Preprocessing().to_json()).sha256()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"input_size": (8, 8)},
+        {"std": (0.5, 0.0, 0.5)},
+        {"resize": "crop"},
+        {"interpolation": "nearest"},
+        {"mean": (0.5, 0.5)},
+        {"background": 300},
+        {"version": "aiscan-preprocess/0"},
+    ],
+)
+def test_invalid_spec_raises(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Preprocessing(**kwargs)  # type: ignore[arg-type]
