@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import timm
     import torch
+
     from aiscan.export.onnx_export import export_onnx
     from aiscan.scanner.modelmeta import ModelInfo
     from aiscan.scanner.preprocess import Preprocessing

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     perf.add_argument("--decoder", default="auto", choices=("auto", "cpu"))
-    perf.add_argument("--batch-size", type=int, default=32)
+    perf.add_argument(
+        "--batch-size", type=int, help="images per inference call (default: 16 on CPU, 128 on GPU)"
+    )
     perf.add_argument("--workers", type=int, help="decode threads (default: cores)")
     perf.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads (default 0: cores)"

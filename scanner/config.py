@@ -61,7 +61,7 @@ class ScanConfig:
         out: the verdict file to write.
         model: an aiscan ONNX model; None means the shipped default.
         fmt: "csv", "jsonl" or "parquet".
-        batch_size: images per inference call.
+        batch_size: images per inference call; None: 16 on the CPU, 128 on a GPU.
         workers: decode threads.
         threads: ONNX Runtime intra-op threads (0: as many as cores).
         device: "auto", "cpu", "cuda" or "tensorrt".
@@ -80,7 +80,7 @@ class ScanConfig:
     out: Path
     model: Path | None = None
     fmt: str = "csv"
-    batch_size: int = 32
+    batch_size: int | None = None
     workers: int = field(default_factory=default_threads)
     threads: int = 0
     device: str = "auto"
@@ -115,7 +115,7 @@ class ScanConfig:
                 f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}"
             )
         for name, value, low, high in (
-            ("batch-size", self.batch_size, 1, 4096),
+            ("batch-size", 1 if self.batch_size is None else self.batch_size, 1, 4096),
             ("workers", self.workers, 1, 256),
             ("threads", self.threads, 0, 256),
             ("prefetch", self.prefetch, 1, 64),

@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import UnidentifiedImageError, features
+
 from aiscan.scanner.discover import Found
 from aiscan.scanner.preprocess import (
     DecodeLimits,
@@ -20,7 +22,6 @@ from aiscan.scanner.preprocess import (
     load_pixels,
 )
 from aiscan.scanner.sniff import SNIFF_BYTES, claims_image, describe_non_image, sniff
-from PIL import UnidentifiedImageError, features
 
 #: Formats that need an optional plugin, and how to get it.
 _PLUGINS = {"HEIF": "pip install 'aiscan[heif]' (pillow-heif)", "AVIF": "a Pillow built with AVIF"}

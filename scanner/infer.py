@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aiscan.scanner.modelmeta import ModelError, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,15 @@ class Classifier:
             out /= out.sum(axis=1, keepdims=True)
         p: np.ndarray = out[:, self.info.positive_index]
         return p
+
+
+def default_batch_size(provider: str) -> int:
+    """Images per inference call when none is given.
+
+    On the CPU, batches past 8-16 do not run faster, and small batches let decoding and
+    inference overlap sooner (measured with aiscan-bench); GPUs want large batches.
+    """
+    return 16 if provider == _CPU else 128
 
 
 def default_threads() -> int:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aiscan.scanner import __version__
 from aiscan.scanner.config import ScanConfig, resolve_model
 from aiscan.scanner.decode import CpuDecoder, Item
 from aiscan.scanner.discover import Found, discover, in_shard
-from aiscan.scanner.infer import Classifier
+from aiscan.scanner.infer import Classifier, default_batch_size
 from aiscan.scanner.output import Row, VerdictWriter
 from aiscan.scanner.preprocess import DecodeLimits, normalize_batch
 
@@ -62,6 +63,7 @@ class ScanSummary:
     providers: list[str]
     provider_note: str
     threshold: float
+    batch_size: int
     statuses: dict[str, int]
     verdicts: dict[str, int]
     files_this_run: int
@@ -204,6 +206,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     classifier = Classifier(model_path, config.device, threads=threads)
     info = classifier.info
     threshold = info.threshold if config.threshold is None else config.threshold
+    batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
     writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
     done = writer.recovered.paths
     shard_i, shard_n = config.shard_index_count
@@ -230,7 +233,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     interrupted = False
     pool = ThreadPoolExecutor(config.workers, thread_name_prefix="aiscan-decode")
     try:
-        for futures in _submit_ahead(pool, decoder, todo(), config.batch_size, config.prefetch):
+        for futures in _submit_ahead(pool, decoder, todo(), batch_size, config.prefetch):
             rows = _classify([f.result() for f in futures], classifier, make_row)
             writer.write(rows)
             progress.done += len(rows)
@@ -266,6 +269,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         providers=list(classifier.report.providers),
         provider_note=classifier.report.note,
         threshold=threshold,
+        batch_size=batch_size,
         statuses={s: statuses.get(s, 0) for s in ("ok", "skipped", "error")},
         verdicts=dict(verdicts),
         files_this_run=progress.done,

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from aiscan.scanner import discover as discover_mod
 from aiscan.scanner.discover import discover, in_shard
 

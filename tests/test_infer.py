@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aiscan.scanner.infer import Classifier, DeviceError, cuda_device_count, provider_plan
 from aiscan.scanner.modelmeta import ModelError
 

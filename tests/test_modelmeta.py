@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from aiscan.scanner.modelmeta import ModelError, ModelInfo
 from aiscan.scanner.preprocess import Preprocessing
 

@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from aiscan.scanner.output import COLUMNS, OutputExistsError, Row, VerdictWriter, read_rows
 
 

@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from aiscan.scanner.preprocess import (
     DecodeLimits,
     ImageTooLargeError,
@@ -14,8 +16,6 @@ from aiscan.scanner.preprocess import (
     normalize_batch,
     reference_pixels,
 )
-from PIL import Image
-
 from tests.conftest import encode, jpeg_bytes, photo, png_with_size
 
 SPEC = Preprocessing(input_size=(32, 32))

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from aiscan.scanner import config as config_mod
 from aiscan.scanner.cli import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, main
 from aiscan.scanner.output import read_rows
-
 from tests.conftest import jpeg_bytes, photo
 
 

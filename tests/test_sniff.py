@@ -3,8 +3,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from aiscan.scanner.sniff import claims_image, describe_non_image, sniff
 from PIL import Image
+
+from aiscan.scanner.sniff import claims_image, describe_non_image, sniff
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])
