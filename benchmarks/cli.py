@@ -61,13 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict[str, object]:
     from aiscan.benchmarks import runners
-    from aiscan.benchmarks.corpus import make_corpus
+    from aiscan.benchmarks.corpus import make_corpus, photo_sources
     from aiscan.scanner.infer import Classifier, default_threads
 
     spec = Classifier(model, "cpu").info.preprocessing
     workers = args.workers or default_threads()
     batch = args.batch_size
     sets: list[tuple[str, list[Path]]] = []
+    corpora: list[dict[str, object]] = []
     if args.folder:
         from aiscan.scanner.discover import discover
 
@@ -82,6 +83,19 @@ def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict
                 f"mean {corpus.mean_bytes / 1e6:.2f} MB"
             )
             sets.append((name, corpus.files))
+            corpora.append(
+                {
+                    "name": name,
+                    "images": count,
+                    "width": corpus.width,
+                    "height": corpus.height,
+                    "mean_bytes": corpus.mean_bytes,
+                    "progressive": corpus.progressive,
+                    "content": "photo mosaics"
+                    if photo_sources(args.data_dir)
+                    else "procedural texture",
+                }
+            )
     timings = []
     for name, files in sets:
         # Runners are built just before they are timed and dropped after: an idle second
@@ -101,6 +115,7 @@ def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict
             del run
             gc.collect()
     return {
+        "corpora": corpora,
         "settings": {
             "batch_size": batch,
             "workers": workers,
