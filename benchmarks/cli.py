@@ -103,6 +103,9 @@ def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict
         plan: dict[str, Callable[[], Callable[[Sequence[Path]], None]]] = {
             "naive (PIL + ORT, 1 image at a time)": lambda: runners.naive_ort(model, spec),
             "aiscan decode only": lambda: runners.decode_only(spec, workers),
+            "decode only, full-size reference decode": lambda: runners.decode_only(
+                spec, workers, fast=False
+            ),
             "aiscan inference only": lambda: runners.inference_only(model, spec, batch),
             "aiscan end to end": lambda: runners.aiscan_scan(
                 model, batch_size=batch, workers=workers

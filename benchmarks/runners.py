@@ -124,12 +124,14 @@ def aiscan_scan(
     return run
 
 
-def decode_only(spec: Preprocessing, workers: int) -> Callable[[Sequence[Path]], None]:
-    """aiscan's decode stage alone, on its thread pool."""
+def decode_only(
+    spec: Preprocessing, workers: int, *, fast: bool = True
+) -> Callable[[Sequence[Path]], None]:
+    """aiscan's decode stage alone, on its thread pool (``fast=False``: reference decode)."""
     from aiscan.scanner.decode import CpuDecoder
     from aiscan.scanner.discover import Found
 
-    decoder = CpuDecoder(spec)
+    decoder = CpuDecoder(spec, fast=fast)
 
     def run(files: Sequence[Path]) -> None:
         with ThreadPoolExecutor(workers) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -54,6 +55,7 @@ class Item:
     sha256: str = ""
 
 
+@functools.cache
 def _plugin_available(fmt: str) -> bool:
     if fmt == "AVIF":
         return bool(features.check("avif"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,19 @@ def test_spec_round_trips_and_hash_is_stable() -> None:
 def test_invalid_spec_raises(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Preprocessing(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_avif_and_heic_decode_when_their_plugin_is_installed(fmt: str, tmp_path: Path) -> None:
+    from aiscan.scanner.decode import CpuDecoder, _plugin_available
+    from aiscan.scanner.discover import Found
+
+    if not _plugin_available(fmt):
+        pytest.skip(f"no {fmt} decoder installed")
+    path = tmp_path / ("x.avif" if fmt == "AVIF" else "x.heic")
+    Image.new("RGB", (64, 48), (200, 30, 60)).save(path, fmt)
+    item = CpuDecoder(SPEC)(Found(str(path)))
+    assert item.status == "ok", item.error
+    assert (item.width, item.height) == (64, 48)
+    assert item.pixels is not None
+    np.testing.assert_allclose(item.pixels.reshape(-1, 3).mean(0), (200, 30, 60), atol=12)
