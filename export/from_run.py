@@ -1,0 +1,93 @@
+"""Export a training run's best checkpoint, with its threshold chosen on validation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiscan.export.onnx_export import export_onnx, write_metadata
+from aiscan.scanner.modelmeta import ModelInfo
+from aiscan.scanner.preprocess import Preprocessing
+
+
+def _data_summary(split: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {
+            "images": len(samples),
+            "by_label": dict(Counter("ai" if s.is_ai else "real" for s in samples)),
+            "by_source": dict(Counter(s.source for s in samples)),
+        }
+        for name, samples in split.items()
+    }
+
+
+def parity(model: Any, onnx_path: Path, samples: list[Any], spec: Preprocessing) -> float:
+    """Max |p_ai(PyTorch fp32) - p_ai(ONNX Runtime)| over real images."""
+    import torch
+
+    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+
+    batch = normalize_batch([load_pixels(s.path, spec).pixels for s in samples], spec)
+    with torch.no_grad():
+        ref = torch.softmax(model.eval()(torch.from_numpy(batch)), dim=1)[:, 0].numpy()
+    got = Classifier(onnx_path, "cpu").predict(batch)
+    return float(np.abs(ref - got).max())
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    model_id: str | None = None,
+    target_fpr: float | None = None,
+    parity_images: int = 64,
+) -> ModelInfo:
+    """best.pth of ``run_dir`` -> ONNX at ``out``, threshold and summaries in its metadata."""
+    import torch
+
+    from aiscan.train.data import LABELS, load_split
+    from aiscan.train.metrics import binary_metrics, choose_threshold
+    from aiscan.train.model import create
+    from aiscan.train.predict import score
+
+    run = Path(run_dir)
+    best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
+    if tuple(best["labels"]) != LABELS:
+        raise ValueError(f"checkpoint labels {best['labels']} differ from {list(LABELS)}")
+    spec = Preprocessing.from_json(best["preprocessing"])
+    model = create(best["arch"])
+    model.load_state_dict(best["model"])
+    split = load_split(run / "split.csv")
+    info = ModelInfo(
+        model_id=model_id or f"aiscan-{best['arch']}-{run.name}",
+        arch=best["arch"],
+        preprocessing=spec,
+        labels=LABELS,
+        threshold=0.5,
+        extra={
+            "training": {
+                "config": best["config"],
+                "best_epoch": best["epoch"] + 1,
+                "data": _data_summary(split),
+            }
+        },
+    )
+    out = export_onnx(model, info, out)
+    val = score(out, split["val"])
+    threshold = choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], target_fpr)
+    diff = parity(model, out, split["val"][:parity_images], spec)
+    extra = dict(info.extra)
+    extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)
+    extra["threshold_rule"] = (
+        f"lowest with FPR <= {target_fpr} on validation" if target_fpr else "max F1 on validation"
+    )
+    extra["parity"] = {"images": min(parity_images, len(split["val"])), "max_abs_diff_p_ai": diff}
+    final = ModelInfo(info.model_id, info.arch, spec, LABELS, threshold, extra=extra)
+    write_metadata(out, final)
+    (run / "export.json").write_text(json.dumps(final.to_metadata(), indent=2) + "\n")
+    return final

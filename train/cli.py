@@ -1,0 +1,136 @@
+"""``aiscan-train DATA_DIR --out RUN_DIR``: fine-tune a timm model, the report's recipe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aiscan-train", description=__doc__)
+    p.add_argument("data_dir", help="folder with ai/ and real/ class folders (any depth)")
+    p.add_argument("--out", required=True, help="run folder (split, checkpoints, history)")
+    p.add_argument("--arch", default="efficientnet_b0", help="any timm model name")
+    p.add_argument("--init", help="local weights to start from (.pth); default random init")
+    p.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train the classifier only (the report's ablation)",
+    )
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader processes")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "off"),
+        help="bf16 autocast where supported (auto) or full fp32 (off)",
+    )
+    p.add_argument(
+        "--anti-shortcut",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of random JPEG re-encode and down-up rescale",
+    )
+    p.add_argument("--limit", type=int, help="at most N images per split (quick runs)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    return p
+
+
+def _printer(console: Console) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task("train", total=None, epoch=0, loss=0.0, acc=0.0)
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "epoch_start":
+            bar.start()
+            bar.reset(task, total=data["batches"], epoch=data["epoch"] + 1, loss=0.0, acc=0.0)
+        elif kind == "batch":
+            bar.update(task, completed=data["step"], loss=data["loss"], acc=data["acc"])
+            if not console.is_terminal and data["step"] % 50 == 0:
+                console.print(
+                    f"epoch {data['epoch'] + 1} step {data['step']}: loss "
+                    f"{data['loss']:.4f} acc {data['acc']:.3f}",
+                    highlight=False,
+                )
+        elif kind == "epoch_end":
+            bar.stop()
+            console.print(
+                f"epoch {data['epoch'] + 1}: train loss {data['train_loss']:.4f} acc "
+                f"{data['train_acc']:.3f} | val AUC {data['val_auc']:.4f} acc "
+                f"{data['val_acc']:.3f} | {data['seconds']:.0f} s",
+                highlight=False,
+            )
+        elif kind == "resumed":
+            console.print(f"resuming at epoch {data['epoch'] + 1}")
+
+    return on_event
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    from pathlib import Path
+
+    from aiscan.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        arch=args.arch,
+        init=args.init,
+        freeze_backbone=args.freeze_backbone,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        input_size=args.input_size,
+        seed=args.seed,
+        workers=args.workers,
+        amp=args.amp,
+        anti_shortcut=args.anti_shortcut,
+        limit=args.limit,
+        device=args.device,
+    )
+    if (Path(args.out) / "checkpoint_last.pth").exists() and not args.resume:
+        console.print(
+            f"[red]aiscan-train: error:[/] {args.out} already has a checkpoint: "
+            "pass --resume to continue it, or choose another --out"
+        )
+        return 2
+    try:
+        history = train(cfg, _printer(console))
+    except ValueError as exc:
+        console.print(f"[red]aiscan-train: error:[/] {exc}", highlight=False)
+        return 2
+    console.print(
+        f"best epoch {history.best_epoch + 1}: val AUC {history.best_val_auc:.4f}; "
+        f"checkpoints in {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

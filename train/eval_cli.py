@@ -1,0 +1,89 @@
+"""``aiscan-eval RUN_DIR|MODEL [DATA_DIR]``: the report's metrics and plots for a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aiscan-eval", description=__doc__)
+    p.add_argument("target", help="a run folder (its model.onnx and split) or a .onnx model")
+    p.add_argument("data_dir", nargs="?", help="with a model file: folder with ai/ and real/")
+    p.add_argument("--split", default="test", help="which split of a run (default: test)")
+    p.add_argument("--out", help="where the JSON report and plots go (default: the run)")
+    p.add_argument("--threshold", type=float, help="default: the model's own")
+    p.add_argument(
+        "--reencode",
+        action="store_true",
+        help="also re-save every image as JPEG q90 and report the change",
+    )
+    return p
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    from aiscan.train.evaluate import evaluate
+
+    try:
+        report = evaluate(
+            args.target,
+            args.data_dir,
+            split=args.split,
+            out_dir=args.out,
+            reencode=args.reencode,
+            threshold=args.threshold,
+        )
+    except ValueError as exc:
+        Console(stderr=True).print(f"[red]aiscan-eval: error:[/] {exc}", highlight=False)
+        return 2
+    m = report["metrics"]
+    table = Table(
+        "metric",
+        "value",
+        title=f"{report['model_id']} on {report['split']} ({report['images']} images, AI positive)",
+    )
+    for key in (
+        "accuracy",
+        "precision",
+        "recall",
+        "specificity",
+        "f1",
+        "roc_auc",
+        "average_precision",
+        "kappa",
+        "ece",
+        "tpr_at_fpr_1pct",
+        "tpr_at_fpr_5pct",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "threshold",
+    ):
+        table.add_row(key, _fmt(m[key]))
+    if "reencode_jpeg_q90" in report:
+        for key, delta in report["reencode_jpeg_q90"]["delta"].items():
+            table.add_row(f"re-encoded q90: delta {key}", f"{delta:+.4f}")
+    console.print(table)
+    src = Table("source", "n", "accuracy", "mean p_ai", title="per source")
+    for name, row in report["per_source"].items():
+        src.add_row(name, str(row["n"]), _fmt(row["accuracy"]), _fmt(row["mean_p_ai"]))
+    console.print(src)
+    if report["unreadable"]:
+        console.print(f"[yellow]{len(report['unreadable'])} images could not be read[/]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Evaluate an exported model on labelled images: the report's metrics, plots, JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiscan.train.data import LABELS, Sample, find_samples, load_split
+from aiscan.train.metrics import binary_metrics
+from aiscan.train.predict import Scores, score
+
+
+def resolve(
+    target: str | Path, data_dir: str | Path | None, split: str
+) -> tuple[Path, list[Sample]]:
+    """(model, samples): a run folder gives its model.onnx and its saved split; a model
+    file needs a data folder, all of which is evaluated."""
+    target = Path(target)
+    if target.is_dir():
+        model = target / "model.onnx"
+        if not model.is_file():
+            raise ValueError(
+                f"{target} has no model.onnx: run aiscan-export --run {target} --out {model}"
+            )
+        samples = load_split(target / "split.csv").get(split)
+        if not samples:
+            raise ValueError(f"{target}/split.csv has no {split!r} split")
+        return model, samples
+    if data_dir is None:
+        raise ValueError("a model file needs DATA_DIR (a folder with ai/ and real/)")
+    return target, find_samples(data_dir)
+
+
+def per_source(scores: Scores, threshold: float) -> dict[str, dict[str, float]]:
+    """Accuracy and mean p_ai per source (one class each: accuracy is its recall or
+    specificity)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(scores.samples):
+        groups[f"{LABELS[s.label]}/{s.source}"].append(i)
+    out = {}
+    for name, idx in sorted(groups.items()):
+        sel = np.array(idx)
+        sel = sel[scores.ok[sel]]
+        right = (scores.p_ai[sel] >= threshold) == scores.is_ai[sel]
+        out[name] = {
+            "n": len(sel),
+            "accuracy": float(right.mean()) if len(sel) else math.nan,
+            "mean_p_ai": float(scores.p_ai[sel].mean()) if len(sel) else math.nan,
+        }
+    return out
+
+
+def plots(scores: Scores, metrics: dict[str, float], out_dir: Path, tag: str) -> list[str]:
+    """ROC, precision-recall and confusion-matrix PNGs (headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y, p = scores.is_ai[scores.ok], scores.p_ai[scores.ok]
+    written = []
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fpr, tpr, _ = roc_curve(y, p)
+    ax.plot(fpr, tpr, label=f"AUC {metrics['roc_auc']:.4f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(
+        xlabel="false positive rate (real called AI)",
+        ylabel="true positive rate",
+        title=f"ROC, AI positive ({tag})",
+    )
+    ax.legend(loc="lower right")
+    written.append(_save(fig, out_dir / f"roc_{tag}.png"))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    prec, rec, _ = precision_recall_curve(y, p)
+    ax.plot(rec, prec, label=f"AP {metrics['average_precision']:.4f}")
+    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall ({tag})")
+    ax.legend(loc="lower left")
+    written.append(_save(fig, out_dir / f"pr_{tag}.png"))
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    cm = np.array([[metrics["tp"], metrics["fn"]], [metrics["fp"], metrics["tn"]]])
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(
+            j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black"
+        )
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["pred ai", "pred real"],
+        yticklabels=["true ai", "true real"],
+        title=f"Confusion at {metrics['threshold']:.3f} ({tag})",
+    )
+    written.append(_save(fig, out_dir / f"confusion_{tag}.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return str(path)
+
+
+def evaluate(
+    target: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    reencode: bool = False,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Score, compute metrics and plots, write ``eval_<split>.json``; return the report."""
+    from aiscan.scanner.infer import Classifier
+
+    model, samples = resolve(target, data_dir, split)
+    info = Classifier(model, "cpu", threads=1)
+    threshold = info.info.threshold if threshold is None else threshold
+    out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    scores = score(model, samples)
+    metrics = binary_metrics(scores.is_ai[scores.ok], scores.p_ai[scores.ok], threshold)
+    report: dict[str, Any] = {
+        "model": str(model),
+        "model_id": info.info.model_id,
+        "model_sha256": info.sha256,
+        "split": split,
+        "images": len(samples),
+        "unreadable": scores.errors,
+        "threshold": threshold,
+        "metrics": metrics,
+        "per_source": per_source(scores, threshold),
+        "plots": plots(scores, metrics, out, split),
+    }
+    if reencode:
+        again = score(model, samples, reencode_quality=90)
+        m2 = binary_metrics(again.is_ai[again.ok], again.p_ai[again.ok], threshold)
+        report["reencode_jpeg_q90"] = {
+            "metrics": m2,
+            "delta": {
+                k: m2[k] - metrics[k]
+                for k in ("accuracy", "roc_auc", "recall", "specificity", "f1")
+            },
+            "mean_abs_change_p_ai": float(np.nanmean(np.abs(again.p_ai - scores.p_ai))),
+        }
+    (out / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
