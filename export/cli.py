@@ -1,4 +1,4 @@
-"""``aiscan-export``: a timm architecture (+ checkpoint) to an aiscan ONNX model."""
+"""``aiscan-export``: a training run, or a timm arch + checkpoint, to an aiscan ONNX model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiscan-export", description=__doc__)
-    p.add_argument("--arch", default="efficientnet_b0", help="timm model name")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="an aiscan-train run folder (uses its best.pth)")
     src.add_argument("--checkpoint", type=Path, help="state_dict (.pth) of a trained model")
@@ -20,31 +19,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="untrained weights, marked as such (benchmarks and tests only)",
     )
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model-id", help="name written into the model (default: from --arch)")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
+    p.add_argument("--model-id", help="name written into the model (default: from the arch)")
+    run = p.add_argument_group("with --run")
+    run.add_argument(
         "--target-fpr",
         type=float,
-        help="--run: threshold with at most this FPR on validation (default: max F1)",
+        help="threshold with at most this FPR on validation (default: max F1)",
     )
+    run.add_argument(
+        "--variants",
+        default="",
+        metavar="fp16,int8",
+        help="also write reduced-precision variants next to --out",
+    )
+    run.add_argument(
+        "--calibration-images",
+        type=int,
+        default=256,
+        help="training images that calibrate the int8 variant",
+    )
+    arch = p.add_argument_group("with --checkpoint or --random-init")
+    arch.add_argument("--arch", default="efficientnet_b0", help="timm model name")
+    arch.add_argument("--input-size", type=int, default=224)
+    arch.add_argument("--threshold", type=float, default=0.5)
+    arch.add_argument("--seed", type=int, default=0)
     return p
+
+
+def _from_run(args: argparse.Namespace) -> int:
+    from aiscan.export.from_run import export_run, export_variant
+
+    info = export_run(args.run, args.out, model_id=args.model_id, target_fpr=args.target_fpr)
+    val, par = info.extra["validation"], info.extra["parity"]
+    print(
+        f"wrote {args.out}: threshold {info.threshold:.4f} ({info.extra['threshold_rule']}), "
+        f"val AUC {val['roc_auc']:.4f}, acc {val['accuracy']:.4f}; max |p_ai torch - onnx| "
+        f"{par['max_abs_diff_p_ai']:.2e} on {par['images']} images"
+    )
+    for variant in filter(None, args.variants.split(",")):
+        path = export_variant(args.run, args.out, variant, args.calibration_images)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run:
-        from aiscan.export.from_run import export_run
-
-        info = export_run(args.run, args.out, model_id=args.model_id, target_fpr=args.target_fpr)
-        val, par = info.extra["validation"], info.extra["parity"]
-        print(
-            f"wrote {args.out}: threshold {info.threshold:.4f} ({info.extra['threshold_rule']}), "
-            f"val AUC {val['roc_auc']:.4f}, acc {val['accuracy']:.4f}; max |p_ai torch - onnx| "
-            f"{par['max_abs_diff_p_ai']:.2e} on {par['images']} images"
-        )
-        return 0
+        return _from_run(args)
     import timm
     import torch
 
@@ -58,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("model", state))
     size = args.input_size
+    suffix = "-untrained" if args.random_init else ""
     info = ModelInfo(
-        model_id=args.model_id
-        or f"aiscan-{args.arch}" + ("-untrained" if args.random_init else ""),
+        model_id=args.model_id or f"aiscan-{args.arch}{suffix}",
         arch=args.arch,
         preprocessing=Preprocessing(input_size=(size, size)),
         threshold=args.threshold,

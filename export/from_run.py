@@ -91,3 +91,24 @@ def export_run(
     write_metadata(out, final)
     (run / "export.json").write_text(json.dumps(final.to_metadata(), indent=2) + "\n")
     return final
+
+
+def export_variant(
+    run_dir: str | Path, fp32: str | Path, variant: str, calibration_images: int = 256
+) -> Path:
+    """Write ``variant`` ("fp16" or "int8") of the fp32 model beside it.
+
+    int8 is calibrated on an evenly spread sample of the run's training images.
+    """
+    from aiscan.export.variants import VARIANTS, convert_fp16, quantize_int8
+    from aiscan.train.data import load_split
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    fp32 = Path(fp32)
+    dst = fp32.with_name(f"{fp32.stem}.{variant}.onnx")
+    if variant == "fp16":
+        return convert_fp16(fp32, dst)
+    train = load_split(Path(run_dir) / "split.csv")["train"]
+    step = max(1, len(train) // calibration_images)
+    return quantize_int8(fp32, dst, [s.path for s in train[::step][:calibration_images]])

@@ -18,6 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="which split of a run (default: test)")
     p.add_argument("--out", help="where the JSON report and plots go (default: the run)")
     p.add_argument("--threshold", type=float, help="default: the model's own")
+    p.add_argument("--model", help="with a run: evaluate this model file on the run's split")
+    p.add_argument(
+        "--embed",
+        action="store_true",
+        help="write the metrics into the model's metadata (changes its sha256)",
+    )
     p.add_argument(
         "--reencode",
         action="store_true",
@@ -43,10 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out,
             reencode=args.reencode,
             threshold=args.threshold,
+            model=args.model,
         )
     except ValueError as exc:
         Console(stderr=True).print(f"[red]aiscan-eval: error:[/] {exc}", highlight=False)
         return 2
+    if args.embed:
+        from aiscan.train.evaluate import embed
+
+        embed(report["model"], report)
     m = report["metrics"]
     table = Table(
         "metric",

@@ -16,13 +16,13 @@ from aiscan.train.predict import Scores, score
 
 
 def resolve(
-    target: str | Path, data_dir: str | Path | None, split: str
+    target: str | Path, data_dir: str | Path | None, split: str, model: str | Path | None = None
 ) -> tuple[Path, list[Sample]]:
-    """(model, samples): a run folder gives its model.onnx and its saved split; a model
-    file needs a data folder, all of which is evaluated."""
+    """(model, samples): a run folder gives its model.onnx (or ``model``) and its saved
+    split; a model file needs a data folder, all of which is evaluated."""
     target = Path(target)
     if target.is_dir():
-        model = target / "model.onnx"
+        model = Path(model) if model else target / "model.onnx"
         if not model.is_file():
             raise ValueError(
                 f"{target} has no model.onnx: run aiscan-export --run {target} --out {model}"
@@ -117,11 +117,16 @@ def evaluate(
     out_dir: str | Path | None = None,
     reencode: bool = False,
     threshold: float | None = None,
+    model: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score, compute metrics and plots, write ``eval_<split>.json``; return the report."""
+    """Score, compute metrics and plots, write ``eval_<tag>.json``; return the report.
+
+    The tag is the split, plus the model file's stem when ``model`` overrides a run's.
+    """
     from aiscan.scanner.infer import Classifier
 
-    model, samples = resolve(target, data_dir, split)
+    tag = split if model is None else f"{split}_{Path(model).stem}"
+    model, samples = resolve(target, data_dir, split, model)
     info = Classifier(model, "cpu", threads=1)
     threshold = info.info.threshold if threshold is None else threshold
     out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else Path("."))
@@ -138,7 +143,7 @@ def evaluate(
         "threshold": threshold,
         "metrics": metrics,
         "per_source": per_source(scores, threshold),
-        "plots": plots(scores, metrics, out, split),
+        "plots": plots(scores, metrics, out, tag),
     }
     if reencode:
         again = score(model, samples, reencode_quality=90)
@@ -151,5 +156,26 @@ def evaluate(
             },
             "mean_abs_change_p_ai": float(np.nanmean(np.abs(again.p_ai - scores.p_ai))),
         }
-    (out / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def embed(model: str | Path, report: dict[str, Any]) -> None:
+    """Write a report's metrics into the model's own metadata (``aiscan.test_metrics``)."""
+    from dataclasses import replace
+
+    from aiscan.export.onnx_export import write_metadata
+    from aiscan.scanner.infer import Classifier
+
+    info = Classifier(model, "cpu", threads=1).info
+    extra = dict(
+        info.extra,
+        test_metrics={
+            "split": report["split"],
+            "images": report["images"],
+            **report["metrics"],
+            "per_source": report["per_source"],
+            "reencode_jpeg_q90_delta": report.get("reencode_jpeg_q90", {}).get("delta"),
+        },
+    )
+    write_metadata(model, replace(info, extra=extra))

@@ -1,0 +1,61 @@
+"""Export: metadata written once and read back, reduced-precision variants that load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiscan.scanner.infer import Classifier
+from tests.conftest import jpeg_bytes, photo
+
+onnx = pytest.importorskip("onnx")
+
+
+def test_write_metadata_replaces_only_aiscan_keys(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.export.onnx_export import write_metadata
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(tiny_model.read_bytes())
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "owner", "someone"
+    onnx.save(model, str(path))
+    info = Classifier(path, "cpu").info
+    write_metadata(path, replace(info, threshold=0.25, extra={"note": "x"}))
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["owner"] == "someone" and props["aiscan.threshold"] == "0.25"
+    again = Classifier(path, "cpu").info
+    assert again.threshold == 0.25 and again.extra == {"note": "x"}
+
+
+def _calibration(tmp_path: Path, n: int = 8) -> list[str]:
+    files = []
+    for i in range(n):
+        f = tmp_path / f"c{i}.jpg"
+        f.write_bytes(jpeg_bytes(photo(96, 80, seed=i)))
+        files.append(str(f))
+    return files
+
+
+def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.export.variants import convert_fp16, quantize_int8
+    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+
+    files = _calibration(tmp_path)
+    fp16 = convert_fp16(tiny_model, tmp_path / "m.fp16.onnx")
+    int8 = quantize_int8(tiny_model, tmp_path / "m.int8.onnx", files)
+    base = Classifier(tiny_model, "cpu")
+    spec = base.info.preprocessing
+    x = normalize_batch([load_pixels(f, spec).pixels for f in files], spec)
+    ref = base.predict(x)
+    for path, precision in ((fp16, "fp16"), (int8, "int8")):
+        clf = Classifier(path, "cpu")
+        assert clf.info.extra["precision"] == precision
+        assert clf.info.preprocessing == spec and clf.info.threshold == base.info.threshold
+        p = clf.predict(x)
+        assert p.shape == ref.shape and np.isfinite(p).all()
+    np.testing.assert_allclose(Classifier(fp16, "cpu").predict(x), ref, atol=2e-2)
+    assert fp16.stat().st_size < tiny_model.stat().st_size
