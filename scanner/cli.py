@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    perf.add_argument("--decoder", default="auto", choices=("auto", "cpu"))
+    perf.add_argument(
+        "--decoder",
+        default="auto",
+        choices=("auto", "cpu", "dali"),
+        help="dali: DALI decode, on the GPU if there is one (else its CPU operators); "
+        "auto: DALI on a GPU machine when installed, else the CPU path",
+    )
     perf.add_argument(
         "--batch-size", type=int, help="images per inference call (default: 16 on CPU, 128 on GPU)"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiscan.scanner.infer import DEVICES, default_threads
 from aiscan.scanner.output import FORMATS
 
-DECODERS = ("auto", "cpu")
+DECODERS = ("auto", "cpu", "dali")
 DEFAULT_MODEL_NAME = "default.onnx"
 
 
@@ -65,7 +65,8 @@ class ScanConfig:
         workers: decode threads.
         threads: ONNX Runtime intra-op threads (0: as many as cores).
         device: "auto", "cpu", "cuda" or "tensorrt".
-        decoder: "auto" or "cpu".
+        decoder: "cpu", "dali" (on the GPU when there is one, else DALI's CPU operators),
+            or "auto" (DALI when it is installed and a GPU is present, else "cpu").
         threshold: overrides the model's own threshold when set.
         resume: continue an interrupted (or finished) scan of the same output.
         overwrite: replace an existing output.

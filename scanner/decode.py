@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import functools
 import hashlib
@@ -9,7 +10,8 @@ import os
 import stat
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import UnidentifiedImageError, features
@@ -42,6 +44,8 @@ class Item:
         height: image height after EXIF orientation.
         bytes: file size.
         sha256: hex digest of the file, when hashing is on.
+        encoded: the file's bytes, waiting for a batch decoder (DALI).
+        tensor: normalised CHW float32 input, when a batch decoder produced it.
     """
 
     path: str
@@ -53,6 +57,24 @@ class Item:
     height: int | None = None
     bytes: int | None = None
     sha256: str = ""
+    encoded: builtins.bytes | None = None  # (``bytes`` is a field name here)
+    tensor: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class Batch:
+    """Items on their way to inference, in input order.
+
+    Attributes:
+        items: every item of the batch, whatever its status.
+        device: a GPU tensor (N, 3, H, W) holding the inputs of ``device_items``, when a
+            GPU batch decoder produced them; every other ready item carries host pixels.
+        device_items: the items whose inputs are rows of ``device``.
+    """
+
+    items: list[Item]
+    device: Any = None
+    device_items: list[Item] = field(default_factory=list)
 
 
 @functools.cache
@@ -115,6 +137,8 @@ class CpuDecoder:
         self.limits = limits or DecodeLimits()
         self.hash_files = hash_files
         self.fast = fast
+        #: read whole files into memory before decoding (the DALI path needs the bytes)
+        self.keep_bytes = False
 
     def __call__(self, found: Found) -> Item:
         item = Item(found.path)
@@ -150,14 +174,26 @@ class CpuDecoder:
                 return
             fh.seek(0)
             source: Source = fh
-            if self.hash_files:
+            if self.hash_files or self.keep_bytes:
                 data = fh.read()
-                item.sha256 = hashlib.sha256(data).hexdigest()
+                if self.hash_files:
+                    item.sha256 = hashlib.sha256(data).hexdigest()
                 source = data
-            formats = None if fmt in _PLUGINS else [fmt]
-            decoded = load_pixels(
-                source, self.spec, limits=self.limits, fast=self.fast, formats=formats
-            )
+            self._decode(item, source, fmt)
+
+    def _decode(self, item: Item, source: Source, fmt: str) -> None:
+        """Decode a sniffed image into ``item.pixels`` (overridden by the DALI probe)."""
+        formats = None if fmt in _PLUGINS else [fmt]
+        decoded = load_pixels(
+            source, self.spec, limits=self.limits, fast=self.fast, formats=formats
+        )
         item.pixels = decoded.pixels
         item.width, item.height = decoded.width, decoded.height
         item.format = decoded.format
+
+    def decode_bytes(self, item: Item, data: bytes) -> None:
+        """Decode bytes already read, on the CPU path (status and error set on failure)."""
+        try:
+            CpuDecoder._decode(self, item, data, sniff(data[:SNIFF_BYTES]) or "")
+        except Exception as exc:  # see __call__
+            item.status, item.error, item.pixels = "error", explain(exc), None

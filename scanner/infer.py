@@ -200,6 +200,25 @@ class Classifier:
         (out,) = self._session.run(None, {self._input_name: batch})[:1]
         return self._p_ai(np.asarray(out, dtype=np.float32))
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.report.providers[0] in (_TRT, _CUDA)
+
+    def predict_device(self, tensor: Any) -> np.ndarray:
+        """p_ai for a float32 NCHW batch already on the GPU (a DALI ``TensorGPU``).
+
+        On a GPU session its memory is bound as the input directly (IO binding): no copy
+        through the host. On a CPU session it is copied to the host first.
+        """
+        if not self.on_gpu:
+            return self.predict(np.asarray(tensor.as_cpu()))
+        binding = self._session.io_binding()
+        shape = [int(d) for d in tensor.shape()]
+        binding.bind_input(self._input_name, "cuda", 0, np.float32, shape, tensor.data_ptr())
+        binding.bind_output(self._session.get_outputs()[0].name, "cpu")
+        self._session.run_with_iobinding(binding)
+        return self._p_ai(np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32))
+
     def _predict_fixed(self, batch: np.ndarray, size: int) -> np.ndarray:
         parts = []
         for start in range(0, len(batch), size):

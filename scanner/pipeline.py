@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from aiscan.scanner import __version__
-from aiscan.scanner.config import ScanConfig, resolve_model
-from aiscan.scanner.decode import CpuDecoder, Item
+from aiscan.scanner.config import ConfigError, ScanConfig, resolve_model
+from aiscan.scanner.dali import DaliDecoder, DaliProbe, dali_available
+from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found, discover, in_shard
-from aiscan.scanner.infer import Classifier, default_batch_size
+from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
 from aiscan.scanner.output import Row, VerdictWriter
-from aiscan.scanner.preprocess import DecodeLimits, normalize_batch
+from aiscan.scanner.preprocess import DecodeLimits, Preprocessing, normalize_batch
 
 
 @dataclass
@@ -62,6 +63,8 @@ class ScanSummary:
     model_trained: bool
     providers: list[str]
     provider_note: str
+    decoder: str
+    dali_failed_batches: int
     threshold: float
     batch_size: int
     statuses: dict[str, int]
@@ -172,26 +175,99 @@ class _Rows:
         )
 
 
-def _classify(batch: list[Item], classifier: Classifier, make_row: _Rows) -> list[Row]:
-    ready = [it for it in batch if it.status == "ok" and it.pixels is not None]
+def _host_tensor(items: list[Item], spec: Preprocessing) -> np.ndarray:
+    """One input batch for items on the host: tensors a batch decoder made, or pixels
+    normalised here."""
+    pixels = [it.pixels for it in items if it.tensor is None and it.pixels is not None]
+    if len(pixels) == len(items):
+        return normalize_batch(pixels, spec)
+    normed = iter(normalize_batch(pixels, spec)) if pixels else iter(())
+    return np.stack([it.tensor if it.tensor is not None else next(normed) for it in items])
+
+
+def _classify(batch: Batch, classifier: Classifier, make_row: _Rows) -> list[Row]:
+    """Run the model on every ready item of a batch; one row per item, in order."""
+    on_device = {id(it) for it in batch.device_items}
+    host = [
+        it
+        for it in batch.items
+        if it.status == "ok"
+        and id(it) not in on_device
+        and (it.tensor is not None or it.pixels is not None)
+    ]
     scores: dict[int, float] = {}
     failure = ""
-    if ready:
-        try:
-            tensor = normalize_batch(
-                [it.pixels for it in ready if it.pixels is not None], classifier.info.preprocessing
+    try:
+        if host:
+            probs = classifier.predict(_host_tensor(host, classifier.info.preprocessing))
+            scores.update((id(it), float(p)) for it, p in zip(host, probs, strict=True))
+        if batch.device_items:
+            probs = classifier.predict_device(batch.device)
+            scores.update(
+                (id(it), float(p)) for it, p in zip(batch.device_items, probs, strict=True)
             )
-            probs = classifier.predict(tensor)
-            scores = {id(it): float(p) for it, p in zip(ready, probs, strict=True)}
-        except Exception as exc:  # the runtime's own errors: the batch's rows say so
-            failure = f"inference failed: {type(exc).__name__}: {exc}"
-    ready_ids = {id(it) for it in ready}
+    except Exception as exc:  # the runtime's own errors: the batch's rows say so
+        failure = f"inference failed: {type(exc).__name__}: {exc}"
+    ready = {id(it) for it in host} | on_device
     rows = [
-        make_row(it, scores.get(id(it)), failure if id(it) in ready_ids else "") for it in batch
+        make_row(it, scores.get(id(it)), failure if id(it) in ready else "") for it in batch.items
     ]
-    for it in batch:
-        it.pixels = None  # free the batch's memory as soon as it is written
+    for it in batch.items:
+        it.pixels = it.tensor = None  # free the batch's memory as soon as it is written
+    batch.device = None
     return rows
+
+
+@dataclass(frozen=True)
+class _Stages:
+    """The decode stages chosen for a scan: per file (thread pool), then per batch."""
+
+    name: str
+    per_file: Callable[[Found], Item]
+    per_batch: Callable[[list[Item]], Batch]
+    failed_batches: Callable[[], int]
+
+
+def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Stages:
+    spec, limits = classifier.info.preprocessing, DecodeLimits(config.max_pixels)
+    use_dali = config.decoder == "dali" or (
+        config.decoder == "auto" and cuda_device_count() > 0 and dali_available()
+    )
+    if not use_dali or config.exact_decode:
+        cpu = CpuDecoder(spec, limits, hash_files=config.hash_files, fast=not config.exact_decode)
+        return _Stages("cpu", cpu, Batch, lambda: 0)
+    if not dali_available():
+        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
+    device_id = 0 if cuda_device_count() > 0 else None
+    dali = DaliDecoder(spec, batch_size, config.workers, device_id, limits)
+    return _Stages(
+        "dali-gpu" if dali.on_gpu else "dali-cpu",
+        DaliProbe(spec, limits, hash_files=config.hash_files),
+        dali,
+        lambda: dali.failed_batches,
+    )
+
+
+def _run_batch_stage(stages: _Stages, futures: list[Future[Item]]) -> Batch:
+    return stages.per_batch([f.result() for f in futures])
+
+
+def _batches(
+    config: ScanConfig,
+    stages: _Stages,
+    files: Iterable[Found],
+    batch_size: int,
+    decode_pool: ThreadPoolExecutor,
+    batch_pool: ThreadPoolExecutor,
+) -> Iterator[Batch]:
+    """Decoded batches in order; the batch stage of batch N+1 runs while N is classified."""
+    pending: deque[Future[Batch]] = deque()
+    for futures in _submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
+        pending.append(batch_pool.submit(_run_batch_stage, stages, futures))
+        if len(pending) > 1:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = None) -> ScanSummary:
@@ -201,12 +277,11 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         ConfigError, ModelError, DeviceError, OutputExistsError: before any file is touched.
     """
     started = datetime.now(timezone.utc)
-    model_path = resolve_model(config.model)
     threads = config.threads or os.cpu_count() or 1
-    classifier = Classifier(model_path, config.device, threads=threads)
-    info = classifier.info
-    threshold = info.threshold if config.threshold is None else config.threshold
+    classifier = Classifier(resolve_model(config.model), config.device, threads=threads)
+    threshold = classifier.info.threshold if config.threshold is None else config.threshold
     batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
+    stages = _stages(config, classifier, batch_size)
     writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
     done = writer.recovered.paths
     shard_i, shard_n = config.shard_index_count
@@ -218,12 +293,6 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             if in_shard(f.path, shard_i, shard_n) and f.path not in done
         )
 
-    decoder = CpuDecoder(
-        info.preprocessing,
-        DecodeLimits(config.max_pixels),
-        hash_files=config.hash_files,
-        fast=not config.exact_decode,
-    )
     make_row = _Rows(classifier.model_label, threshold)
     progress = Progress()
     counter = _Counter(todo)
@@ -231,10 +300,11 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     verdicts: Counter[str] = Counter(writer.recovered.verdicts)
     t0 = time.perf_counter()
     interrupted = False
-    pool = ThreadPoolExecutor(config.workers, thread_name_prefix="aiscan-decode")
+    decode_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="aiscan-decode")
+    batch_pool = ThreadPoolExecutor(1, thread_name_prefix="aiscan-batch")
     try:
-        for futures in _submit_ahead(pool, decoder, todo(), batch_size, config.prefetch):
-            rows = _classify([f.result() for f in futures], classifier, make_row)
+        for batch in _batches(config, stages, todo(), batch_size, decode_pool, batch_pool):
+            rows = _classify(batch, classifier, make_row)
             writer.write(rows)
             progress.done += len(rows)
             progress.statuses.update(r.status for r in rows)
@@ -248,29 +318,28 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         interrupted = True
     finally:
         counter.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (decode_pool, batch_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
         writer.close()
     if not interrupted:
         writer.finish()
     elapsed = time.perf_counter() - t0
-    statuses = Counter(writer.recovered.statuses) + progress.statuses
-    warnings = []
-    if not info.trained:
-        warnings.append(
-            f"model {info.model_id} was exported with untrained weights: "
-            "its verdicts are meaningless (benchmark/test model)"
-        )
     summary = ScanSummary(
         out=str(config.out),
         format=config.fmt,
-        model_id=info.model_id,
+        model_id=classifier.info.model_id,
         model_sha256=classifier.sha256,
-        model_trained=info.trained,
+        model_trained=classifier.info.trained,
         providers=list(classifier.report.providers),
         provider_note=classifier.report.note,
+        decoder=stages.name,
+        dali_failed_batches=stages.failed_batches(),
         threshold=threshold,
         batch_size=batch_size,
-        statuses={s: statuses.get(s, 0) for s in ("ok", "skipped", "error")},
+        statuses={
+            s: (writer.recovered.statuses + progress.statuses).get(s, 0)
+            for s in ("ok", "skipped", "error")
+        },
         verdicts=dict(verdicts),
         files_this_run=progress.done,
         files_resumed=len(done),
@@ -281,10 +350,20 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         versions=_versions(),
-        warnings=warnings,
+        warnings=_warnings(classifier),
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
+
+
+def _warnings(classifier: Classifier) -> list[str]:
+    info = classifier.info
+    if info.trained:
+        return []
+    return [
+        f"model {info.model_id} was exported with untrained weights: "
+        "its verdicts are meaningless (benchmark/test model)"
+    ]
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,134 @@
+"""The DALI path: CPU operators here (same graph as on the GPU), GPU tests skip without one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiscan.scanner.discover import Found
+from aiscan.scanner.infer import cuda_device_count
+from aiscan.scanner.output import read_rows
+from aiscan.scanner.preprocess import DecodeLimits, Preprocessing, normalize_batch, reference_pixels
+from tests.conftest import encode, jpeg_bytes, photo
+
+pytest.importorskip("nvidia.dali")
+from aiscan.scanner.dali import DaliDecoder, DaliProbe
+
+SPEC = Preprocessing()
+gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs a CUDA GPU")
+
+# DALI's antialiased linear resize vs Pillow's bilinear, both after a full decode: measured
+# mean |diff| about 0.1/255 and max 10/255 on 1024 px photo-like JPEGs.
+DALI_TOLERANCE = {"mean": 0.5, "max": 16}
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Found:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return Found(str(path))
+
+
+def _run(found: list[Found], device_id: int | None = None, batch: int = 8):
+    probe = DaliProbe(SPEC, DecodeLimits())
+    items = [probe(f) for f in found]
+    return DaliDecoder(SPEC, batch, 2, device_id)(items)
+
+
+def _pixels_diff(tensor: np.ndarray, path: str) -> np.ndarray:
+    ref = normalize_batch([reference_pixels(path, SPEC)], SPEC)[0]
+    return np.abs(tensor - ref) * 255.0 * SPEC.std[0]
+
+
+def test_dali_cpu_matches_reference_including_exif_orientation(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    found = [
+        _write(tmp_path, "a.jpg", jpeg_bytes(photo(1024, 768))),
+        _write(tmp_path, "rot.jpg", jpeg_bytes(photo(640, 400, seed=2), exif=exif.tobytes())),
+        _write(tmp_path, "grey.jpg", jpeg_bytes(photo(500, 300).convert("L"))),
+        _write(tmp_path, "prog.jpg", jpeg_bytes(photo(800, 600, seed=3), progressive=True)),
+    ]
+    batch = _run(found)
+    for item in batch.items:
+        assert item.status == "ok" and item.tensor is not None, item.error
+        diff = _pixels_diff(item.tensor, item.path)
+        assert diff.mean() <= DALI_TOLERANCE["mean"], item.path
+        assert diff.max() <= DALI_TOLERANCE["max"], item.path
+    rot = batch.items[1]
+    assert (rot.width, rot.height) == (400, 640)
+
+
+def test_formats_dali_would_get_wrong_take_the_cpu_path(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (64, 64), (255, 0, 0, 0))
+    found = [
+        _write(tmp_path, "alpha.png", encode(rgba, "PNG")),
+        _write(tmp_path, "cmyk.jpg", jpeg_bytes(photo(64, 64).convert("CMYK"))),
+        _write(
+            tmp_path,
+            "deep.png",
+            encode(Image.fromarray(np.full((20, 20), 40000, np.uint16)), "PNG"),
+        ),
+    ]
+    probe = DaliProbe(SPEC, DecodeLimits())
+    for item in map(probe, found):
+        assert item.status == "ok" and item.encoded is None and item.pixels is not None
+        np.testing.assert_array_equal(item.pixels, reference_pixels(item.path, SPEC))
+
+
+def test_a_corrupt_file_fails_only_itself_and_the_pipeline_recovers(tmp_path: Path) -> None:
+    good = jpeg_bytes(photo(640, 480))
+    found = [_write(tmp_path, f"{i}.jpg", good) for i in range(3)]
+    found.insert(1, _write(tmp_path, "torn.jpg", good[: len(good) // 3]))
+    probe = DaliProbe(SPEC, DecodeLimits())
+    items = [probe(f) for f in found]
+    assert all(it.encoded is not None for it in items)  # the header alone looks fine
+    dali = DaliDecoder(SPEC, 8, 2, None)
+    batch = dali(items)
+    assert dali.failed_batches == 1
+    assert [it.status for it in batch.items] == ["ok", "error", "ok", "ok"]
+    assert "truncated" in batch.items[1].error
+    assert all(it.pixels is not None for i, it in enumerate(batch.items) if i != 1)
+    again = dali([probe(f) for i, f in enumerate(found) if i != 1])  # rebuilt, still works
+    assert all(it.tensor is not None for it in again.items) and dali.failed_batches == 1
+
+
+def test_scan_with_dali_gives_the_cpu_paths_rows(
+    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    from aiscan.scanner.cli import main
+
+    root = str(Path(next(iter(bad_tree))).parent)
+    rows = {}
+    for decoder in ("cpu", "dali"):
+        out = tmp_path / f"{decoder}.csv"
+        main([root, "--out", str(out), "--model", str(tiny_model), "--decoder", decoder, "-q"])
+        rows[decoder] = {r.path: r for r in read_rows(out)}
+    assert {p: r.status for p, r in rows["dali"].items()} == bad_tree
+    for path, row in rows["dali"].items():
+        cpu = rows["cpu"][path]
+        assert (row.status, row.error) == (cpu.status, cpu.error)
+        if row.p_ai is not None and cpu.p_ai is not None:
+            assert abs(row.p_ai - cpu.p_ai) < 0.02
+    summary = (tmp_path / "dali.csv.summary.json").read_text()
+    assert '"decoder": "dali-cpu"' in summary
+
+
+@gpu
+def test_gpu_decode_and_cuda_inference_match_cpu(tiny_model: Path, tmp_path: Path) -> None:
+    """DALI mixed decode + ONNX Runtime CUDA EP with IO binding vs the CPU fp32 path."""
+    from aiscan.scanner.infer import Classifier
+
+    found = [_write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(1024, 768, seed=i))) for i in range(6)]
+    spec = Classifier(tiny_model, "cpu").info.preprocessing
+    probe = DaliProbe(spec, DecodeLimits())
+    batch = DaliDecoder(spec, 8, 2, 0)([probe(f) for f in found])
+    assert batch.device is not None and len(batch.device_items) == 6
+    host = np.asarray(batch.device.as_cpu())
+    ref = normalize_batch([reference_pixels(f.path, spec) for f in found], spec)
+    assert np.abs(host - ref).mean() * 127.5 <= DALI_TOLERANCE["mean"]
+    p_gpu = Classifier(tiny_model, "cuda").predict_device(batch.device)
+    p_cpu = Classifier(tiny_model, "cpu").predict(ref)
+    assert np.abs(p_gpu - p_cpu).max() < 0.02
