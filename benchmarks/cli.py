@@ -1,20 +1,28 @@
-"""``aiscan-bench``: how fast is aiscan on this machine, against the naive way, in one run."""
+"""``aiscan-bench``: how fast is aiscan on this machine, stage by stage and end to end,
+against the naive way, in one run."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
+import importlib.util
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+Runner = Callable[[Sequence[Path]], None]
+Plan = list[tuple[str, str, Callable[[], Runner]]]  # (stage, name, build)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark on these images instead of generated corpora",
     )
     p.add_argument("--model", type=Path, help="aiscan ONNX model (default: the shipped one)")
-    p.add_argument("--corpus", default="1024px,12mp", help="generated corpora: 1024px,12mp")
+    p.add_argument(
+        "--models",
+        default="",
+        metavar="A.onnx,B.onnx",
+        help="more models (e.g. int8/fp16 variants) for the inference stage",
+    )
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument(
+        "--decoder", default="cpu", choices=("cpu", "dali"), help="decoder of the end-to-end run"
+    )
+    p.add_argument(
+        "--corpus",
+        default="1024px,12mp",
+        help="generated corpora: 1024px, 12mp, and -progressive variants",
+    )
     p.add_argument(
         "--images",
         type=int,
@@ -36,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="decode threads (default: cores)")
+    p.add_argument(
+        "--baselines",
+        default="ort,torch,loader",
+        help="naive runs: ort (PIL + ORT), torch (PIL + PyTorch eager), loader "
+        "(PyTorch DataLoader, batched)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also time end to end over batch sizes and decode threads",
+    )
     p.add_argument(
         "--memory",
         default="",
@@ -59,77 +92,193 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict[str, object]:
-    from aiscan.benchmarks import runners
+def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list[Path], dict]]:
     from aiscan.benchmarks.corpus import make_corpus, photo_sources
-    from aiscan.scanner.infer import Classifier, default_threads
 
-    spec = Classifier(model, "cpu").info.preprocessing
-    workers = args.workers or default_threads()
-    batch = args.batch_size
-    sets: list[tuple[str, list[Path]]] = []
-    corpora: list[dict[str, object]] = []
     if args.folder:
         from aiscan.scanner.discover import discover
 
         files = [Path(f.path) for f in discover([str(args.folder)]) if not f.error]
-        sets.append((str(args.folder), files[: args.images or None]))
-    else:
-        for name in args.corpus.split(","):
-            count = args.images or {"1024px": 256, "12mp": 64}[name]
-            corpus = make_corpus(args.cache_dir, name, count, data_dir=args.data_dir)
-            console.print(
-                f"corpus {name}: {count} JPEGs, {corpus.width}x{corpus.height}, "
-                f"mean {corpus.mean_bytes / 1e6:.2f} MB"
-            )
-            sets.append((name, corpus.files))
-            corpora.append(
+        return [(str(args.folder), files[: args.images or None], {"name": str(args.folder)})]
+    sets = []
+    for name in args.corpus.split(","):
+        size, progressive = name.removesuffix("-progressive"), name.endswith("-progressive")
+        count = args.images or {"1024px": 256, "12mp": 64}[size]
+        c = make_corpus(
+            args.cache_dir, size, count, data_dir=args.data_dir, progressive=progressive
+        )
+        console.print(
+            f"corpus {name}: {count} JPEGs, {c.width}x{c.height}, mean {c.mean_bytes / 1e6:.2f} MB"
+        )
+        content = "photo mosaics" if photo_sources(args.data_dir) else "procedural texture"
+        sets.append(
+            (
+                name,
+                c.files,
                 {
                     "name": name,
                     "images": count,
-                    "width": corpus.width,
-                    "height": corpus.height,
-                    "mean_bytes": corpus.mean_bytes,
-                    "progressive": corpus.progressive,
-                    "content": "photo mosaics"
-                    if photo_sources(args.data_dir)
-                    else "procedural texture",
-                }
+                    "width": c.width,
+                    "height": c.height,
+                    "mean_bytes": c.mean_bytes,
+                    "progressive": progressive,
+                    "content": content,
+                },
             )
-    timings = []
-    for name, files in sets:
+        )
+    return sets
+
+
+def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int) -> Plan:
+    from aiscan.benchmarks import runners
+    from aiscan.scanner.infer import Classifier, cuda_device_count
+
+    info = Classifier(model, "cpu").info
+    spec, batch, folder = info.preprocessing, args.batch_size, files[0].parent.parent
+    have_torch = all(importlib.util.find_spec(m) for m in ("torch", "timm"))
+    plan: Plan = []
+    wanted = args.baselines.split(",")
+    if "ort" in wanted:
+        plan.append(
+            (
+                "baseline",
+                "naive PIL + ORT (1 by 1)",
+                lambda: runners.naive_ort(model, spec),
+            )
+        )
+    if "torch" in wanted and have_torch:
+        plan.append(
+            (
+                "baseline",
+                "naive PIL + torch (1 by 1)",
+                lambda: runners.naive_torch(info.arch, spec),
+            )
+        )
+    if "loader" in wanted and have_torch:
+        plan.append(
+            (
+                "baseline",
+                f"torch DataLoader (w{workers}, b{batch})",
+                lambda: runners.torch_loader(info.arch, spec, batch, workers),
+            )
+        )
+    plan += [
+        ("discovery", "discovery", lambda: runners.discovery(folder)),
+        (
+            "decode",
+            "decode aiscan CPU",
+            lambda: runners.decode_only(spec, workers),
+        ),
+        (
+            "decode",
+            "decode PIL full (reference)",
+            lambda: runners.decode_only(spec, workers, fast=False),
+        ),
+    ]
+    if importlib.util.find_spec("nvidia.dali"):
+        gpu = 0 if cuda_device_count() > 0 else None
+        plan.append(
+            (
+                "decode",
+                f"decode DALI {'GPU' if gpu is not None else 'CPU'}",
+                lambda: runners.decode_dali(spec, workers, max(batch, 16), gpu),
+            )
+        )
+    for m in [model, *[Path(x) for x in filter(None, args.models.split(","))]]:
+        precision = Classifier(m, "cpu").info.extra.get("precision", "fp32")
+        plan.append(
+            (
+                "inference",
+                f"infer {precision} {args.device} {m.stem}",
+                partial(runners.inference_only, m, spec, batch, args.device),
+            )
+        )
+    plan.append(("write", "write CSV", lambda: runners.write_only()))
+    plan.append(
+        (
+            "end to end",
+            f"aiscan e2e ({args.decoder}, b{batch})",
+            lambda: runners.aiscan_scan(
+                model, batch_size=batch, workers=workers, device=args.device, decoder=args.decoder
+            ),
+        )
+    )
+    if args.sweep:
+        for b in (8, 16, 32, 64):
+            for w in sorted({1, workers, 2 * workers}):
+                plan.append(
+                    (
+                        "sweep",
+                        f"aiscan e2e (b{b}, w{w})",
+                        partial(
+                            runners.aiscan_scan,
+                            model,
+                            batch_size=b,
+                            workers=w,
+                            device=args.device,
+                            decoder=args.decoder,
+                        ),
+                    )
+                )
+    return plan
+
+
+def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
+    from aiscan.benchmarks import runners
+    from aiscan.scanner.infer import default_threads
+
+    workers = args.workers or default_threads()
+    timings, corpora = [], []
+    for name, files, meta in _corpora(args, console):
+        corpora.append(meta)
         # Runners are built just before they are timed and dropped after: an idle second
         # ONNX Runtime session in the process measurably slows the one being timed.
-        plan: dict[str, Callable[[], Callable[[Sequence[Path]], None]]] = {
-            "naive (PIL + ORT, 1 image at a time)": lambda: runners.naive_ort(model, spec),
-            "aiscan decode only": lambda: runners.decode_only(spec, workers),
-            "decode only, full-size reference decode": lambda: runners.decode_only(
-                spec, workers, fast=False
-            ),
-            "aiscan inference only": lambda: runners.inference_only(model, spec, batch),
-            "aiscan end to end": lambda: runners.aiscan_scan(
-                model, batch_size=batch, workers=workers
-            ),
-        }
-        for runner, build in plan.items():
-            console.print(f"  timing {runner} on {name} ...")
+        for stage, runner, build in _plan(args, model, files, workers):
+            console.print(f"  {name}: {runner} ...")
             run = build()
-            timings.append(runners.timed(runner, name, run, files, repeats=args.repeats))
+            timings.append(
+                runners.timed(runner, name, run, files, repeats=args.repeats, stage=stage)
+            )
             del run
             gc.collect()
+    results = [t.as_dict() for t in timings]
     return {
         "corpora": corpora,
+        "timings": results,
+        "ratios": ratios(results),
         "settings": {
-            "batch_size": batch,
+            "batch_size": args.batch_size,
             "workers": workers,
             "repeats": args.repeats,
             "model": str(model),
+            "device": args.device,
+            "decoder": args.decoder,
         },
-        "timings": [t.as_dict() for t in timings],
     }
 
 
-def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str, object]:
+def ratios(timings: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per corpus: end to end over each baseline, and the slowest stage over end to end."""
+    out: dict[str, dict[str, float]] = {}
+    for corpus in dict.fromkeys(t["corpus"] for t in timings):
+        rows = [t for t in timings if t["corpus"] == corpus]
+        e2e = next((t["images_per_s"] for t in rows if t["stage"] == "end to end"), None)
+        if not e2e:
+            continue
+        entry = {}
+        for t in rows:
+            if t["stage"] == "baseline":
+                key = "vs " + t["runner"].split("(")[0].strip()
+                entry[key] = round(e2e / t["images_per_s"], 2)
+        decode = next((t["images_per_s"] for t in rows if t["stage"] == "decode"), None)
+        infer = next((t["images_per_s"] for t in rows if t["stage"] == "inference"), None)
+        if decode and infer:
+            entry["slowest stage / end to end"] = round(min(decode, infer) / e2e, 2)
+        out[corpus] = entry
+    return out
+
+
+def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
     from aiscan.benchmarks.memory import peak_rss, small_tree
 
     runs = []
@@ -141,10 +290,10 @@ def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str
     return {"memory": runs}
 
 
-def render(console: Console, results: dict[str, object]) -> None:
+def render(console: Console, results: dict[str, Any]) -> None:
     if "memory" in results:
         table = Table("files", "peak RSS (MiB)", "seconds", "exit", title="aiscan peak memory")
-        for r in results["memory"]:  # type: ignore[attr-defined]
+        for r in results["memory"]:
             table.add_row(
                 str(r["files"]),
                 f"{r['peak_rss_mib']:.0f}",
@@ -153,17 +302,62 @@ def render(console: Console, results: dict[str, object]) -> None:
             )
         console.print(table)
         return
-    table = Table("corpus", "runner", "images/s", "vs naive", "spread", title="aiscan throughput")
-    naive: dict[str, float] = {}
-    for t in results["timings"]:  # type: ignore[attr-defined]
-        if t["runner"].startswith("naive"):
-            naive[t["corpus"]] = t["images_per_s"]
-        base = naive.get(t["corpus"])
-        ratio = f"{t['images_per_s'] / base:.2f}x" if base else "-"
+    table = Table(
+        "corpus",
+        "runner",
+        "img/s",
+        "vs naive",
+        "spread",
+        "CPU busy",
+        "GPU %",
+        title="aiscan throughput (vs naive: the first baseline)",
+    )
+    base: dict[str, float] = {}
+    for t in results["timings"]:
+        if t["stage"] == "baseline":
+            base.setdefault(t["corpus"], t["images_per_s"])
+        ref = base.get(t["corpus"])
         table.add_row(
-            t["corpus"], t["runner"], f"{t['images_per_s']:.1f}", ratio, f"{t['spread']:.0%}"
+            t["corpus"],
+            t["runner"],
+            f"{t['images_per_s']:.1f}",
+            f"{t['images_per_s'] / ref:.2f}x" if ref else "-",
+            f"{t['spread']:.0%}",
+            f"{t['cpu_busy']:.2f}",
+            "-" if t["gpu_util"] is None else str(t["gpu_util"]),
         )
     console.print(table)
+    for corpus, entry in results.get("ratios", {}).items():
+        console.print(f"{corpus}: " + ", ".join(f"{k} {v}x" for k, v in entry.items()))
+
+
+def results_name(results: dict[str, Any], kind: str, quick: bool) -> str:
+    """File stem that says backend, precision and device, e.g.
+    ``throughput_cpu-decode_onnxruntime-cpu_fp32_cpu2core``."""
+    settings = results.get("settings", {})
+    device = settings.get("device", "cpu")
+    gpu = results["machine"].get("gpu")
+    where = (
+        re.sub(r"[^a-z0-9]+", "-", str(gpu).lower()).strip("-")
+        if gpu and device != "cpu"
+        else f"cpu{results['machine']['cores']}core"
+    )
+    backend = f"{settings.get('decoder', 'cpu')}-decode_onnxruntime-{device}"
+    return f"{kind}_{backend}_{results['precision']}_{where}{'_quick' if quick else ''}"
+
+
+def _write(results: dict[str, Any], directory: Path, stem: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = results.get("timings") or results.get("memory") or []
+    if rows:
+        with (directory / f"{stem}.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(
+                {k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows
+            )
+    return directory / f"{stem}.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     from aiscan.benchmarks.runners import machine
     from aiscan.scanner.config import ConfigError, resolve_model
+    from aiscan.scanner.infer import Classifier
 
     if args.quick:
         args.images, args.repeats = args.images or 8, 1
@@ -184,24 +379,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             highlight=False,
         )
         return 2
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
-        "device": "cpu",
-        "backend": "onnxruntime-cpu-ep",
-        "precision": "fp32",
         "quick": args.quick,
+        "precision": Classifier(model, "cpu").info.extra.get("precision", "fp32"),
     }
     results.update(
         _memory(args, model, console) if args.memory else _throughput(args, model, console)
     )
     render(console, results)
-    kind = "memory" if args.memory else "throughput"
-    cores = results["machine"]["cores"]  # type: ignore[index]
-    name = f"{kind}_onnxruntime-cpu_fp32_cpu{cores}core{'_quick' if args.quick else ''}.json"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / name).write_text(json.dumps(results, indent=2) + "\n")
-    console.print(f"results: {args.results_dir / name}")
+    stem = results_name(results, "memory" if args.memory else "throughput", args.quick)
+    console.print(f"results: {_write(results, args.results_dir, stem)}")
     return 0
 
 

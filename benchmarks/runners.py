@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,12 +28,21 @@ from aiscan.scanner.preprocess import INTERPOLATIONS, Preprocessing, normalize_b
 
 @dataclass(frozen=True)
 class Timing:
-    """Repeated timings of one runner on one input set."""
+    """Repeated timings of one runner on one input set.
+
+    Attributes:
+        stage: what part of the work the runner does ("baseline", "decode", ...).
+        cpu_busy: CPU seconds used per wall second over the timed runs (cores kept busy).
+        gpu_util: mean GPU utilisation in percent while timed, when readable.
+    """
 
     runner: str
     corpus: str
     images: int
     seconds: list[float]
+    stage: str = ""
+    cpu_busy: float = 0.0
+    gpu_util: float | None = None
 
     @property
     def median_s(self) -> float:
@@ -46,14 +59,25 @@ class Timing:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "stage": self.stage,
             "runner": self.runner,
             "corpus": self.corpus,
             "images": self.images,
-            "seconds": [round(s, 4) for s in self.seconds],
+            "seconds": [round(t, 4) for t in self.seconds],
             "median_s": round(self.median_s, 4),
             "images_per_s": round(self.images_per_s, 2),
             "spread": round(self.spread, 3),
+            "cpu_busy": round(self.cpu_busy, 2),
+            "gpu_util": self.gpu_util,
         }
+
+
+def _cpu_seconds() -> float:
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed(
@@ -64,15 +88,51 @@ def timed(
     *,
     repeats: int,
     warmup: int = 4,
+    stage: str = "",
 ) -> Timing:
     """Warm ``run`` up on a few files (not timed), then time it ``repeats`` times."""
     run(files[:warmup])
     seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(files)
-        seconds.append(time.perf_counter() - t0)
-    return Timing(name, corpus, len(files), seconds)
+    cpu0 = _cpu_seconds()
+    with GpuSampler() as gpu:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(files)
+            seconds.append(time.perf_counter() - t0)
+    busy = (_cpu_seconds() - cpu0) / sum(seconds)
+    return Timing(name, corpus, len(files), seconds, stage, busy, gpu.mean)
+
+
+class GpuSampler:
+    """Mean GPU utilisation from ``nvidia-smi`` while the block runs (None without it)."""
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> GpuSampler:
+        if shutil.which("nvidia-smi"):
+            self._proc = subprocess.Popen(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=utilization.gpu",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    "200",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        out, _ = self._proc.communicate()
+        values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+        self.mean = round(statistics.mean(values), 1) if values else None
 
 
 def _session(model: Path, threads: int = 0):  # type: ignore[no-untyped-def]
@@ -102,7 +162,7 @@ def naive_ort(model: Path, spec: Preprocessing) -> Callable[[Sequence[Path]], No
 
 
 def aiscan_scan(
-    model: Path, *, batch_size: int | None, workers: int
+    model: Path, *, batch_size: int | None, workers: int, device: str = "cpu", decoder: str = "cpu"
 ) -> Callable[[Sequence[Path]], None]:
     """The full scanner (discovery, decode, inference, CSV) on the given files."""
     from aiscan.scanner.config import ScanConfig
@@ -118,6 +178,8 @@ def aiscan_scan(
             overwrite=True,
             batch_size=batch_size,
             workers=workers,
+            device=device,
+            decoder=decoder,
         )
         scan(config)
 
@@ -143,12 +205,12 @@ def decode_only(
 
 
 def inference_only(
-    model: Path, spec: Preprocessing, batch: int, threads: int = 0
+    model: Path, spec: Preprocessing, batch: int, device: str = "cpu", threads: int = 0
 ) -> Callable[[Sequence[Path]], None]:
     """The model alone on synthetic input, in batches (the files only set the count)."""
     from aiscan.scanner.infer import Classifier
 
-    clf = Classifier(model, "cpu", threads=threads)
+    clf = Classifier(model, device, threads=threads)
     h, w = spec.input_size
     rng = np.random.default_rng(0)
     tensor = normalize_batch(
@@ -160,6 +222,136 @@ def inference_only(
             clf.predict(tensor[: min(batch, len(files) - start)])
 
     return run
+
+
+def _torch_model(arch: str) -> Any:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.create_model(arch, num_classes=2, pretrained=False).eval()
+
+
+def _pil_input(path: Path, spec: Preprocessing) -> np.ndarray:
+    """The report's transform: PIL open, RGB, resize, normalise (one CHW array)."""
+    h, w = spec.input_size
+    img = Image.open(path).convert("RGB").resize((w, h), INTERPOLATIONS[spec.interpolation])
+    x = (np.asarray(img, np.float32) / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(
+        spec.std, np.float32
+    )
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def naive_torch(arch: str, spec: Preprocessing) -> Callable[[Sequence[Path]], None]:
+    """The report's way: PIL decode and resize, PyTorch eager timm model, one image at a time."""
+    import torch
+
+    model = _torch_model(arch)
+
+    def run(files: Sequence[Path]) -> None:
+        with torch.no_grad():
+            for f in files:
+                model(torch.from_numpy(_pil_input(f, spec))[None])
+
+    return run
+
+
+class _PilFiles:
+    def __init__(self, files: Sequence[Path], spec: Preprocessing) -> None:
+        self.files, self.spec = list(files), spec
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return _pil_input(self.files[i], self.spec)
+
+
+def torch_loader(
+    arch: str, spec: Preprocessing, batch: int, workers: int
+) -> Callable[[Sequence[Path]], None]:
+    """The batched PyTorch way: DataLoader with worker processes, eager model."""
+    import torch
+
+    model = _torch_model(arch)
+
+    def run(files: Sequence[Path]) -> None:
+        loader: Any = torch.utils.data.DataLoader(
+            _PilFiles(files, spec),  # type: ignore[arg-type]
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=lambda b: torch.from_numpy(np.stack(b)),
+        )
+        with torch.no_grad():
+            for x in loader:
+                model(x)
+
+    return run
+
+
+def decode_dali(
+    spec: Preprocessing, workers: int, batch: int, device_id: int | None
+) -> Callable[[Sequence[Path]], None]:
+    """aiscan's DALI path alone: header probe on the thread pool, then DALI per batch."""
+    from aiscan.scanner.dali import DaliDecoder, DaliProbe
+    from aiscan.scanner.discover import Found
+
+    probe = DaliProbe(spec)
+    dali = DaliDecoder(spec, batch, workers, device_id)
+
+    def run(files: Sequence[Path]) -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(files), batch):
+                chunk = files[start : start + batch]
+                out = dali(list(pool.map(probe, (Found(str(f)) for f in chunk))))
+                if out.device is not None:
+                    out.device.as_cpu()  # wait for the GPU work (a host copy, decode-only)
+
+    return run
+
+
+def write_only(rows_per_file: int = 1) -> Callable[[Sequence[Path]], None]:
+    """aiscan's CSV writer alone: one synthetic row per file, flushed per batch of 16."""
+    from aiscan.scanner.output import Row, VerdictWriter
+
+    out_dir = Path(tempfile.mkdtemp(prefix="aiscan-bench-write-"))
+
+    def run(files: Sequence[Path]) -> None:
+        writer = VerdictWriter(out_dir / "w.csv", overwrite=True)
+        rows = [
+            Row(str(f), "ok", 0.5, "ai", "", "JPEG", 1024, 768, 250000, "", "m@0")
+            for f in files
+            for _ in range(rows_per_file)
+        ]
+        for start in range(0, len(rows), 16):
+            writer.write(rows[start : start + 16])
+        writer.finish()
+
+    return run
+
+
+def discovery(folder: Path) -> Callable[[Sequence[Path]], None]:
+    """aiscan's discovery of the corpus folder (the files only set the count)."""
+    from aiscan.scanner.discover import discover
+
+    def run(files: Sequence[Path]) -> None:
+        for _ in discover([str(folder)]):
+            pass
+
+    return run
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name from nvidia-smi, or None."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return out.splitlines()[0] if out else None
 
 
 def machine() -> dict[str, object]:
@@ -179,4 +371,5 @@ def machine() -> dict[str, object]:
         "memory_gib": round(mem / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "gpu": gpu_name(),
     }

@@ -1,0 +1,78 @@
+"""The benchmark runner itself: timing discipline, result files. No test asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from aiscan.benchmarks.cli import main, ratios
+from aiscan.benchmarks.runners import timed
+
+
+def test_warmup_is_not_timed() -> None:
+    calls: list[int] = []
+
+    def run(files: Sequence[Path]) -> None:
+        calls.append(len(files))
+        if len(calls) == 1:
+            time.sleep(0.3)  # a slow first call: compile, cache, page in
+
+    timing = timed("r", "c", run, [Path(f"{i}") for i in range(10)], repeats=3, warmup=2)
+    assert calls == [2, 10, 10, 10]
+    assert len(timing.seconds) == 3 and max(timing.seconds) < 0.2
+    assert timing.images == 10 and timing.images_per_s > 0
+
+
+def test_ratios_compare_end_to_end_with_baselines_and_stages() -> None:
+    rows = [
+        {
+            "corpus": "c",
+            "stage": "baseline",
+            "runner": "naive PIL + ORT (1 by 1)",
+            "images_per_s": 50.0,
+        },
+        {"corpus": "c", "stage": "decode", "runner": "d", "images_per_s": 400.0},
+        {"corpus": "c", "stage": "inference", "runner": "i", "images_per_s": 200.0},
+        {"corpus": "c", "stage": "end to end", "runner": "e", "images_per_s": 160.0},
+    ]
+    assert ratios(rows) == {"c": {"vs naive PIL + ORT": 3.2, "slowest stage / end to end": 1.25}}
+
+
+@pytest.mark.slow
+def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None:
+    rc = main(
+        [
+            "--quick",
+            "--model",
+            str(tiny_model),
+            "--corpus",
+            "1024px",
+            "--images",
+            "6",
+            "--baselines",
+            "ort",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--results-dir",
+            str(tmp_path / "res"),
+        ]
+    )
+    assert rc == 0
+    (path,) = (tmp_path / "res").glob("throughput_*.json")
+    assert (
+        path.name == "throughput_cpu-decode_onnxruntime-cpu_fp32_cpu" + path.name.split("cpu")[-1]
+    )
+    results = json.loads(path.read_text())
+    assert results["machine"]["cores"] >= 1 and results["quick"] is True
+    stages = {t["stage"] for t in results["timings"]}
+    assert {"baseline", "discovery", "decode", "inference", "write", "end to end"} <= stages
+    for t in results["timings"]:
+        assert t["images"] == 6 and len(t["seconds"]) == 1 and t["images_per_s"] > 0
+    assert results["corpora"][0]["content"] == "procedural texture"
+    assert path.with_suffix(".csv").read_text().startswith("stage,runner,corpus")
