@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--images",
-        type=int,
-        default=0,
-        help="images per corpus (default: 256 at 1024px, 64 at 12 MP)",
+        default="",
+        metavar="N[,N...]",
+        help="images per corpus, one count for all or one per corpus "
+        "(default: 256 at 1024px, 64 at 12 MP)",
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
@@ -99,11 +100,17 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
         from aiscan.scanner.discover import discover
 
         files = [Path(f.path) for f in discover([str(args.folder)]) if not f.error]
-        return [(str(args.folder), files[: args.images or None], {"name": str(args.folder)})]
+        limit = int(args.images) if args.images else None
+        return [(str(args.folder), files[:limit], {"name": str(args.folder)})]
     sets = []
-    for name in args.corpus.split(","):
+    names = args.corpus.split(",")
+    counts = [int(n) for n in args.images.split(",")] if args.images else []
+    if len(counts) not in (0, 1, len(names)):
+        raise SystemExit(f"--images: give one count, or one per corpus ({len(names)})")
+    for i, name in enumerate(names):
         size, progressive = name.removesuffix("-progressive"), name.endswith("-progressive")
-        count = args.images or {"1024px": 256, "12mp": 64}[size]
+        default = {"1024px": 256, "12mp": 64}[size]
+        count = counts[min(i, len(counts) - 1)] if counts else default
         c = make_corpus(
             args.cache_dir, size, count, data_dir=args.data_dir, progressive=progressive
         )
@@ -368,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiscan.scanner.infer import Classifier
 
     if args.quick:
-        args.images, args.repeats = args.images or 8, 1
+        args.images, args.repeats = args.images or "8", 1
         args.memory = args.memory and "200,400"
     try:
         model = resolve_model(args.model)

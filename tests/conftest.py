@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -43,6 +44,18 @@ def png_with_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip themselves where no CUDA device is visible."""
+    from aiscan.scanner.infer import cuda_device_count
+
+    if cuda_device_count() > 0:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """timm's test_efficientnet, 64x64 input, untrained, exported with aiscan metadata."""
@@ -61,6 +74,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         trained=False,
     )
     return export_onnx(model, info, tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def gpu_model(request: pytest.FixtureRequest) -> Path:
+    """A model for GPU tests: $AISCAN_TEST_MODEL (GPU machines without timm), else tiny."""
+    given = os.environ.get("AISCAN_TEST_MODEL")
+    return Path(given) if given else Path(request.getfixturevalue("tiny_model"))
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from aiscan.scanner.discover import Found
-from aiscan.scanner.infer import cuda_device_count
 from aiscan.scanner.output import read_rows
 from aiscan.scanner.preprocess import DecodeLimits, Preprocessing, normalize_batch, reference_pixels
 from tests.conftest import encode, jpeg_bytes, photo
@@ -18,7 +17,6 @@ pytest.importorskip("nvidia.dali")
 from aiscan.scanner.dali import DaliDecoder, DaliProbe
 
 SPEC = Preprocessing()
-gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs a CUDA GPU")
 
 # DALI's antialiased linear resize vs Pillow's bilinear, both after a full decode: measured
 # mean |diff| about 0.1/255 and max 10/255 on 1024 px photo-like JPEGs.
@@ -116,19 +114,19 @@ def test_scan_with_dali_gives_the_cpu_paths_rows(
     assert '"decoder": "dali-cpu"' in summary
 
 
-@gpu
-def test_gpu_decode_and_cuda_inference_match_cpu(tiny_model: Path, tmp_path: Path) -> None:
+@pytest.mark.gpu
+def test_gpu_decode_and_cuda_inference_match_cpu(gpu_model: Path, tmp_path: Path) -> None:
     """DALI mixed decode + ONNX Runtime CUDA EP with IO binding vs the CPU fp32 path."""
     from aiscan.scanner.infer import Classifier
 
     found = [_write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(1024, 768, seed=i))) for i in range(6)]
-    spec = Classifier(tiny_model, "cpu").info.preprocessing
+    spec = Classifier(gpu_model, "cpu").info.preprocessing
     probe = DaliProbe(spec, DecodeLimits())
     batch = DaliDecoder(spec, 8, 2, 0)([probe(f) for f in found])
     assert batch.device is not None and len(batch.device_items) == 6
     host = np.asarray(batch.device.as_cpu())
     ref = normalize_batch([reference_pixels(f.path, spec) for f in found], spec)
     assert np.abs(host - ref).mean() * 127.5 <= DALI_TOLERANCE["mean"]
-    p_gpu = Classifier(tiny_model, "cuda").predict_device(batch.device)
-    p_cpu = Classifier(tiny_model, "cpu").predict(ref)
+    p_gpu = Classifier(gpu_model, "cuda").predict_device(batch.device)
+    p_cpu = Classifier(gpu_model, "cpu").predict(ref)
     assert np.abs(p_gpu - p_cpu).max() < 0.02

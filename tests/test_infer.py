@@ -82,3 +82,29 @@ def test_model_without_metadata_is_refused(tmp_path: Path, tiny_model: Path) -> 
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
         Classifier(junk, "cpu")
+
+
+def _parity_batch(model: Path) -> np.ndarray:
+    h, w = Classifier(model, "cpu").info.preprocessing.input_size
+    return np.random.default_rng(1).normal(size=(8, 3, h, w)).astype(np.float32)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(gpu_model: Path) -> None:
+    x = _parity_batch(gpu_model)
+    cuda = Classifier(gpu_model, "cuda")
+    assert cuda.report.providers[0] == "CUDAExecutionProvider"
+    np.testing.assert_allclose(cuda.predict(x), Classifier(gpu_model, "cpu").predict(x), atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_with_engine_cache_matches_cpu(gpu_model: Path, tmp_path: Path) -> None:
+    from aiscan.scanner.infer import _tensorrt_loadable
+
+    if not _tensorrt_loadable():
+        pytest.skip("TensorRT libraries are not installed here")
+    x = _parity_batch(gpu_model)
+    trt = Classifier(gpu_model, "tensorrt", trt_cache_dir=str(tmp_path))
+    assert trt.report.providers[0] == "TensorrtExecutionProvider"
+    np.testing.assert_allclose(trt.predict(x), Classifier(gpu_model, "cpu").predict(x), atol=2e-2)
+    assert any(tmp_path.iterdir()), "no engine was cached"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepare what a lent GPU machine (Python 3.12, no network, no DALI, no onnxruntime-gpu)
+# needs for benchmarks/gpu/check.sh, as parts small enough for one device call each.
+#
+#   bash benchmarks/gpu/prepare.sh [MODEL.onnx]
+#
+# Writes gpu-carry/part-01 ... part-NN (each < 60 MiB, git-ignored). Carry them one call
+# at a time (the device tool's `carry` keeps ignored paths between calls on a warm machine),
+# e.g. run(command="ls gpu-carry", carry=["gpu-carry/part-01"]), then part-02, ...
+# and last: run(command="bash benchmarks/gpu/check.sh", carry=[...the last part...]).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+model=${1:-}
+stage=$(mktemp -d)
+house="$stage/wheelhouse"
+mkdir -p "$house"
+py=(--python-version 3.12 --only-binary=:all:
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
+    --platform manylinux2014_x86_64 --platform any)
+# What the GPU machine lacks; numpy, pillow and torch are already there.
+python -m pip download -q "${py[@]}" -d "$house" \
+  nvidia-dali-cuda130==2.4.0 onnxruntime-gpu==1.31.1 rich pytest
+rm -f "$house"/numpy-*.whl
+python -m pip wheel -q --no-deps -w "$house" .
+if [ -n "$model" ]; then cp "$model" "$stage/model.onnx"; fi
+tar -C "$stage" -cf "$stage/carry.tar" .
+rm -rf gpu-carry && mkdir -p gpu-carry
+split -b 60M -d -a 2 "$stage/carry.tar" "$stage/part-"
+for part in "$stage"/part-*; do
+  n=$(basename "$part" | sed 's/part-//'); n=$((10#$n + 1))
+  dir=$(printf "gpu-carry/part-%02d" "$n")
+  mkdir -p "$dir" && mv "$part" "$dir/data"
+done
+rm -rf "$stage"
+ls -1 gpu-carry | wc -l | xargs echo "parts:"; du -sh gpu-carry
