@@ -185,3 +185,17 @@ def test_lite0_style_checkpoint_loads_by_order(tmp_path: Path) -> None:
     frozen = create("test_efficientnet", tmp_path / "w.pth", freeze_backbone=True)
     trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
+
+
+def test_augmentations_keep_size_and_change_pixels() -> None:
+    from aiscan.train.augment import report_augmentations
+
+    torch.manual_seed(0)
+    img = torch.from_numpy(np.asarray(Image.new("RGB", (64, 64), (120, 80, 40)))).permute(2, 0, 1)
+    img = img.clone()
+    img[:, :, :32] = 200
+    for p in (0.0, 1.0):
+        out = report_augmentations(anti_shortcut=p)(img)
+        assert out.shape == img.shape and out.dtype == torch.uint8
+    outs = [report_augmentations(anti_shortcut=1.0)(img) for _ in range(4)]
+    assert any(not torch.equal(o, img) for o in outs)
