@@ -211,22 +211,24 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
         )
     )
     if args.sweep:
-        for b in (8, 16, 32, 64):
-            for w in sorted({1, workers, 2 * workers}):
-                plan.append(
-                    (
-                        "sweep",
-                        f"aiscan e2e (b{b}, w{w})",
-                        partial(
-                            runners.aiscan_scan,
-                            model,
-                            batch_size=b,
-                            workers=w,
-                            device=args.device,
-                            decoder=args.decoder,
-                        ),
+        for b in (8, 16, 32):
+            for w in sorted({1, workers}):
+                for t in sorted({1, workers}):
+                    plan.append(
+                        (
+                            "sweep",
+                            f"aiscan e2e (b{b}, w{w}, t{t})",
+                            partial(
+                                runners.aiscan_scan,
+                                model,
+                                batch_size=b,
+                                workers=w,
+                                threads=t,
+                                device=args.device,
+                                decoder=args.decoder,
+                            ),
+                        )
                     )
-                )
     return plan
 
 

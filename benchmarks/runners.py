@@ -162,7 +162,13 @@ def naive_ort(model: Path, spec: Preprocessing) -> Callable[[Sequence[Path]], No
 
 
 def aiscan_scan(
-    model: Path, *, batch_size: int | None, workers: int, device: str = "cpu", decoder: str = "cpu"
+    model: Path,
+    *,
+    batch_size: int | None,
+    workers: int,
+    device: str = "cpu",
+    decoder: str = "cpu",
+    threads: int = 0,
 ) -> Callable[[Sequence[Path]], None]:
     """The full scanner (discovery, decode, inference, CSV) on the given files."""
     from aiscan.scanner.config import ScanConfig
@@ -180,6 +186,7 @@ def aiscan_scan(
             workers=workers,
             device=device,
             decoder=decoder,
+            threads=threads,
         )
         scan(config)
 
