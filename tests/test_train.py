@@ -191,8 +191,7 @@ def test_augmentations_keep_size_and_change_pixels() -> None:
     from aiscan.train.augment import report_augmentations
 
     torch.manual_seed(0)
-    img = torch.from_numpy(np.asarray(Image.new("RGB", (64, 64), (120, 80, 40)))).permute(2, 0, 1)
-    img = img.clone()
+    img = torch.from_numpy(np.array(Image.new("RGB", (64, 64), (120, 80, 40)))).permute(2, 0, 1)
     img[:, :, :32] = 200
     for p in (0.0, 1.0):
         out = report_augmentations(anti_shortcut=p)(img)

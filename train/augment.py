@@ -19,7 +19,7 @@ def report_augmentations(anti_shortcut: float = 0.0) -> Any:
     if anti_shortcut > 0:
         steps += [
             v2.RandomApply([_DownUp(0.4, 0.9)], p=anti_shortcut),
-            v2.RandomApply([v2.JPEG(quality=(30, 95))], p=anti_shortcut),
+            v2.RandomApply([_JpegReencode(30, 95)], p=anti_shortcut),
         ]
     steps += [
         v2.RandomHorizontalFlip(),
@@ -44,3 +44,24 @@ class _DownUp:
         factor = self.low + (self.high - self.low) * float(torch.rand(()))
         small = F.resize(img, [max(8, int(h * factor)), max(8, int(w * factor))], antialias=True)
         return F.resize(small, [h, w], antialias=True)
+
+
+class _JpegReencode:
+    """Re-save as JPEG at a random quality in [low, high] with Pillow (the scanner's codec)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, img: Any) -> Any:
+        import io
+
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        quality = int(torch.randint(self.low, self.high + 1, ()))
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        with Image.open(buf) as decoded:
+            return torch.from_numpy(np.array(decoded.convert("RGB"))).permute(2, 0, 1)
