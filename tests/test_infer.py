@@ -108,3 +108,20 @@ def test_tensorrt_fp16_with_engine_cache_matches_cpu(gpu_model: Path, tmp_path: 
     assert trt.report.providers[0] == "TensorrtExecutionProvider"
     np.testing.assert_allclose(trt.predict(x), Classifier(gpu_model, "cpu").predict(x), atol=2e-2)
     assert any(tmp_path.iterdir()), "no engine was cached"
+
+
+def test_shipped_default_model_is_trained_and_complete() -> None:
+    from aiscan.scanner.config import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        pytest.skip("this build ships no default model")
+    assert path.stat().st_size < 25 * 2**20
+    clf = Classifier(path, "cpu", threads=1)
+    info = clf.info
+    assert info.trained and info.labels == ("ai", "real") and 0 < info.threshold < 1
+    assert info.preprocessing.input_size == (224, 224)
+    assert {"training", "validation", "parity"} <= set(info.extra)
+    x = np.zeros((2, 3, 224, 224), np.float32)
+    p = clf.predict(x)
+    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
