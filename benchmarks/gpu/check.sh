@@ -19,8 +19,9 @@ if [ "$mode" = "gpu" ]; then
   python3 -m venv --system-site-packages /tmp/aiscan-venv
   # shellcheck disable=SC1091
   . /tmp/aiscan-venv/bin/activate
-  pip install -q --no-index --find-links "$stage/wheelhouse" "aiscan[dali]" rich pytest
+  pip install -q --no-index --find-links "$stage/wheelhouse" ".[dali]" rich pytest
   model="$stage/model.onnx"
+  [ -f "$model" ] || model=scanner/models/default.onnx
   device=cuda decoder=dali images_small=1024 images_big=128 batch=256
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 else
