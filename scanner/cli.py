@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiscan.scanner.config import ConfigError, ScanConfig
     from aiscan.scanner.infer import DeviceError, default_threads
     from aiscan.scanner.modelmeta import ModelError
-    from aiscan.scanner.output import OutputExistsError
+    from aiscan.scanner.output import OutputExistsError, VerdictFileError
     from aiscan.scanner.pipeline import scan
 
     try:
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         summary = scan(config, on_progress=show)
-    except (ConfigError, ModelError, DeviceError, OutputExistsError) as exc:
+    except (ConfigError, ModelError, DeviceError, OutputExistsError, VerdictFileError) as exc:
         err.print(f"[red]aiscan: error:[/] {exc}", highlight=False)
         return EXIT_USAGE
     finally:

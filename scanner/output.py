@@ -62,6 +62,19 @@ def row_from_strings(rec: dict[str, str]) -> Row:
     return Row(**{c: vals[c] for c in COLUMNS})
 
 
+class VerdictFileError(ValueError):
+    """An existing output cannot be resumed (not aiscan's, or another format)."""
+
+
+def detect_format(path: Path) -> str:
+    """The format a verdict file was written in, from its first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    return "jsonl" if head[:1] == b"{" else "csv"
+
+
 class OutputExistsError(FileExistsError):
     """The output file exists and neither resume nor overwrite was asked for."""
 
@@ -111,7 +124,10 @@ def _scan_journal(path: Path, fmt: str, found: Recovered) -> int:
             reader = csv.reader(lines)
             try:
                 if next(reader, None) != list(COLUMNS):
-                    raise ValueError(f"{path} is not an aiscan verdict file (header differs)")
+                    raise VerdictFileError(
+                        f"{path} is not an aiscan verdict file (its header "
+                        "differs); give another --out"
+                    )
                 valid = lines.offset
                 for rec in reader:
                     if not lines.complete or len(rec) != len(COLUMNS):
@@ -180,6 +196,11 @@ class VerdictWriter:
 
     def _recover(self) -> None:
         """Find what is already written; cut a torn last record off the journal."""
+        if self.out.exists() and self.out.stat().st_size and detect_format(self.out) != self.fmt:
+            raise VerdictFileError(
+                f"{self.out} was written as {detect_format(self.out)}: resume "
+                f"it with --format {detect_format(self.out)}"
+            )
         if not self.journal.exists():
             # A finished output: it becomes the journal again, so new rows extend it.
             tmp = self.journal.with_name(self.journal.name + ".tmp")
@@ -272,13 +293,12 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
 def read_rows(path: str | Path) -> list[Row]:
     """Read a finished verdict file of any format back into rows."""
     path = Path(path)
-    if path.suffix == ".parquet" or path.read_bytes()[:4] == b"PAR1":
+    fmt = detect_format(path)
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return [Row(**rec) for rec in pq.read_table(path).to_pylist()]
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        first = fh.read(1)
-        fh.seek(0)
-        if first == "{":
+        if fmt == "jsonl":
             return [Row(**json.loads(line)) for line in fh if line.strip()]
         return [row_from_strings(r) for r in csv.DictReader(fh)]

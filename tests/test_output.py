@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from aiscan.scanner.output import COLUMNS, OutputExistsError, Row, VerdictWriter, read_rows
+from aiscan.scanner.output import (
+    COLUMNS,
+    OutputExistsError,
+    Row,
+    VerdictFileError,
+    VerdictWriter,
+    read_rows,
+)
 
 
 def _rows(n: int, start: int = 0) -> list[Row]:
@@ -94,3 +101,17 @@ def test_non_utf8_file_names_survive(tmp_path: Path) -> None:
     w.write([Row(name, "ok", 0.5, "ai", "", "JPEG", 1, 1, 1, "", "m")])
     w.close()
     assert VerdictWriter(out, resume=True).recovered.paths == {name}
+
+
+def test_resume_refuses_foreign_files_and_other_formats(tmp_path: Path) -> None:
+    foreign = tmp_path / "notes.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(VerdictFileError, match="not an aiscan verdict file"):
+        VerdictWriter(foreign, resume=True)
+    out = tmp_path / "v.out"
+    w = VerdictWriter(out)
+    w.write(_rows(1))
+    w.finish()
+    with pytest.raises(VerdictFileError, match="--format csv"):
+        VerdictWriter(out, "jsonl", resume=True)
+    assert [r.path for r in read_rows(out)] == ["/p/0.jpg"]  # untouched
