@@ -29,9 +29,9 @@ from aiscan.scanner.preprocess import (
     DecodeLimits,
     Preprocessing,
     Source,
-    _check_limits,
-    _oriented_size,
+    check_limits,
     open_image,
+    oriented_size,
 )
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,9 @@ class DaliProbe(CpuDecoder):
     def _decode(self, item: Item, source: Source, fmt: str) -> None:
         if fmt == "JPEG" and isinstance(source, bytes):
             with open_image(source, ["JPEG"]) as img:
-                _check_limits(img, self.limits)
+                check_limits(img, self.limits)
                 if img.mode in _DALI_MODES:
-                    item.width, item.height = _oriented_size(img)
+                    item.width, item.height = oriented_size(img)
                     item.format = "JPEG"
                     item.encoded = source
                     return

@@ -133,7 +133,7 @@ def open_image(source: Source, formats: list[str] | None = None) -> Image.Image:
     return Image.open(fp, formats=formats)
 
 
-def _check_limits(img: Image.Image, limits: DecodeLimits) -> None:
+def check_limits(img: Image.Image, limits: DecodeLimits) -> None:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ValueError(f"image header gives an empty size {w}x{h}")
@@ -194,7 +194,7 @@ def _finish(img: Image.Image, spec: Preprocessing) -> tuple[Image.Image, int, in
     return img, width, height
 
 
-def _oriented_size(img: Image.Image) -> tuple[int, int]:
+def oriented_size(img: Image.Image) -> tuple[int, int]:
     """Image size after EXIF orientation, from the header alone."""
     w, h = img.size
     orientation = img.getexif().get(0x0112, 1)
@@ -224,9 +224,9 @@ def load_pixels(
     """
     limits = limits or DecodeLimits()
     with open_image(source, formats) as img:
-        _check_limits(img, limits)
+        check_limits(img, limits)
         fmt = img.format or "unknown"
-        true_w, true_h = _oriented_size(img)
+        true_w, true_h = oriented_size(img)
         if fast and fmt == "JPEG":
             img.draft("RGB", draft_request(img.size, spec))
         out, _, _ = _finish(img, spec)
