@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 256 at 1024px, 64 at 12 MP)",
     )
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="decode threads (default: cores)")
     p.add_argument(
         "--baselines",

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: DALI on a GPU machine when installed, else the CPU path",
     )
     perf.add_argument(
-        "--batch-size", type=int, help="images per inference call (default: 16 on CPU, 128 on GPU)"
+        "--batch-size", type=int, help="images per inference call (default: 8 on CPU, 128 on GPU)"
     )
     perf.add_argument("--workers", type=int, help="decode threads (default: cores)")
     perf.add_argument(

@@ -61,7 +61,7 @@ class ScanConfig:
         out: the verdict file to write.
         model: an aiscan ONNX model; None means the shipped default.
         fmt: "csv", "jsonl" or "parquet".
-        batch_size: images per inference call; None: 16 on the CPU, 128 on a GPU.
+        batch_size: images per inference call; None: 8 on the CPU, 128 on a GPU.
         workers: decode threads.
         threads: ONNX Runtime intra-op threads (0: as many as cores).
         device: "auto", "cpu", "cuda" or "tensorrt".

@@ -247,10 +247,11 @@ class Classifier:
 def default_batch_size(provider: str) -> int:
     """Images per inference call when none is given.
 
-    On the CPU, batches past 8-16 do not run faster, and small batches let decoding and
-    inference overlap sooner (measured with aiscan-bench); GPUs want large batches.
+    On a 2-core CPU, batch 8 ran end to end 5-10% faster than 16 and 20-30% faster than
+    32 (``aiscan-bench --sweep``, benchmarks/results): small batches let decoding and
+    inference overlap sooner. GPUs want large batches.
     """
-    return 16 if provider == _CPU else 128
+    return 8 if provider == _CPU else 128
 
 
 def default_threads() -> int:
