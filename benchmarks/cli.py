@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shared data with real photos for the mosaics (optional)",
     )
     p.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--tag", default="", help="appended to the results file name")
     return p
 
 
@@ -399,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     render(console, results)
     stem = results_name(results, "memory" if args.memory else "throughput", args.quick)
+    stem += f"_{args.tag}" if args.tag else ""
     console.print(f"results: {_write(results, args.results_dir, stem)}")
     return 0
 
