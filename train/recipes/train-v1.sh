@@ -28,8 +28,10 @@ step b0-scratch   "$data/train-v1" --arch efficientnet_b0
 step lite0-frozen "$data/train-v1" --arch tf_efficientnet_lite0 --init "$lite0" --freeze-backbone
 # 4. the report's CIFAKE comparison (Bird & Lotfi: 92.98%)
 step cifake-lite0 "$data/cifake"   --arch tf_efficientnet_lite0 --init "$lite0"
+# 5. anti-shortcut augmentation (random JPEG re-encode and down-up rescale, both classes)
+step lite0-antishortcut "$data/train-v1" --arch tf_efficientnet_lite0 --init "$lite0" --anti-shortcut 0.5
 
-# 5. export (threshold on validation) and evaluate every run on its test split
+# 6. export (threshold on validation) and evaluate every run on its test split
 export_eval() {  # export_eval NAME MODEL_ID [aiscan-export options...]
   local name=$1 id=$2; shift 2
   [ -f "$runs/$name/model.onnx" ] || aiscan-export --run "$runs/$name" --out "$runs/$name/model.onnx" --model-id "$id" "$@"
@@ -43,5 +45,6 @@ done
 export_eval b0-scratch   aiscan-b0-scratch-trainv1
 export_eval lite0-frozen aiscan-lite0-frozen-trainv1
 export_eval cifake-lite0 aiscan-lite0-cifake
+export_eval lite0-antishortcut aiscan-lite0-antishortcut-trainv1
 python train/recipes/model_card.py "$runs"
 # The shipped default is runs/lite0-full/model.onnx, copied to scanner/models/default.onnx.
