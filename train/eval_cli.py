@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     from aiscan.train.evaluate import evaluate
+    from aiscan.train.metrics import REPORTED
 
     try:
         report = evaluate(
@@ -65,17 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"{report['model_id']} on {report['split']} ({report['images']} images, AI positive)",
     )
     for key in (
-        "accuracy",
-        "precision",
-        "recall",
-        "specificity",
-        "f1",
-        "roc_auc",
-        "average_precision",
-        "kappa",
-        "ece",
-        "tpr_at_fpr_1pct",
-        "tpr_at_fpr_5pct",
+        *REPORTED,
         "tp",
         "fp",
         "tn",

@@ -127,16 +127,19 @@ def evaluate(
 
     tag = split if model is None else f"{split}_{Path(model).stem}"
     model, samples = resolve(target, data_dir, split, model)
-    info = Classifier(model, "cpu", threads=1)
-    threshold = info.info.threshold if threshold is None else threshold
+    # Read what the report needs and drop the session before scoring starts its own.
+    probe = Classifier(model, "cpu", threads=1)
+    model_id, model_sha256, own_threshold = probe.info.model_id, probe.sha256, probe.info.threshold
+    del probe
+    threshold = own_threshold if threshold is None else threshold
     out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     scores = score(model, samples)
     metrics = binary_metrics(scores.is_ai[scores.ok], scores.p_ai[scores.ok], threshold)
     report: dict[str, Any] = {
         "model": str(model),
-        "model_id": info.info.model_id,
-        "model_sha256": info.sha256,
+        "model_id": model_id,
+        "model_sha256": model_sha256,
         "split": split,
         "images": len(samples),
         "unreadable": scores.errors,

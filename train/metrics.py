@@ -7,6 +7,21 @@ from typing import Any
 
 import numpy as np
 
+#: The metrics reports show, in order (all from :func:`binary_metrics`).
+REPORTED = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "average_precision",
+    "kappa",
+    "ece",
+    "tpr_at_fpr_1pct",
+    "tpr_at_fpr_5pct",
+)
+
 
 def _safe(fn: Any, *args: Any) -> float:
     try:

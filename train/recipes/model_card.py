@@ -10,19 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "average_precision",
-    "kappa",
-    "ece",
-    "tpr_at_fpr_1pct",
-    "tpr_at_fpr_5pct",
-)
+from aiscan.train.metrics import REPORTED as METRICS
 
 
 def _load(path: Path) -> dict[str, Any] | None:
