@@ -283,6 +283,56 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
     stages = _stages(config, classifier, batch_size)
     writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
+    make_row = _Rows(classifier.model_label, threshold)
+    progress, verdicts, interrupted = _run(
+        config, stages, classifier, writer, make_row, batch_size, on_progress
+    )
+    if not interrupted:
+        writer.finish()
+    summary = ScanSummary(
+        out=str(config.out),
+        format=config.fmt,
+        model_id=classifier.info.model_id,
+        model_sha256=classifier.sha256,
+        model_trained=classifier.info.trained,
+        providers=list(classifier.report.providers),
+        provider_note=classifier.report.note,
+        decoder=stages.name,
+        dali_failed_batches=stages.failed_batches(),
+        threshold=threshold,
+        batch_size=batch_size,
+        statuses={
+            s: (writer.recovered.statuses + progress.statuses).get(s, 0)
+            for s in ("ok", "skipped", "error")
+        },
+        verdicts=dict(verdicts),
+        files_this_run=progress.done,
+        files_resumed=len(writer.recovered.paths),
+        elapsed_s=round(progress.elapsed_s, 3),
+        images_per_s=round(progress.ok_images / progress.elapsed_s, 2)
+        if progress.elapsed_s > 0
+        else 0.0,
+        interrupted=interrupted,
+        started=started.isoformat(timespec="seconds"),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        versions=_versions(),
+        warnings=_warnings(classifier),
+    )
+    _write_atomic(config.summary_path, summary.to_json() + "\n")
+    return summary
+
+
+def _run(
+    config: ScanConfig,
+    stages: _Stages,
+    classifier: Classifier,
+    writer: VerdictWriter,
+    make_row: _Rows,
+    batch_size: int,
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[Progress, Counter[str], bool]:
+    """The scan loop: (progress, verdict counts, whether it was interrupted)."""
     done = writer.recovered.paths
     shard_i, shard_n = config.shard_index_count
 
@@ -293,11 +343,10 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             if in_shard(f.path, shard_i, shard_n) and f.path not in done
         )
 
-    make_row = _Rows(classifier.model_label, threshold)
     progress = Progress()
+    verdicts: Counter[str] = Counter(writer.recovered.verdicts)
     counter = _Counter(todo)
     counter.start()
-    verdicts: Counter[str] = Counter(writer.recovered.verdicts)
     t0 = time.perf_counter()
     interrupted = False
     decode_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="aiscan-decode")
@@ -321,39 +370,8 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         for pool in (decode_pool, batch_pool):
             pool.shutdown(wait=True, cancel_futures=True)
         writer.close()
-    if not interrupted:
-        writer.finish()
-    elapsed = time.perf_counter() - t0
-    summary = ScanSummary(
-        out=str(config.out),
-        format=config.fmt,
-        model_id=classifier.info.model_id,
-        model_sha256=classifier.sha256,
-        model_trained=classifier.info.trained,
-        providers=list(classifier.report.providers),
-        provider_note=classifier.report.note,
-        decoder=stages.name,
-        dali_failed_batches=stages.failed_batches(),
-        threshold=threshold,
-        batch_size=batch_size,
-        statuses={
-            s: (writer.recovered.statuses + progress.statuses).get(s, 0)
-            for s in ("ok", "skipped", "error")
-        },
-        verdicts=dict(verdicts),
-        files_this_run=progress.done,
-        files_resumed=len(done),
-        elapsed_s=round(elapsed, 3),
-        images_per_s=round(progress.ok_images / elapsed, 2) if elapsed > 0 else 0.0,
-        interrupted=interrupted,
-        started=started.isoformat(timespec="seconds"),
-        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        versions=_versions(),
-        warnings=_warnings(classifier),
-    )
-    _write_atomic(config.summary_path, summary.to_json() + "\n")
-    return summary
+    progress.elapsed_s = time.perf_counter() - t0
+    return progress, verdicts, interrupted
 
 
 def _warnings(classifier: Classifier) -> list[str]:
