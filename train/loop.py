@@ -227,33 +227,47 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
             "seconds": time.perf_counter() - t0,
         }
         history.epochs.append(row)
-        if val["roc_auc"] > history.best_val_auc:
-            history.best_val_auc, history.best_epoch = val["roc_auc"], epoch
-            _save(
-                {
-                    "model": model.state_dict(),
-                    "arch": cfg.arch,
-                    "labels": list(LABELS),
-                    "preprocessing": spec.to_json(),
-                    "epoch": epoch,
-                    "val": val,
-                    "config": asdict(cfg),
-                },
-                out / "best.pth",
-            )
+        _checkpoint(out, model, optimizer, history, cfg, spec, epoch, val)
+        emit("epoch_end", row)
+    return history
+
+
+def _checkpoint(
+    out: Path,
+    model: Any,
+    optimizer: Any,
+    history: History,
+    cfg: TrainConfig,
+    spec: Preprocessing,
+    epoch: int,
+    val: dict[str, float],
+) -> None:
+    """After an epoch: best.pth when validation AUC improved, checkpoint_last.pth always."""
+    if val["roc_auc"] > history.best_val_auc:
+        history.best_val_auc, history.best_epoch = val["roc_auc"], epoch
         _save(
             {
                 "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "arch": cfg.arch,
+                "labels": list(LABELS),
+                "preprocessing": spec.to_json(),
                 "epoch": epoch,
-                "history": asdict(history),
+                "val": val,
                 "config": asdict(cfg),
             },
-            last,
+            out / "best.pth",
         )
-        (out / "history.json").write_text(json.dumps(asdict(history), indent=2) + "\n")
-        emit("epoch_end", row)
-    return history
+    _save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "history": asdict(history),
+            "config": asdict(cfg),
+        },
+        out / "checkpoint_last.pth",
+    )
+    (out / "history.json").write_text(json.dumps(asdict(history), indent=2) + "\n")
 
 
 def _train_epoch(
