@@ -18,6 +18,8 @@ from aiscan.scanner.modelmeta import ModelError, ModelInfo
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+#: TensorRT optimisation profile: batch sizes an engine is built for (no rebuild between).
+TRT_OPT_BATCH, TRT_MAX_BATCH = 128, 512
 _TRT = "TensorrtExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -58,6 +60,7 @@ def provider_plan(
     tensorrt_loadable: bool,
     trt_cache_dir: str | None = None,
     fp16: bool = True,
+    trt_profile: tuple[str, int, int] | None = None,
 ) -> list[tuple[str, dict[str, str]]]:
     """The ordered (provider, options) list to ask ONNX Runtime for.
 
@@ -73,6 +76,10 @@ def provider_plan(
         "trt_engine_cache_path": trt_cache_dir or str(Path.home() / ".cache" / "aiscan" / "trt"),
         "trt_timing_cache_enable": "True",
     }
+    if trt_profile:  # one engine for every batch size from 1 to TRT_MAX_BATCH
+        name, h, w = trt_profile
+        for key, n in (("min", 1), ("opt", TRT_OPT_BATCH), ("max", TRT_MAX_BATCH)):
+            trt_opts[f"trt_profile_{key}_shapes"] = f"{name}:{n}x3x{h}x{w}"
     plan: list[tuple[str, dict[str, str]]] = []
     if device == "tensorrt" or (device == "auto" and cuda_devices and tensorrt_loadable):
         plan.append((_TRT, trt_opts))
@@ -86,6 +93,14 @@ def provider_plan(
             f"only {', '.join(available)}"
         )
     return [(p, o) for p, o in plan if p in available]
+
+
+def _input_profile(ort: Any, path: Path) -> tuple[str, int, int]:
+    """Input name and size of a model, from a short-lived CPU session (for TensorRT)."""
+    session = ort.InferenceSession(str(path), providers=[_CPU])
+    info = ModelInfo.from_metadata(dict(session.get_modelmeta().custom_metadata_map))
+    h, w = info.preprocessing.input_size
+    return session.get_inputs()[0].name, h, w
 
 
 def file_sha256(path: str | Path) -> str:
@@ -138,6 +153,15 @@ class Classifier:
             tensorrt_loadable=_tensorrt_loadable() if device == "auto" else True,
             trt_cache_dir=trt_cache_dir,
         )
+        if plan[0][0] == _TRT:
+            plan = provider_plan(
+                device,
+                ort.get_available_providers(),
+                cuda_devices=1,
+                tensorrt_loadable=True,
+                trt_cache_dir=trt_cache_dir,
+                trt_profile=_input_profile(ort, path),
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(0, threads)
         opts.inter_op_num_threads = 1

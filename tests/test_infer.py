@@ -34,6 +34,16 @@ def test_tensorrt_options_enable_fp16_and_engine_cache(tmp_path: Path) -> None:
     assert opts["trt_engine_cache_path"] == str(tmp_path)
 
 
+def test_tensorrt_profile_covers_every_batch_size() -> None:
+    plan = provider_plan(
+        "tensorrt", ALL, cuda_devices=1, tensorrt_loadable=True, trt_profile=("input", 224, 224)
+    )
+    opts = dict(plan)["TensorrtExecutionProvider"]
+    assert opts["trt_profile_min_shapes"] == "input:1x3x224x224"
+    assert opts["trt_profile_opt_shapes"] == "input:128x3x224x224"
+    assert opts["trt_profile_max_shapes"] == "input:512x3x224x224"
+
+
 def test_explicit_device_missing_from_build_is_an_error() -> None:
     with pytest.raises(DeviceError, match="CUDAExecutionProvider"):
         provider_plan("cuda", ["CPUExecutionProvider"], cuda_devices=1, tensorrt_loadable=True)
