@@ -1,0 +1,245 @@
+"""Generalisation to unseen sources: every score comes from a model that never saw the
+image's source.
+
+Two producers of such out-of-source scores share one summary (:func:`summarize`):
+
+- grouped cross-validation of a training recipe (``aiscan-train --fold I/K``): each fold's
+  run scores its held-out sources after every epoch (``RUN/holdout/epoch_N.csv``);
+  :func:`load_folds` pools the K runs epoch by epoch;
+- a frozen-feature probe (:func:`probe`): pooled features of a pretrained backbone, a
+  logistic regression trained without one source (or one fold) at a time. Cheap: it
+  screens backbones and preprocessing before full fine-tuning runs.
+
+The summary treats every source as one unseen generator (or one unseen kind of real
+photo): per source, its accuracy at the threshold and its ROC AUC against every image of
+the other class, then the mean and the worst over sources, beside the pooled figures.
+Pooled AUC over sources weighs big sources more; the per-source mean does not. The
+"square" figures use only images whose aspect is 1:1 in both classes, where a squash
+resize leaves no stretch for the model to read the class from.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiscan.train.data import LABELS, Sample, source_folds
+from aiscan.train.metrics import binary_metrics
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Out-of-source p_ai for a list of samples (same order)."""
+
+    samples: list[Sample]
+    p_ai: np.ndarray
+    fold: np.ndarray  # which model scored each sample (fold index, or source index)
+
+    @property
+    def is_ai(self) -> np.ndarray:
+        return np.array([s.is_ai for s in self.samples])
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if not len(pos) or not len(neg):
+        return math.nan
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(y, np.r_[pos, neg]))
+
+
+def balanced_accuracy(is_ai: np.ndarray, p_ai: np.ndarray, threshold: float) -> float:
+    pred = p_ai >= threshold
+    return float((pred[is_ai].mean() + (~pred[~is_ai]).mean()) / 2)
+
+
+def best_balanced_threshold(is_ai: np.ndarray, p_ai: np.ndarray) -> float:
+    """The threshold with the highest balanced accuracy (ties: the one nearest 0.5)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(is_ai, p_ai)
+    score = (tpr + 1 - fpr) / 2
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    pick = best[np.argmin(np.abs(thresholds[best] - 0.5))]
+    return float(min(1.0, thresholds[pick]))
+
+
+def summarize(
+    scored: Scored, threshold: float = 0.5, square: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Pooled and per-source generalisation figures (AI positive throughout).
+
+    Args:
+        scored: out-of-source scores.
+        threshold: p_ai at or above which the verdict is "ai".
+        square: optional mask of samples whose aspect is 1:1 (for the "square" figures).
+    """
+    is_ai, p = scored.is_ai, scored.p_ai
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(scored.samples):
+        groups[f"{LABELS[s.label]}/{s.source}"].append(i)
+    sources = {}
+    for name, idx in sorted(groups.items()):
+        sel = np.array(idx)
+        ai = bool(is_ai[sel[0]])
+        other = p[~is_ai] if ai else p[is_ai]
+        auc = _auc(p[sel], other) if ai else _auc(other, p[sel])
+        right = (p[sel] >= threshold) == ai
+        sources[name] = {
+            "n": len(sel),
+            "accuracy": float(right.mean()),
+            "mean_p_ai": float(p[sel].mean()),
+            "auc_vs_other_class": auc,
+        }
+    aucs = np.array([v["auc_vs_other_class"] for v in sources.values()])
+    accs = np.array([v["accuracy"] for v in sources.values()])
+    worst = min(sources, key=lambda k: sources[k]["auc_vs_other_class"])
+    folds = sorted(set(scored.fold.tolist()))
+    fold_aucs = [
+        _auc(p[(scored.fold == f) & is_ai], p[(scored.fold == f) & ~is_ai]) for f in folds
+    ]
+    pooled = binary_metrics(is_ai, p, threshold)
+    best_t = best_balanced_threshold(is_ai, p)
+    out: dict[str, Any] = {
+        "images": len(p),
+        "sources": len(sources),
+        "threshold": threshold,
+        "pooled_auc": pooled["roc_auc"],
+        "pooled_balanced_accuracy": balanced_accuracy(is_ai, p, threshold),
+        "best_balanced_threshold": best_t,
+        "best_balanced_accuracy": balanced_accuracy(is_ai, p, best_t),
+        "mean_source_auc": float(np.nanmean(aucs)),
+        "worst_source_auc": float(np.nanmin(aucs)),
+        "worst_source": worst,
+        "mean_source_accuracy": float(accs.mean()),
+        "worst_source_accuracy": float(accs.min()),
+        "mean_fold_auc": float(np.nanmean(fold_aucs)),
+        "tpr_at_fpr_5pct": pooled["tpr_at_fpr_5pct"],
+        "ece": pooled["ece"],
+        "per_source": sources,
+    }
+    if square is not None and (square & is_ai).any() and (square & ~is_ai).any():
+        out["square_auc"] = _auc(p[square & is_ai], p[square & ~is_ai])
+        out["square_images"] = int(square.sum())
+    return out
+
+
+def aspect_is_square(samples: Sequence[Sample], tolerance: float = 0.01) -> np.ndarray:
+    """True where the image (after EXIF orientation) is square within ``tolerance``."""
+    from aiscan.scanner.preprocess import open_image, oriented_size
+
+    out = []
+    for s in samples:
+        with open_image(s.path) as img:
+            w, h = oriented_size(img)
+        out.append(abs(w / h - 1.0) <= tolerance)
+    return np.array(out)
+
+
+# -- grouped cross-validation of a training recipe -------------------------------------
+
+
+def load_folds(run_dirs: Sequence[str | Path], column: str = "p_ai") -> dict[int, Scored]:
+    """Pool the held-out scores of K fold runs, per epoch (1-based), for the epochs that
+    every run has finished; raises ValueError if the runs' held-out sources overlap."""
+    per_epoch: dict[int, list[tuple[int, Path]]] = defaultdict(list)
+    for f, run in enumerate(run_dirs):
+        files = sorted(Path(run).glob("holdout/epoch_*.csv"))
+        if not files:
+            raise ValueError(f"{run} has no holdout/epoch_*.csv: was it trained with --fold?")
+        for path in files:
+            per_epoch[int(path.stem.split("_")[1])].append((f, path))
+    out = {}
+    for epoch, parts in sorted(per_epoch.items()):
+        if len(parts) != len(run_dirs):
+            continue
+        samples, scores, folds = [], [], []
+        for f, path in parts:
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows and column not in rows[0]:
+                raise ValueError(f"{path} has no column {column!r}")
+            samples += [Sample(r["path"], LABELS.index(r["label"]), r["source"]) for r in rows]
+            scores += [float(r[column]) for r in rows]
+            folds += [f] * len(rows)
+        paths = [s.path for s in samples]
+        if len(set(paths)) != len(paths):
+            raise ValueError("the runs' held-out images overlap: not folds of one split")
+        out[epoch] = Scored(samples, np.array(scores), np.array(folds))
+    if not out:
+        raise ValueError("no epoch is finished by every run")
+    return out
+
+
+# -- frozen-feature probe --------------------------------------------------------------
+
+
+def extract_features(
+    samples: Sequence[Sample],
+    arch: str,
+    init: str | None,
+    spec: Any,
+    batch_size: int = 64,
+    workers: int = 1,
+) -> np.ndarray:
+    """Pooled penultimate features of a pretrained timm backbone for every sample (the
+    scanner's decode and resize, centred region)."""
+    import torch
+
+    from aiscan.train.data import ImageDataset, make_collate
+    from aiscan.train.model import create
+
+    model = create(arch, init).eval().to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(samples, spec),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=make_collate(spec),
+    )
+    feats = []
+    with torch.no_grad():
+        for x, _ in loader:
+            x = x.to(memory_format=torch.channels_last)
+            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
+    return np.concatenate(feats).astype(np.float32)
+
+
+def probe(
+    samples: Sequence[Sample], features: np.ndarray, groups: str = "source", c: float = 0.1
+) -> Scored:
+    """Out-of-source scores from logistic regressions on frozen features.
+
+    Args:
+        samples: the images, in the order of ``features``.
+        features: one row per sample.
+        groups: "source" (leave one source out: one regression per source) or "K" as
+            digits (the K source-grouped folds that fine-tuning uses, e.g. "4").
+        c: inverse L2 strength of the regression, on standardised features.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    samples = list(samples)
+    if groups == "source":
+        names = sorted({s.source for s in samples})
+        assign = {n: i for i, n in enumerate(names)}
+    else:
+        assign = source_folds(samples, int(groups))
+    fold = np.array([assign[s.source] for s in samples])
+    y = np.array([s.is_ai for s in samples])
+    p = np.full(len(samples), np.nan)
+    for f in sorted(set(fold.tolist())):
+        test = fold == f
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+        clf.fit(features[~test], y[~test])
+        p[test] = clf.predict_proba(features[test])[:, list(clf.classes_).index(True)]
+    return Scored(samples, p, fold)

@@ -1,0 +1,134 @@
+"""``aiscan-protocol``: how a recipe or a backbone does on sources it never saw.
+
+    aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
+    aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from aiscan.scanner.preprocess import RESIZE_POLICIES
+
+#: Summary figures shown in tables, in order.
+SHOWN = (
+    "pooled_auc",
+    "mean_source_auc",
+    "worst_source_auc",
+    "pooled_balanced_accuracy",
+    "best_balanced_accuracy",
+    "best_balanced_threshold",
+    "square_auc",
+    "mean_fold_auc",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aiscan-protocol", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("folds", help="pool the held-out scores of aiscan-train --fold runs")
+    f.add_argument("runs", nargs="+", help="the K run folders of one recipe")
+    f.add_argument("--column", default="p_ai", help="p_ai, or p_ai_3crop (test-time 3 crops)")
+    f.add_argument("--out", help="JSON report (default: print only)")
+    f.add_argument("--threshold", type=float, default=0.5)
+    q = sub.add_parser("probe", help="frozen features + logistic regression, out of source")
+    q.add_argument("data_dirs", nargs="+", metavar="DATA_DIR")
+    q.add_argument("--arch", required=True, help="timm architecture")
+    q.add_argument("--init", help="local pretrained weights (see aiscan-train --init)")
+    q.add_argument("--resize", default="squash", choices=RESIZE_POLICIES)
+    q.add_argument("--norm", default="half", choices=("half", "imagenet"))
+    q.add_argument("--input-size", type=int, default=224)
+    q.add_argument("--groups", default="source", help="'source' (leave one out) or K folds")
+    q.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    q.add_argument("--out", required=True, help="folder: feature cache and JSON report")
+    return p
+
+
+def _table(console: Console, title: str, rows: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=title)
+    table.add_column("")
+    for key in SHOWN:
+        table.add_column(key.replace("_", " "), justify="right")
+    for name, s in rows.items():
+        table.add_row(name, *(f"{s[k]:.4f}" if k in s else "-" for k in SHOWN))
+    console.print(table)
+
+
+def _folds(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    from aiscan.train.protocol import aspect_is_square, load_folds, summarize
+
+    pooled = load_folds(args.runs, args.column)
+    square = aspect_is_square(next(iter(pooled.values())).samples)
+    report = {
+        "runs": [str(r) for r in args.runs],
+        "column": args.column,
+        "epochs": {
+            str(e): summarize(scored, args.threshold, square) for e, scored in pooled.items()
+        },
+    }
+    _table(console, f"held-out sources, {args.column}", {f"epoch {e}": s for e, s in report["epochs"].items()})
+    return report
+
+
+def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    import numpy as np
+
+    from aiscan.train.data import find_samples
+    from aiscan.train.loop import NORMS
+    from aiscan.train.protocol import aspect_is_square, extract_features, probe, summarize
+
+    from aiscan.scanner.preprocess import Preprocessing
+
+    mean, std = NORMS[args.norm]
+    spec = Preprocessing((args.input_size, args.input_size), mean, std, resize=args.resize)
+    samples = find_samples(args.data_dirs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / f"features_{args.arch}_{args.resize}_{args.input_size}.npz"
+    paths = [s.path for s in samples]
+    if cache.exists() and list(np.load(cache)["paths"]) == paths:
+        feats = np.load(cache)["features"]
+    else:
+        feats = extract_features(samples, args.arch, args.init, spec)
+        np.savez(cache, features=feats, paths=np.array(paths))
+    square = aspect_is_square(samples)
+    scored = probe(samples, feats, args.groups, args.c)
+    report = {
+        "arch": args.arch,
+        "init": args.init,
+        "preprocessing": spec.to_json(),
+        "groups": args.groups,
+        "c": args.c,
+        "summary": summarize(scored, 0.5, square),
+    }
+    _table(console, f"frozen {args.arch} ({args.resize}), held out by {args.groups}", {"probe": report["summary"]})
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        report = _folds(args, console) if args.command == "folds" else _probe(args, console)
+    except ValueError as exc:
+        Console(stderr=True).print(f"[red]aiscan-protocol: error:[/] {exc}", highlight=False)
+        return 2
+    target = args.out
+    if args.command == "probe":
+        target = Path(args.out) / f"probe_{args.arch}_{args.resize}_{args.groups}.json"
+    if target:
+        Path(target).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
