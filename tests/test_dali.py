@@ -10,7 +10,13 @@ from PIL import Image
 
 from aiscan.scanner.discover import Found
 from aiscan.scanner.output import read_rows
-from aiscan.scanner.preprocess import DecodeLimits, Preprocessing, normalize_batch, reference_pixels
+from aiscan.scanner.preprocess import (
+    RESIZE_POLICIES,
+    DecodeLimits,
+    Preprocessing,
+    normalize_batch,
+    reference_pixels,
+)
 from tests.conftest import encode, jpeg_bytes, photo
 
 pytest.importorskip("nvidia.dali")
@@ -29,18 +35,22 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Found:
     return Found(str(path))
 
 
-def _run(found: list[Found], device_id: int | None = None, batch: int = 8):
-    probe = DaliProbe(SPEC, DecodeLimits())
+def _run(found: list[Found], spec: Preprocessing = SPEC, batch: int = 8):
+    probe = DaliProbe(spec, DecodeLimits())
     items = [probe(f) for f in found]
-    return DaliDecoder(SPEC, batch, 2, device_id)(items)
+    return DaliDecoder(spec, batch, 2, None)(items)
 
 
-def _pixels_diff(tensor: np.ndarray, path: str) -> np.ndarray:
-    ref = normalize_batch([reference_pixels(path, SPEC)], SPEC)[0]
-    return np.abs(tensor - ref) * 255.0 * SPEC.std[0]
+def _pixels_diff(tensor: np.ndarray, path: str, spec: Preprocessing = SPEC) -> np.ndarray:
+    ref = normalize_batch([reference_pixels(path, spec)], spec)[0]
+    return np.abs(tensor - ref) * 255.0 * spec.std[0]
 
 
-def test_dali_cpu_matches_reference_including_exif_orientation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("resize", RESIZE_POLICIES)
+def test_dali_cpu_matches_reference_including_exif_orientation(
+    tmp_path: Path, resize: str
+) -> None:
+    spec = Preprocessing(resize=resize)
     exif = Image.Exif()
     exif[0x0112] = 6
     found = [
@@ -49,10 +59,10 @@ def test_dali_cpu_matches_reference_including_exif_orientation(tmp_path: Path) -
         _write(tmp_path, "grey.jpg", jpeg_bytes(photo(500, 300).convert("L"))),
         _write(tmp_path, "prog.jpg", jpeg_bytes(photo(800, 600, seed=3), progressive=True)),
     ]
-    batch = _run(found)
+    batch = _run(found, spec)
     for item in batch.items:
         assert item.status == "ok" and item.tensor is not None, item.error
-        diff = _pixels_diff(item.tensor, item.path)
+        diff = _pixels_diff(item.tensor, item.path, spec)
         assert diff.mean() <= DALI_TOLERANCE["mean"], item.path
         assert diff.max() <= DALI_TOLERANCE["max"], item.path
     rot = batch.items[1]

@@ -412,7 +412,7 @@ def _checkpoint(
                 "preprocessing": spec.to_json(),
                 "epoch": epoch,
                 "val": val,
-                "config": asdict(cfg),
+                "config": json.loads(json.dumps(asdict(cfg))),  # JSON types, as in metadata
             },
             out / "best.pth",
         )
@@ -422,7 +422,7 @@ def _checkpoint(
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "history": asdict(history),
-            "config": asdict(cfg),
+            "config": json.loads(json.dumps(asdict(cfg))),  # JSON types, as in metadata
         },
         out / "checkpoint_last.pth",
     )

@@ -10,7 +10,7 @@ from aiscan.train.data import LABELS
 
 #: Classifier tensors of source checkpoints, left out when matching by order:
 #: lukemelas EfficientNet (``_fc``), torchvision (``classifier.1``).
-_SOURCE_HEADS = ("_fc.", "classifier.")
+_SOURCE_HEADS = ("_fc", "classifier.")
 
 
 def _source_tensors(state: dict[str, Any]) -> list[tuple[str, Any]]:

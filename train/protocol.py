@@ -121,7 +121,7 @@ def summarize(
         "worst_source": worst,
         "mean_source_accuracy": float(accs.mean()),
         "worst_source_accuracy": float(accs.min()),
-        "mean_fold_auc": float(np.nanmean(fold_aucs)),
+        "mean_fold_auc": float(np.nanmean(fold_aucs)) if np.isfinite(fold_aucs).any() else math.nan,
         "tpr_at_fpr_5pct": pooled["tpr_at_fpr_5pct"],
         "ece": pooled["ece"],
         "per_source": sources,
@@ -204,12 +204,16 @@ def extract_features(
         num_workers=workers,
         collate_fn=make_collate(spec),
     )
+    from aiscan.train.loop import _autocast_dtype
+
+    dtype = _autocast_dtype(torch.device("cpu"), "auto")
     feats = []
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
         for x, _ in loader:
             x = x.to(memory_format=torch.channels_last)
-            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
-    return np.concatenate(feats).astype(np.float32)
+            pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+            feats.append(pooled.float().numpy())
+    return np.concatenate(feats)
 
 
 def probe(
