@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="threshold with at most this FPR on validation (default: max F1)",
     )
     run.add_argument(
+        "--protocol",
+        metavar="JSON[:EPOCH]",
+        help="aiscan-protocol folds report of this recipe: its summary (at EPOCH, default "
+        "the run's epoch count) goes into the model's metadata",
+    )
+    run.add_argument(
+        "--threshold-from",
+        choices=("validation", "protocol"),
+        default="validation",
+        help="validation: max F1 (or --target-fpr) on the run's validation split; protocol: "
+        "best balanced accuracy on the protocol's out-of-source scores",
+    )
+    run.add_argument(
         "--variants",
         default="",
         metavar="fp16,int8",
@@ -41,15 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
     arch = p.add_argument_group("with --checkpoint or --random-init")
     arch.add_argument("--arch", default="efficientnet_b0", help="timm model name")
     arch.add_argument("--input-size", type=int, default=224)
+    arch.add_argument("--resize", default="squash", choices=("squash", "crop"))
     arch.add_argument("--threshold", type=float, default=0.5)
     arch.add_argument("--seed", type=int, default=0)
     return p
 
 
+def _protocol(spec: str | None, run: Path) -> dict[str, Any] | None:
+    """The summary of one epoch of an ``aiscan-protocol folds`` report."""
+    if spec is None:
+        return None
+    path, _, epoch = spec.partition(":")
+    epochs = json.loads(Path(path).read_text())["epochs"]
+    if not epoch:
+        epoch = str(json.loads((run / "config.json").read_text())["epochs"])
+    if epoch not in epochs:
+        raise ValueError(f"{path} has no epoch {epoch} (it has {', '.join(epochs)})")
+    return dict(epochs[epoch], epoch=int(epoch), report=str(path))
+
+
 def _from_run(args: argparse.Namespace) -> int:
     from aiscan.export.from_run import export_run, export_variant
 
-    info = export_run(args.run, args.out, model_id=args.model_id, target_fpr=args.target_fpr)
+    try:
+        info = export_run(
+            args.run,
+            args.out,
+            model_id=args.model_id,
+            target_fpr=args.target_fpr,
+            protocol=_protocol(args.protocol, args.run),
+            protocol_threshold=args.threshold_from == "protocol",
+        )
+    except (ValueError, OSError) as exc:
+        print(f"aiscan-export: error: {exc}", file=sys.stderr)
+        return 2
     val, par = info.extra["validation"], info.extra["parity"]
     print(
         f"wrote {args.out}: threshold {info.threshold:.4f} ({info.extra['threshold_rule']}), "
@@ -83,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = ModelInfo(
         model_id=args.model_id or f"aiscan-{args.arch}{suffix}",
         arch=args.arch,
-        preprocessing=Preprocessing(input_size=(size, size)),
+        preprocessing=Preprocessing(input_size=(size, size), resize=args.resize),
         threshold=args.threshold,
         trained=not args.random_init,
     )

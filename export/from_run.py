@@ -46,8 +46,18 @@ def export_run(
     model_id: str | None = None,
     target_fpr: float | None = None,
     parity_images: int = 64,
+    protocol: dict[str, Any] | None = None,
+    protocol_threshold: bool = False,
 ) -> ModelInfo:
-    """best.pth of ``run_dir`` -> ONNX at ``out``, threshold and summaries in its metadata."""
+    """best.pth of ``run_dir`` -> ONNX at ``out``, threshold and summaries in its metadata.
+
+    Args:
+        protocol: an out-of-source summary of the run's recipe (one epoch of
+            ``aiscan-protocol folds``), embedded as ``aiscan.generalisation`` without its
+            per-source table.
+        protocol_threshold: take the threshold with the best balanced accuracy on the
+            protocol's out-of-source scores instead of choosing one on validation.
+    """
     import torch
 
     from aiscan.train.data import LABELS, load_split
@@ -79,13 +89,24 @@ def export_run(
     )
     out = export_onnx(model, info, out)
     val = score(out, split["val"])
-    threshold = choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], target_fpr)
+    if protocol_threshold:
+        if protocol is None:
+            raise ValueError("a threshold from the protocol needs its summary (--protocol)")
+        threshold = float(protocol["best_balanced_threshold"])
+        rule = "best balanced accuracy on out-of-source scores (grouped cross-validation)"
+    else:
+        threshold = choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], target_fpr)
+        rule = (
+            f"lowest with FPR <= {target_fpr} on validation"
+            if target_fpr
+            else "max F1 on validation"
+        )
     diff = parity(model, out, split["val"][:parity_images], spec)
     extra = dict(info.extra)
     extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)
-    extra["threshold_rule"] = (
-        f"lowest with FPR <= {target_fpr} on validation" if target_fpr else "max F1 on validation"
-    )
+    extra["threshold_rule"] = rule
+    if protocol is not None:
+        extra["generalisation"] = {k: v for k, v in protocol.items() if k != "per_source"}
     extra["parity"] = {"images": min(parity_images, len(split["val"])), "max_abs_diff_p_ai": diff}
     final = ModelInfo(info.model_id, info.arch, spec, LABELS, threshold, extra=extra)
     write_metadata(out, final)

@@ -47,9 +47,7 @@ def _pixels_diff(tensor: np.ndarray, path: str, spec: Preprocessing = SPEC) -> n
 
 
 @pytest.mark.parametrize("resize", RESIZE_POLICIES)
-def test_dali_cpu_matches_reference_including_exif_orientation(
-    tmp_path: Path, resize: str
-) -> None:
+def test_dali_cpu_matches_reference_including_exif_orientation(tmp_path: Path, resize: str) -> None:
     spec = Preprocessing(resize=resize)
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from aiscan.train.data import Sample  # noqa: E402
-from aiscan.train.protocol import (  # noqa: E402
+from aiscan.train.data import Sample
+from aiscan.train.protocol import (
     Scored,
     balanced_accuracy,
     best_balanced_threshold,
@@ -27,29 +27,41 @@ def _scored(groups: dict[tuple[int, str], list[float]]) -> Scored:
     return Scored(samples, np.array(scores), np.array(folds))
 
 
-def test_each_source_is_scored_against_the_other_class() -> None:
+def test_each_source_is_scored_against_the_other_class_of_its_fold() -> None:
+    # folds alternate: gan and photos in fold 0, diffusion and paintings in fold 1
     scored = _scored(
         {
-            (0, "gan"): [0.9, 0.8, 0.7],  # above every real image: AUC 1
-            (0, "diffusion"): [0.6, 0.2],  # 0.6 beats 3 of 4 reals, 0.2 beats 1: AUC 0.5
+            (0, "gan"): [0.9, 0.8, 0.7],
+            (0, "diffusion"): [0.6, 0.2],
             (1, "photos"): [0.1, 0.3],
             (1, "paintings"): [0.5, 0.65],
         }
     )
     s = summarize(scored, threshold=0.5)
     src = s["per_source"]
-    assert src["ai/gan"]["auc_vs_other_class"] == 1.0
-    assert src["ai/diffusion"]["auc_vs_other_class"] == pytest.approx(0.5)
-    # paintings vs all 5 AI scores: 0.5 is below 4 of them, 0.65 below 3 -> 7/10
-    assert src["real/paintings"]["auc_vs_other_class"] == pytest.approx(0.7)
+    assert src["ai/gan"]["auc_vs_other_class"] == 1.0  # vs photos only
+    assert src["real/photos"]["auc_vs_other_class"] == 1.0
+    # diffusion vs paintings: of the 4 pairs only (0.6, 0.5) is ranked right
+    assert src["ai/diffusion"]["auc_vs_other_class"] == pytest.approx(0.25)
+    assert src["real/paintings"]["auc_vs_other_class"] == pytest.approx(0.25)
     assert src["real/paintings"]["accuracy"] == 0.0 and src["ai/diffusion"]["accuracy"] == 0.5
-    assert s["worst_source"] == "ai/diffusion" and s["worst_source_auc"] == pytest.approx(0.5)
-    # photos: 0.1 is below all 5 AI scores, 0.3 below 4 of them -> 9/10
-    assert src["real/photos"]["auc_vs_other_class"] == pytest.approx(0.9)
-    assert s["mean_source_auc"] == pytest.approx(np.mean([1.0, 0.5, 0.9, 0.7]))
+    assert s["worst_source_auc"] == pytest.approx(0.25)
+    assert s["mean_source_auc"] == pytest.approx(np.mean([1.0, 0.25, 1.0, 0.25]))
+    assert s["mean_fold_auc"] == pytest.approx(np.mean([1.0, 0.25]))
     assert s["sources"] == 4 and s["images"] == 9
+    # pooled over both models: 0.9, 0.8, 0.7, 0.6 beat everything real but 0.65 ...
+    assert s["pooled_auc"] == pytest.approx((3 * 4 + 3 + 1) / 20)
     square = np.array([True] * 3 + [False] * 2 + [True] * 2 + [False] * 2)
     assert summarize(scored, 0.5, square)["square_auc"] == 1.0  # gan vs photos only
+
+
+def test_a_fold_with_one_class_falls_back_to_every_fold() -> None:
+    scored = Scored(
+        [Sample("/a/0.jpg", 0, "a"), Sample("/a/1.jpg", 0, "a"), Sample("/r/0.jpg", 1, "r")],
+        np.array([0.9, 0.2, 0.5]),
+        np.array([0, 0, 1]),
+    )
+    assert summarize(scored)["per_source"]["ai/a"]["auc_vs_other_class"] == 0.5
 
 
 def test_best_balanced_threshold() -> None:

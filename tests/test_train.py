@@ -315,6 +315,7 @@ def test_degrade_augmentation_blurs_and_reencodes() -> None:
     img = torch.from_numpy(rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
     out = report_augmentations(degrade=1.0)(img)
     assert out.shape == img.shape and out.dtype == torch.uint8
+
     # blur and JPEG both remove high frequencies: neighbouring pixels become closer
     def roughness(t: torch.Tensor) -> float:
         return float((t[:, :, 1:].float() - t[:, :, :-1].float()).abs().mean())

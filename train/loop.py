@@ -266,7 +266,7 @@ def _optimizer(model: Any, cfg: TrainConfig) -> Any:
     import torch
 
     head = {id(p) for p in model.get_classifier().parameters()}
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if p.requires_grad and id(p) in head]},
         {
             "params": [p for p in model.parameters() if p.requires_grad and id(p) not in head],
@@ -328,7 +328,9 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
             "val_acc": val["accuracy"],
         }
         if cfg.fold and split.get("test"):
-            row["holdout_auc"] = score_holdout(model, split["test"], spec, cfg, device, dtype, epoch)
+            row["holdout_auc"] = score_holdout(
+                model, split["test"], spec, cfg, device, dtype, epoch
+            )
         row["seconds"] = time.perf_counter() - t0
         history.epochs.append(row)
         _checkpoint(out, model, optimizer, history, cfg, spec, epoch, val)
@@ -372,7 +374,9 @@ def score_holdout(
     tmp = folder / f"epoch_{epoch + 1}.csv.tmp"
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", "source", "p_ai"] + (["p_ai_3crop"] if len(views) > 1 else []))
+        writer.writerow(
+            ["path", "label", "source", "p_ai"] + (["p_ai_3crop"] if len(views) > 1 else [])
+        )
         for i, s in enumerate(samples):
             multi = [f"{np.mean([columns[v][i] for v in views]):.6g}"] if len(views) > 1 else []
             writer.writerow([s.path, LABELS[s.label], s.source, f"{centre[i]:.6g}", *multi])

@@ -7,7 +7,6 @@ from typing import Any
 
 from aiscan.train.data import LABELS
 
-
 #: Classifier tensors of source checkpoints, left out when matching by order:
 #: lukemelas EfficientNet (``_fc``), torchvision (``classifier.1``).
 _SOURCE_HEADS = ("_fc", "classifier.")

@@ -11,8 +11,13 @@ Two producers of such out-of-source scores share one summary (:func:`summarize`)
   screens backbones and preprocessing before full fine-tuning runs.
 
 The summary treats every source as one unseen generator (or one unseen kind of real
-photo): per source, its accuracy at the threshold and its ROC AUC against every image of
-the other class, then the mean and the worst over sources, beside the pooled figures.
+photo): per source, its accuracy at the threshold and its ROC AUC against the images of
+the other class that the same model scored (its fold's), then the mean and the worst over
+sources, beside the pooled figures. The mean AUC per fold compares scores of one model
+only, and is the headline figure; the pooled AUC mixes models whose scores are on
+different scales (it also reflects how well one threshold serves unseen sources). Source
+grouping by K folds is the protocol's; leave-one-source-out (``groups="source"``) gives
+a fold one class only, so its per-source AUC falls back to the other class of every fold.
 Pooled AUC over sources weighs big sources more; the per-source mean does not. The
 "square" figures use only images whose aspect is 1:1 in both classes, where a squash
 resize leaves no stretch for the model to read the class from.
@@ -90,7 +95,11 @@ def summarize(
     for name, idx in sorted(groups.items()):
         sel = np.array(idx)
         ai = bool(is_ai[sel[0]])
-        other = p[~is_ai] if ai else p[is_ai]
+        # Against the other class as scored by the same model (same fold) where the
+        # fold has it: scores of different models are not on one scale.
+        other_class = ~is_ai if ai else is_ai
+        same = other_class & np.isin(scored.fold, scored.fold[sel])
+        other = p[same if same.any() else other_class]
         auc = _auc(p[sel], other) if ai else _auc(other, p[sel])
         right = (p[sel] >= threshold) == ai
         sources[name] = {
@@ -103,9 +112,7 @@ def summarize(
     accs = np.array([v["accuracy"] for v in sources.values()])
     worst = min(sources, key=lambda k: sources[k]["auc_vs_other_class"])
     folds = sorted(set(scored.fold.tolist()))
-    fold_aucs = [
-        _auc(p[(scored.fold == f) & is_ai], p[(scored.fold == f) & ~is_ai]) for f in folds
-    ]
+    fold_aucs = [_auc(p[(scored.fold == f) & is_ai], p[(scored.fold == f) & ~is_ai]) for f in folds]
     pooled = binary_metrics(is_ai, p, threshold)
     best_t = best_balanced_threshold(is_ai, p)
     out: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """``aiscan-protocol``: how a recipe or a backbone does on sources it never saw.
 
-    aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
-    aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
+aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
+aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
 """
 
 from __future__ import annotations
@@ -74,18 +74,21 @@ def _folds(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             str(e): summarize(scored, args.threshold, square) for e, scored in pooled.items()
         },
     }
-    _table(console, f"held-out sources, {args.column}", {f"epoch {e}": s for e, s in report["epochs"].items()})
+    _table(
+        console,
+        f"held-out sources, {args.column}",
+        {f"epoch {e}": s for e, s in report["epochs"].items()},
+    )
     return report
 
 
 def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
+    from aiscan.scanner.preprocess import Preprocessing
     from aiscan.train.data import find_samples
     from aiscan.train.loop import NORMS
     from aiscan.train.protocol import aspect_is_square, extract_features, probe, summarize
-
-    from aiscan.scanner.preprocess import Preprocessing
 
     mean, std = NORMS[args.norm]
     spec = Preprocessing((args.input_size, args.input_size), mean, std, resize=args.resize)
@@ -109,7 +112,11 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "c": args.c,
         "summary": summarize(scored, 0.5, square),
     }
-    _table(console, f"frozen {args.arch} ({args.resize}), held out by {args.groups}", {"probe": report["summary"]})
+    _table(
+        console,
+        f"frozen {args.arch} ({args.resize}), held out by {args.groups}",
+        {"probe": report["summary"]},
+    )
     return report
 
 
