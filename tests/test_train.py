@@ -357,3 +357,17 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
     assert last["images"] == 24 * 2 and last["sources"] == 4
     assert set(last["per_source"]) == {"ai/s1", "ai/s2", "real/s1", "real/s2"}
     assert main(["folds", runs[0], runs[0]]) == 2  # overlapping held-out sets are refused
+    # export fold 1 with the recipe's out-of-source summary and threshold in its metadata
+    from aiscan.export.cli import main as export_main
+    from aiscan.scanner.infer import Classifier
+
+    model = tmp_path / "fold1.onnx"
+    args = ["--run", runs[0], "--out", str(model), "--protocol", f"{out}:2"]
+    assert export_main([*args, "--threshold-from", "protocol"]) == 0
+    info = Classifier(model, "cpu").info
+    assert info.preprocessing.resize == "crop"
+    assert info.threshold == pytest.approx(last["best_balanced_threshold"])
+    assert info.extra["generalisation"]["epoch"] == 2
+    assert info.extra["generalisation"]["mean_fold_auc"] == pytest.approx(last["mean_fold_auc"])
+    assert "per_source" not in info.extra["generalisation"]
+    assert export_main([*args[:-1], f"{out}:9"]) == 2  # no such epoch: one clear error
