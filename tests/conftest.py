@@ -56,9 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """timm's test_efficientnet, 64x64 input, untrained, exported with aiscan metadata."""
+def _tiny(folder: Path, resize: str) -> Path:
     timm = pytest.importorskip("timm")
     torch = pytest.importorskip("torch")
     from aiscan.export.onnx_export import export_onnx
@@ -68,12 +66,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", num_classes=2, pretrained=False)
     info = ModelInfo(
-        model_id="tiny-test",
+        model_id=f"tiny-test-{resize}",
         arch="test_efficientnet",
-        preprocessing=Preprocessing(input_size=(64, 64)),
+        preprocessing=Preprocessing(input_size=(64, 64), resize=resize),
         trained=False,
     )
-    return export_onnx(model, info, tmp_path_factory.mktemp("model") / "tiny.onnx")
+    return export_onnx(model, info, folder / f"tiny-{resize}.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's test_efficientnet, 64x64 input, untrained, exported with aiscan metadata."""
+    return _tiny(tmp_path_factory.mktemp("model"), "squash")
+
+
+@pytest.fixture(scope="session")
+def tiny_crop_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the "crop" resize policy (aspect kept, centred region)."""
+    return _tiny(tmp_path_factory.mktemp("model"), "crop")
 
 
 @pytest.fixture(scope="session")

@@ -101,16 +101,18 @@ def test_a_corrupt_file_fails_only_itself_and_the_pipeline_recovers(tmp_path: Pa
     assert all(it.tensor is not None for it in again.items) and dali.failed_batches == 1
 
 
+@pytest.mark.parametrize("policy", ["squash", "crop"])
 def test_scan_with_dali_gives_the_cpu_paths_rows(
-    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+    bad_tree: dict[str, str], policy: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from aiscan.scanner.cli import main
 
+    model = request.getfixturevalue("tiny_model" if policy == "squash" else "tiny_crop_model")
     root = str(Path(next(iter(bad_tree))).parent)
     rows = {}
     for decoder in ("cpu", "dali"):
         out = tmp_path / f"{decoder}.csv"
-        main([root, "--out", str(out), "--model", str(tiny_model), "--decoder", decoder, "-q"])
+        main([root, "--out", str(out), "--model", str(model), "--decoder", decoder, "-q"])
         rows[decoder] = {r.path: r for r in read_rows(out)}
     assert {p: r.status for p, r in rows["dali"].items()} == bad_tree
     for path, row in rows["dali"].items():

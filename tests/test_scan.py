@@ -231,3 +231,33 @@ def test_help_is_fast_and_imports_no_heavy_stack() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--out" in proc.stdout and "HEAVY []" in proc.stdout
+
+
+@pytest.mark.parametrize("policy", ["squash", "crop"])
+def test_scan_honours_the_models_resize_policy(
+    policy: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The scanner's p_ai is the model's on the reference pixels of its own policy."""
+    import numpy as np
+    from PIL import Image
+
+    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.preprocess import normalize_batch, reference_pixels
+    from tests.conftest import encode
+
+    model = request.getfixturevalue("tiny_model" if policy == "squash" else "tiny_crop_model")
+    img = np.asarray(photo(240, 120, seed=4)).copy()
+    img[:, :60] = (255, 0, 0)  # the left and right quarters only a squash shows
+    img[:, 180:] = (0, 0, 255)
+    path = tmp_path / "wide.png"
+    path.write_bytes(encode(Image.fromarray(img), "PNG"))
+    out = tmp_path / "v.csv"
+    assert _scan([str(path)], out, model) == EXIT_OK
+    (row,) = read_rows(out)
+    clf = Classifier(model, "cpu")
+    spec = clf.info.preprocessing
+    assert spec.resize == policy
+    want = clf.predict(normalize_batch([reference_pixels(str(path), spec)], spec))[0]
+    assert row.p_ai == pytest.approx(float(want), abs=1e-5)
+    centre = reference_pixels(str(path), spec)
+    assert (centre[:, :4, 0].mean() > 200) == (policy == "squash")  # red edge only in squash
