@@ -371,3 +371,27 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
     assert info.extra["generalisation"]["mean_fold_auc"] == pytest.approx(last["mean_fold_auc"])
     assert "per_source" not in info.extra["generalisation"]
     assert export_main([*args[:-1], f"{out}:9"]) == 2  # no such epoch: one clear error
+
+
+@pytest.mark.parametrize("resize", ["squash", "crop"])
+def test_training_tensor_equals_the_scanners_bit_for_bit(tmp_path: Path, resize: str) -> None:
+    """What evaluation in training feeds the model is what the CPU scanner feeds it."""
+    from aiscan.scanner.decode import CpuDecoder
+    from aiscan.scanner.discover import Found
+    from aiscan.scanner.preprocess import Preprocessing, normalize_batch
+    from aiscan.train.data import ImageDataset, make_collate
+    from tests.conftest import jpeg_bytes, photo
+
+    spec = Preprocessing(input_size=(64, 64), resize=resize)
+    paths = []
+    for i, size in enumerate([(640, 480), (300, 500), (96, 96)]):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(jpeg_bytes(photo(*size, seed=i)))
+        paths.append(str(path))
+    samples = [Sample(p, 0, "s") for p in paths]
+    dataset = ImageDataset(samples, spec)
+    train_batch, _ = make_collate(spec)([dataset[i] for i in range(len(samples))])
+    decoder = CpuDecoder(spec)
+    items = [decoder(Found(p)) for p in paths]
+    scan_batch = normalize_batch([it.pixels for it in items], spec)
+    np.testing.assert_array_equal(train_batch.numpy(), scan_batch)
