@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -384,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = resolve_model(args.model)
     except ConfigError as exc:
         console.print(
-            f"[red]aiscan-bench: error:[/] {exc} (any aiscan model will do for speed: "
+            f"[red]aiscan-bench: error:[/] {escape(str(exc))} (any aiscan model will do for speed: "
             "aiscan-export --random-init --out bench.onnx)",
             highlight=False,
         )

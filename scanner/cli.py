@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FILE_ERRORS = 1
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -30,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file.",
         epilog="Exit status: 0 every file scanned (or skipped as not an image); 1 some files "
-        "had errors (see their rows); 2 bad usage or unusable model; 130 interrupted "
+        "had errors (see their rows); 2 bad usage, unusable model, or the output is being "
+        "written by another run; 3 the output could not be written (disk full, no "
+        "permission...: the partial output is kept, rerun with --resume); 130 interrupted "
         "(rerun with --resume).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
@@ -157,16 +161,23 @@ def render_summary(console: Console, s: ScanSummary) -> None:
     table.add_row("verdicts", ", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "-")
     table.add_row("speed", f"{s.images_per_s:.1f} images/s over {s.elapsed_s:.1f} s")
     table.add_row(
-        "model", f"{s.model_id} (sha256 {s.model_sha256[:12]}), threshold {s.threshold:g}"
+        "model",
+        escape(f"{s.model_id} (sha256 {s.model_sha256[:12]}), threshold {s.threshold:g}"),
     )
-    table.add_row("runtime", s.provider_note)
+    table.add_row("runtime", escape(s.provider_note))
     table.add_row(
         "output",
-        s.out + ("  [yellow](interrupted: partial kept, use --resume)" if s.interrupted else ""),
+        escape(s.out)
+        + ("  [yellow](interrupted: partial kept, use --resume)" if s.interrupted else ""),
     )
     console.print(table)
     for w in s.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def _error(console: Console, exc: BaseException | str) -> None:
+    """One line; the message is shown as text, never read as rich markup."""
+    console.print(f"[red]aiscan: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
 
 def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -179,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiscan.scanner.config import ConfigError, ScanConfig
     from aiscan.scanner.infer import DeviceError, default_threads
     from aiscan.scanner.modelmeta import ModelError
-    from aiscan.scanner.output import OutputExistsError, VerdictFileError
+    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
     from aiscan.scanner.pipeline import scan
 
     try:
@@ -203,15 +214,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefetch=args.prefetch,
         )
     except ConfigError as exc:
-        err.print(f"[red]aiscan: error:[/] {exc}", highlight=False)
+        _error(err, exc)
         return EXIT_USAGE
     show, stop = _progress_printer(err, args.quiet)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    usage = (ConfigError, ModelError, DeviceError, OutputExistsError, OutputLockedError)
     try:
         summary = scan(config, on_progress=show)
-    except (ConfigError, ModelError, DeviceError, OutputExistsError, VerdictFileError) as exc:
-        err.print(f"[red]aiscan: error:[/] {exc}", highlight=False)
+    except (*usage, VerdictFileError) as exc:
+        _error(err, exc)
         return EXIT_USAGE
+    except OSError as exc:  # the output's disk or folder, not an input file
+        stop()
+        _error(
+            err,
+            f"cannot write the output ({exc}); rows already written are kept: fix the "
+            "cause and rerun with --resume",
+        )
+        return EXIT_ENVIRONMENT
     finally:
         stop()
         signal.signal(signal.SIGTERM, previous)

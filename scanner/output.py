@@ -8,6 +8,7 @@ last record, and continues: every file ends up exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -77,6 +78,60 @@ def detect_format(path: Path) -> str:
 
 class OutputExistsError(FileExistsError):
     """The output file exists and neither resume nor overwrite was asked for."""
+
+
+class OutputLockedError(RuntimeError):
+    """Another live run holds the output's lock."""
+
+
+class OutputLock:
+    """An exclusive lock on one output, held for a run's lifetime: ``<out>.lock``.
+
+    ``flock`` on a lock file beside the output (never on the journal, which is replaced
+    by renames). The lock dies with its process, so a crashed run never blocks the next
+    one. The holder writes its pid, host and start time into the file for the error a
+    second run prints. On release the file is removed while still locked; a run that
+    locked a file just removed notices (its inode is no longer the path's) and retries,
+    as SQLite-style lock files do.
+    """
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+        import socket
+
+        self.path = out.with_name(out.name + ".lock")
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputLockedError(
+                    f"another aiscan run is writing {out} ({holder}); wait for it to end "
+                    f"or stop it (its lock: {self.path})"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a lock file its holder removed meanwhile: take the new one
+        else:
+            raise OutputLockedError(f"could not take the lock {self.path}")
+        self._fd: int | None = fd
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
 
 
 @dataclass
@@ -171,19 +226,24 @@ class VerdictWriter:
         )
         self.recovered = Recovered()
         self._last_sync = 0.0
-        exists = self.out.exists() or self.journal.exists()
-        if exists and not resume and not overwrite:
-            raise OutputExistsError(
-                f"{self.out if self.out.exists() else self.journal} exists: pass --resume to "
-                "continue that scan, or --overwrite to start again"
+        self._lock = OutputLock(self.out)  # before looking at what is there
+        try:
+            exists = self.out.exists() or self.journal.exists()
+            if exists and not resume and not overwrite:
+                raise OutputExistsError(
+                    f"{self.out if self.out.exists() else self.journal} exists: pass --resume "
+                    "to continue that scan, or --overwrite to start again"
+                )
+            if resume and exists:
+                self._recover()
+            else:
+                self._start_journal([])
+            self._fh: IO[str] = self.journal.open(
+                "a", newline="", encoding="utf-8", errors="surrogateescape"
             )
-        if resume and exists:
-            self._recover()
-        else:
-            self._start_journal([])
-        self._fh: IO[str] = self.journal.open(
-            "a", newline="", encoding="utf-8", errors="surrogateescape"
-        )
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _start_journal(self, rows: list[Row]) -> None:
         self.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -244,21 +304,32 @@ class VerdictWriter:
             self._last_sync = now
 
     def finish(self) -> Path:
-        """Publish the output: fsync, convert if needed, rename over ``out``."""
-        self.close()
-        if self.fmt == "parquet":
-            _jsonl_to_parquet(self.journal, self.out)
-            self.journal.unlink()
-        else:
-            self.journal.replace(self.out)
+        """Publish the output: fsync, convert if needed, rename over ``out``; unlock."""
+        self._close_journal()
+        try:
+            if self.fmt == "parquet":
+                _jsonl_to_parquet(self.journal, self.out)
+                self.journal.unlink()
+            else:
+                self.journal.replace(self.out)
+        finally:
+            self._lock.release()
         return self.out
 
     def close(self) -> None:
         """Stop writing without publishing (interrupted run); the journal stays."""
+        try:
+            self._close_journal()
+        finally:
+            self._lock.release()
+
+    def _close_journal(self) -> None:
         if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            finally:
+                self._fh.close()
 
 
 def _jsonl_to_parquet(src: Path, dst: Path) -> None:

@@ -284,11 +284,14 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     stages = _stages(config, classifier, batch_size)
     writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
     make_row = _Rows(classifier.model_label, threshold)
-    progress, verdicts, interrupted = _run(
-        config, stages, classifier, writer, make_row, batch_size, on_progress
-    )
-    if not interrupted:
-        writer.finish()
+    try:
+        progress, verdicts, interrupted = _run(
+            config, stages, classifier, writer, make_row, batch_size, on_progress
+        )
+        if not interrupted:
+            writer.finish()
+    finally:
+        writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
     summary = ScanSummary(
         out=str(config.out),
         format=config.fmt,
@@ -369,7 +372,6 @@ def _run(
         counter.stop()
         for pool in (decode_pool, batch_pool):
             pool.shutdown(wait=True, cancel_futures=True)
-        writer.close()
     progress.elapsed_s = time.perf_counter() - t0
     return progress, verdicts, interrupted
 

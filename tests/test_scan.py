@@ -261,3 +261,105 @@ def test_scan_honours_the_models_resize_policy(
     assert row.p_ai == pytest.approx(float(want), abs=1e-5)
     centre = reference_pixels(str(path), spec)
     assert (centre[:, :4, 0].mean() > 200) == (policy == "squash")  # red edge only in squash
+
+
+def test_a_second_run_on_a_live_output_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.scanner.output import OutputLockedError, VerdictWriter
+
+    tree = tmp_path / "photos"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
+    out = tmp_path / "v.csv"
+    live = VerdictWriter(out)  # what a running scan holds
+    for flag in ("--resume", "--overwrite"):
+        assert _scan([str(tree)], out, tiny_model, flag) == EXIT_USAGE
+    with pytest.raises(OutputLockedError, match=rf"pid {os.getpid()} on "):
+        VerdictWriter(out, resume=True)
+    assert not out.exists()  # the refused runs touched nothing
+    live.close()
+    assert not (tmp_path / "v.csv.lock").exists()
+    assert _scan([str(tree)], out, tiny_model, "--resume") == EXIT_OK
+    assert [r.status for r in read_rows(out)] == ["ok"]
+    assert not (tmp_path / "v.csv.lock").exists()
+
+
+def test_the_lock_dies_with_a_killed_run(tiny_model: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from aiscan.scanner.output import VerdictWriter; "
+        "w = VerdictWriter(sys.argv[1]); print('locked', flush=True); time.sleep(60)"
+    )
+    out = tmp_path / "v.csv"
+    child = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline().strip() == b"locked"
+    tree = tmp_path / "photos"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
+    assert _scan([str(tree)], out, tiny_model, "--resume") == EXIT_USAGE
+    child.kill()
+    child.wait()
+    assert (tmp_path / "v.csv.lock").exists()  # left behind by the killed run...
+    assert _scan([str(tree)], out, tiny_model, "--resume") == EXIT_OK  # ...and not in the way
+
+
+def test_an_output_that_cannot_be_written_is_exit_3_in_one_line(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+
+    from aiscan.scanner.cli import EXIT_ENVIRONMENT
+    from aiscan.scanner.output import VerdictWriter
+
+    tree = tmp_path / "photos"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
+
+    def full(self: VerdictWriter, rows: list) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(VerdictWriter, "write", full)
+    assert _scan([str(tree)], tmp_path / "v.csv", tiny_model) == EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "v.csv.partial").exists() and not (tmp_path / "v.csv.lock").exists()
+
+
+def test_a_read_only_output_folder_is_exit_3(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.scanner.cli import EXIT_ENVIRONMENT
+
+    tree = tmp_path / "photos"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
+    outdir = tmp_path / "ro"
+    outdir.mkdir()
+    outdir.chmod(0o555)
+    cmd = [sys.executable, "-m", "aiscan.scanner.cli", str(tree), "--out", str(outdir / "v.csv")]
+    try:
+        proc = subprocess.run(
+            [*cmd, "--model", str(tiny_model), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
+        )
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"cannot drop root's file-permission override here: {exc}")
+    finally:
+        outdir.chmod(0o755)
+    assert proc.returncode == EXIT_ENVIRONMENT, proc.stderr
+    assert "Permission denied" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_markup_in_paths_and_messages_is_shown_as_text(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside the summary table
+    tree = tmp_path / "x[" / "b]photos"  # the path holds "[/b]", which rich would choke on
+    tree.mkdir(parents=True)
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
+    (tmp_path / "[bold]").mkdir()
+    out = tmp_path / "[bold]" / "v.csv"
+    assert main([str(tree), "--out", str(out), "--model", str(tiny_model), "-q"]) == EXIT_OK
+    assert str(out) in capsys.readouterr().err  # the summary's output cell, shown literally
+    assert _scan([str(tree)], out, tiny_model) == EXIT_USAGE  # exists: error names the path
+    assert f"{out} exists" in capsys.readouterr().err

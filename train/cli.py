@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from aiscan.scanner.preprocess import RESIZE_POLICIES
 from aiscan.train.loop import NORMS
@@ -196,18 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _config(args)
     except ValueError as exc:
-        console.print(f"[red]aiscan-train: error:[/] {exc}", highlight=False)
+        console.print(f"[red]aiscan-train: error:[/] {escape(str(exc))}", highlight=False)
         return 2
     if (Path(args.out) / "checkpoint_last.pth").exists() and not args.resume:
         console.print(
-            f"[red]aiscan-train: error:[/] {args.out} already has a checkpoint: "
+            f"[red]aiscan-train: error:[/] {escape(args.out)} already has a checkpoint: "
             "pass --resume to continue it, or choose another --out"
         )
         return 2
     try:
         history = train(cfg, _printer(console))
     except ValueError as exc:
-        console.print(f"[red]aiscan-train: error:[/] {exc}", highlight=False)
+        console.print(f"[red]aiscan-train: error:[/] {escape(str(exc))}", highlight=False)
         return 2
     console.print(
         f"best epoch {history.best_epoch + 1}: val AUC {history.best_val_auc:.4f}; "

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -53,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
         )
     except ValueError as exc:
-        Console(stderr=True).print(f"[red]aiscan-eval: error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(
+            f"[red]aiscan-eval: error:[/] {escape(str(exc))}", highlight=False
+        )
         return 2
     if args.embed:
         from aiscan.train.evaluate import embed

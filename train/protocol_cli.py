@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aiscan.scanner.preprocess import RESIZE_POLICIES
@@ -126,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = _folds(args, console) if args.command == "folds" else _probe(args, console)
     except ValueError as exc:
-        Console(stderr=True).print(f"[red]aiscan-protocol: error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(
+            f"[red]aiscan-protocol: error:[/] {escape(str(exc))}", highlight=False
+        )
         return 2
     target = args.out
     if args.command == "probe":
