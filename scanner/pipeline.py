@@ -320,7 +320,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         versions=_versions(),
-        warnings=_warnings(classifier),
+        warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths)),
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
@@ -376,14 +376,17 @@ def _run(
     return progress, verdicts, interrupted
 
 
-def _warnings(classifier: Classifier) -> list[str]:
-    info = classifier.info
-    if info.trained:
-        return []
-    return [
-        f"model {info.model_id} was exported with untrained weights: "
-        "its verdicts are meaningless (benchmark/test model)"
-    ]
+def _warnings(classifier: Classifier, config: ScanConfig, rows: int) -> list[str]:
+    out = []
+    if not classifier.info.trained:
+        out.append(
+            f"model {classifier.info.model_id} was exported with untrained weights: "
+            "its verdicts are meaningless (benchmark/test model)"
+        )
+    if rows == 0:
+        shard = "" if config.shard == "0/1" else f" in shard {config.shard}"
+        out.append(f"no files found{shard} under {', '.join(config.paths)}")
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -363,3 +363,18 @@ def test_markup_in_paths_and_messages_is_shown_as_text(
     assert str(out) in capsys.readouterr().err  # the summary's output cell, shown literally
     assert _scan([str(tree)], out, tiny_model) == EXIT_USAGE  # exists: error names the path
     assert f"{out} exists" in capsys.readouterr().err
+
+
+def test_an_empty_folder_says_so_and_zero_workers_is_refused(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "v.csv"
+    assert _scan([str(empty)], out, tiny_model) == EXIT_OK
+    assert f"no files found under {empty}" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "v.csv.summary.json").read_text())
+    assert any("no files found" in w for w in summary["warnings"])
+    assert _scan([str(empty)], tmp_path / "w.csv", tiny_model, "--workers", "0") == EXIT_USAGE
+    assert "--workers must be within 1..256, got 0" in capsys.readouterr().err
