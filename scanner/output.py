@@ -42,25 +42,90 @@ class Row:
     model: str
 
 
-COLUMNS = tuple(f.name for f in fields(Row))
+#: The fields of a Row, in order.
+ROW_FIELDS = tuple(f.name for f in fields(Row))
+#: The columns of a verdict file: a Row's fields, then ``path_escaped`` (see
+#: :func:`escape_path`). Appended last so that earlier columns keep their positions.
+COLUMNS = (*ROW_FIELDS, "path_escaped")
 _INT_COLUMNS = ("width", "height", "bytes")
+
+
+def escape_path(path: str) -> tuple[str, bool]:
+    """A path as valid UTF-8 text, losslessly: ``(text, escaped)``.
+
+    Paths come from the file system as ``str`` where bytes that are not UTF-8 are
+    surrogates (Python's ``surrogateescape``). Such a path is written with each of those
+    bytes as ``\\xNN`` and each backslash doubled, and ``escaped`` is true; any other path
+    is written as it is. :func:`unescape_path` gives the original back
+    (``os.fsencode`` of it is the exact bytes of the name).
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return path, False
+    out = []
+    for ch in path.replace("\\", "\\\\"):
+        code = ord(ch)
+        out.append(f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else ch)
+    return "".join(out), True
+
+
+def unescape_path(text: str, escaped: bool) -> str:
+    """Inverse of :func:`escape_path`."""
+    if not escaped:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out.append("\\")
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _text(value: str) -> str:
+    """Free text (an error message may quote a path): valid UTF-8, undecodable bytes as
+    ``\\xNN``."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _record(row: Row) -> dict[str, Any]:
+    """A row as the values a verdict file stores, every string valid UTF-8."""
+    rec = dict(zip(ROW_FIELDS, astuple(row), strict=True))
+    rec["path"], rec["path_escaped"] = escape_path(row.path)
+    for key in ("error", "format", "model", "verdict", "status", "sha256"):
+        rec[key] = _text(rec[key])
+    return rec
 
 
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.6f}"
     return value
 
 
-def row_from_strings(rec: dict[str, str]) -> Row:
-    """Rebuild a Row from a CSV record (all strings)."""
+def row_from_record(rec: dict[str, Any]) -> Row:
+    """Rebuild a Row from a stored record: CSV strings, or JSON/Parquet values."""
+    escaped = rec.get("path_escaped") in (True, "true")
     vals: dict[str, Any] = dict(rec)
-    vals["p_ai"] = float(rec["p_ai"]) if rec["p_ai"] else None
+    vals["path"] = unescape_path(rec["path"], escaped)
+    if isinstance(rec["p_ai"], str):
+        vals["p_ai"] = float(rec["p_ai"]) if rec["p_ai"] else None
     for col in _INT_COLUMNS:
-        vals[col] = int(rec[col]) if rec[col] else None
-    return Row(**{c: vals[c] for c in COLUMNS})
+        if isinstance(rec[col], str):
+            vals[col] = int(rec[col]) if rec[col] else None
+    return Row(**{c: vals[c] for c in ROW_FIELDS})
 
 
 class VerdictFileError(ValueError):
@@ -178,16 +243,14 @@ def _scan_journal(path: Path, fmt: str, found: Recovered) -> int:
         if fmt == "csv":
             reader = csv.reader(lines)
             try:
-                if next(reader, None) != list(COLUMNS):
-                    raise VerdictFileError(
-                        f"{path} is not an aiscan verdict file (its header "
-                        "differs); give another --out"
-                    )
+                header = next(reader, None)
+                if header != list(COLUMNS):
+                    raise VerdictFileError(_foreign(path, header))
                 valid = lines.offset
                 for rec in reader:
                     if not lines.complete or len(rec) != len(COLUMNS):
                         break
-                    found.add(rec[0], rec[1], rec[3])
+                    found.add(unescape_path(rec[0], rec[-1] == "true"), rec[1], rec[3])
                     valid = lines.offset
             except csv.Error:
                 pass  # a torn quoted field at the very end
@@ -199,9 +262,22 @@ def _scan_journal(path: Path, fmt: str, found: Recovered) -> int:
                     break
                 if not lines.complete:
                     break
-                found.add(rec["path"], rec["status"], rec["verdict"])
+                if "path_escaped" not in rec:
+                    raise VerdictFileError(_foreign(path, list(rec)))
+                found.add(
+                    unescape_path(rec["path"], rec["path_escaped"]), rec["status"], rec["verdict"]
+                )
                 valid = lines.offset
     return valid
+
+
+def _foreign(path: Path, columns: list[str] | None) -> str:
+    if columns and set(ROW_FIELDS) <= set(columns):
+        return (
+            f"{path} was written by an older aiscan (its columns differ from this version's): "
+            "give another --out, or --overwrite to scan again"
+        )
+    return f"{path} is not an aiscan verdict file (its header differs); give another --out"
 
 
 class VerdictWriter:
@@ -238,9 +314,7 @@ class VerdictWriter:
                 self._recover()
             else:
                 self._start_journal([])
-            self._fh: IO[str] = self.journal.open(
-                "a", newline="", encoding="utf-8", errors="surrogateescape"
-            )
+            self._fh: IO[str] = self.journal.open("a", newline="", encoding="utf-8")
         except BaseException:
             self._lock.release()
             raise
@@ -248,7 +322,7 @@ class VerdictWriter:
     def _start_journal(self, rows: list[Row]) -> None:
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.journal.with_name(self.journal.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
             fh.write(self._encode(rows, header=True))
             fh.flush()
             os.fsync(fh.fileno())
@@ -283,13 +357,10 @@ class VerdictWriter:
             writer = csv.writer(buf, lineterminator="\r\n")
             if header:
                 writer.writerow(COLUMNS)
-            writer.writerows([_csv_cell(v) for v in astuple(r)] for r in rows)
+            writer.writerows([_csv_cell(v) for v in _record(r).values()] for r in rows)
         else:
             for r in rows:
-                buf.write(
-                    json.dumps(dict(zip(COLUMNS, astuple(r), strict=True)), ensure_ascii=False)
-                    + "\n"
-                )
+                buf.write(json.dumps(_record(r), ensure_ascii=False) + "\n")
         return buf.getvalue()
 
     def write(self, rows: list[Row]) -> None:
@@ -338,7 +409,7 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
         import pyarrow.parquet as pq
     except ImportError as exc:  # checked up front by the config; kept as a guard
         raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
-    with src.open(encoding="utf-8", errors="surrogateescape") as fh:
+    with src.open(encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     schema = pa.schema(
         [
@@ -353,6 +424,7 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
             ("bytes", pa.int64()),
             ("sha256", pa.string()),
             ("model", pa.string()),
+            ("path_escaped", pa.bool_()),
         ]
     )
     table = pa.Table.from_pylist(records, schema=schema)
@@ -368,8 +440,8 @@ def read_rows(path: str | Path) -> list[Row]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return [Row(**rec) for rec in pq.read_table(path).to_pylist()]
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        return [row_from_record(rec) for rec in pq.read_table(path).to_pylist()]
+    with path.open(encoding="utf-8", newline="") as fh:
         if fmt == "jsonl":
-            return [Row(**json.loads(line)) for line in fh if line.strip()]
-        return [row_from_strings(r) for r in csv.DictReader(fh)]
+            return [row_from_record(json.loads(line)) for line in fh if line.strip()]
+        return [row_from_record(r) for r in csv.DictReader(fh)]

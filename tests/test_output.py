@@ -35,6 +35,7 @@ def test_csv_header_is_stable() -> None:
         "bytes",
         "sha256",
         "model",
+        "path_escaped",
     )
 
 
@@ -115,3 +116,72 @@ def test_resume_refuses_foreign_files_and_other_formats(tmp_path: Path) -> None:
     with pytest.raises(VerdictFileError, match="--format csv"):
         VerdictWriter(out, "jsonl", resume=True)
     assert [r.path for r in read_rows(out)] == ["/p/0.jpg"]  # untouched
+
+
+# Names that are not UTF-8: Latin-1 e-acute, a lone continuation byte, and a backslash
+# (which the escaped form doubles) beside an escaped byte.
+_ODD_NAMES = [b"caf\xe9.jpg", b"x\x80y.png", b"back\\slash\xff.jpg", "ok-été.jpg".encode()]
+
+
+def test_escape_path_round_trips_every_byte() -> None:
+    import os
+
+    from aiscan.scanner.output import escape_path, unescape_path
+
+    for raw in [*_ODD_NAMES, bytes(range(1, 256)).replace(b"/", b"")]:
+        name = os.fsdecode(raw)
+        text, escaped = escape_path(name)
+        text.encode("utf-8")  # always valid UTF-8
+        assert os.fsencode(unescape_path(text, escaped)) == raw
+    assert escape_path("plain\\é.jpg") == ("plain\\é.jpg", False)  # UTF-8 names unchanged
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_non_utf8_file_names_give_valid_utf8_output_in_every_format(
+    tmp_path: Path, fmt: str, tiny_model: Path
+) -> None:
+    """Read back by csv, json, pandas and pyarrow with strict UTF-8; original bytes kept."""
+    import json
+    import os
+
+    from aiscan.scanner.cli import main
+    from tests.conftest import jpeg_bytes, photo
+
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    tree = os.fsencode(tmp_path / "photos")
+    os.mkdir(tree)
+    for raw in _ODD_NAMES:
+        with open(os.path.join(tree, raw), "wb") as fh:
+            fh.write(jpeg_bytes(photo(48, 48)))
+    with open(os.path.join(tree, b"bad\xfe.txt"), "wb") as fh:  # a skipped row, too
+        fh.write(b"not an image")
+    out = tmp_path / f"v.{fmt}"
+    args = [os.fsdecode(tree), "--out", str(out), "--model", str(tiny_model), "-q"]
+    assert main([*args, "--format", fmt]) == 0
+    names = {os.path.basename(raw) for raw in [*_ODD_NAMES, b"bad\xfe.txt"]}
+    if fmt == "csv":
+        with out.open(encoding="utf-8", newline="") as fh:  # strict: fails on any bad byte
+            records = list(csv.DictReader(fh))
+    elif fmt == "jsonl":
+        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        records = pq.read_table(out).to_pylist()
+    rows = read_rows(out)
+    assert {os.path.basename(os.fsencode(r.path)) for r in rows} == names
+    escaped = {r["path"] for r in records if r["path_escaped"] in (True, "true")}
+    assert len(escaped) == 4  # three odd image names and the odd text file
+    assert any(p.endswith("caf\\xe9.jpg") for p in escaped)
+    pandas = pytest.importorskip("pandas")
+    if fmt == "csv":
+        frame = pandas.read_csv(out, encoding="utf-8")
+    elif fmt == "jsonl":
+        frame = pandas.read_json(out, lines=True, encoding="utf-8")
+    else:
+        frame = pandas.read_parquet(out)
+    assert len(frame) == len(names)
+    # resume finds every file already written: nothing is doubled
+    assert main([*args, "--format", fmt, "--resume"]) == 0
+    assert len(read_rows(out)) == len(names)
