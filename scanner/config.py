@@ -139,3 +139,20 @@ class ScanConfig:
     def summary_path(self) -> Path:
         """The JSON run summary, next to the output."""
         return self.out.with_name(self.out.name + ".summary.json")
+
+    @property
+    def own_files(self) -> list[str]:
+        """Files this scan writes (output, journal, summary, lock and their temporaries):
+        never scanned, should the output lie inside a scanned folder."""
+        names = [
+            "",
+            ".partial",
+            ".partial.jsonl",
+            ".partial.tmp",
+            ".partial.jsonl.tmp",
+            ".tmp",
+            ".summary.json",
+            ".summary.json.tmp",
+            ".lock",
+        ]
+        return [str(self.out.with_name(self.out.name + n)) for n in names]

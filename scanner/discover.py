@@ -22,7 +22,10 @@ class Found:
     """A file that gets a row.
 
     Attributes:
-        path: the path as reached from the root given (like ``find`` prints it).
+        path: the absolute path as reached from the root given: the root made absolute
+            (``os.path.abspath``: normalised, symbolic links kept as named) joined with
+            the names below it. A file has one such path per scan, whether its root
+            was given as a relative or an absolute path.
         error: set when the path cannot be scanned at all (unlistable folder, broken link).
         skipped: set when the path is deliberately not scanned (not a regular file).
     """
@@ -92,20 +95,27 @@ def _chain(first: os.DirEntry[str], rest: Iterator[os.DirEntry[str]]) -> Iterato
     yield from rest
 
 
-def discover(roots: Iterable[str]) -> Iterator[Found]:
+def discover(roots: Iterable[str], exclude: Iterable[str] = ()) -> Iterator[Found]:
     """Yield every file below ``roots`` (files or folders), once, in a stable order.
 
-    Symbolic links are followed; a directory reached twice (a link loop, or two links to
-    one place) is walked once. Nothing is listed ahead of need beyond one directory level.
+    Symbolic links are followed; a directory reached twice (a link loop, two links to one
+    place, a folder given twice or inside another given folder) is walked once. A file
+    given as a root that a given folder also holds is left to that folder's walk. Files
+    whose absolute path is in ``exclude`` (a scan's own output beside the images) are
+    not yielded. Nothing is listed ahead of need beyond one directory level.
     """
+    roots = [os.path.abspath(r) for r in roots]
+    skip = {os.path.abspath(p) for p in exclude}
+    folders = [os.path.realpath(r) for r in roots if os.path.isdir(r)]
     seen: set[tuple[int, int]] = set()
-    for root in roots:
+    for root in dict.fromkeys(roots):  # a root given twice counts once
         if os.path.isdir(root):
             stack: _Stack = []
             yield from _enter(root, seen, stack)
-            yield from _walk(stack, seen)
+            yield from _walk(stack, seen, skip)
         elif os.path.isfile(root):
-            yield Found(root)
+            if root not in skip and not _inside(os.path.realpath(root), folders):
+                yield Found(root)
         elif os.path.lexists(root):
             broken = os.path.islink(root)
             yield Found(root, error="broken symbolic link" if broken else "not a regular file")
@@ -113,7 +123,11 @@ def discover(roots: Iterable[str]) -> Iterator[Found]:
             yield Found(root, error="path does not exist")
 
 
-def _walk(stack: _Stack, seen: set[tuple[int, int]]) -> Iterator[Found]:
+def _inside(path: str, folders: list[str]) -> bool:
+    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+
+
+def _walk(stack: _Stack, seen: set[tuple[int, int]], skip: set[str]) -> Iterator[Found]:
     # An explicit stack of (folder, entry iterator): no recursion limit on deep trees, and
     # one open directory listing per level.
     while stack:
@@ -131,7 +145,8 @@ def _walk(stack: _Stack, seen: set[tuple[int, int]]) -> Iterator[Found]:
         if kind == "dir":
             yield from _enter(entry.path, seen, stack)
         elif kind == "file":
-            yield Found(entry.path)
+            if entry.path not in skip:
+                yield Found(entry.path)
         elif kind == "broken":
             yield Found(entry.path, error="broken symbolic link")
         elif kind.startswith("unreadable"):

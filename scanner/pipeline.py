@@ -342,7 +342,7 @@ def _run(
     def todo() -> Iterator[Found]:
         return (
             f
-            for f in discover(config.paths)
+            for f in discover(config.paths, exclude=config.own_files)
             if in_shard(f.path, shard_i, shard_n) and f.path not in done
         )
 

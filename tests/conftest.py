@@ -66,7 +66,7 @@ def _tiny(folder: Path, resize: str) -> Path:
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", num_classes=2, pretrained=False)
     info = ModelInfo(
-        model_id=f"tiny-test-{resize}",
+        model_id="tiny-test" if resize == "squash" else f"tiny-test-{resize}",
         arch="test_efficientnet",
         preprocessing=Preprocessing(input_size=(64, 64), resize=resize),
         trained=False,

@@ -79,3 +79,34 @@ def test_shards_partition_the_files() -> None:
     shards = [[p for p in paths if in_shard(p, i, 4)] for i in range(4)]
     assert sorted(p for s in shards for p in s) == sorted(paths)
     assert all(150 < len(s) < 350 for s in shards)
+
+
+def test_paths_are_absolute_and_each_file_comes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree(tmp_path, ["photos/a.jpg", "photos/sub/b.jpg", "other.jpg"])
+    monkeypatch.chdir(tmp_path)
+    roots = [
+        "photos",  # relative
+        str(tmp_path / "photos"),  # the same folder, absolute
+        "photos/sub",  # a folder inside it
+        "photos/sub/b.jpg",  # a file inside it
+        "./other.jpg",
+        "other.jpg",  # the same file, spelled twice
+    ]
+    found = [f.path for f in discover(roots)]
+    assert found == [
+        str(tmp_path / "photos" / "a.jpg"),
+        str(tmp_path / "photos" / "sub" / "b.jpg"),
+        str(tmp_path / "other.jpg"),
+    ]
+    assert [f.path for f in discover(["photos/sub/b.jpg", "photos"])] == [
+        str(tmp_path / "photos" / "a.jpg"),
+        str(tmp_path / "photos" / "sub" / "b.jpg"),
+    ]
+
+
+def test_excluded_files_are_not_yielded(tmp_path: Path) -> None:
+    _tree(tmp_path, ["a.jpg", "v.csv.partial", "v.csv.lock"])
+    own = [str(tmp_path / "v.csv.partial"), str(tmp_path / "v.csv.lock")]
+    assert [Path(f.path).name for f in discover([str(tmp_path)], exclude=own)] == ["a.jpg"]

@@ -378,3 +378,19 @@ def test_an_empty_folder_says_so_and_zero_workers_is_refused(
     assert any("no files found" in w for w in summary["warnings"])
     assert _scan([str(empty)], tmp_path / "w.csv", tiny_model, "--workers", "0") == EXIT_USAGE
     assert "--workers must be within 1..256, got 0" in capsys.readouterr().err
+
+
+def test_one_row_per_file_however_the_tree_is_named(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative then absolute on --resume, a file inside a given folder, and an output
+    written inside the scanned tree: every image once, the scan's own files never."""
+    tree = tmp_path / "photos"
+    paths = _make_tree(tree, 5)
+    monkeypatch.chdir(tmp_path)
+    out = tree / "v.csv"  # inside the tree it scans
+    assert _scan(["photos", paths[0]], out, tiny_model) == EXIT_OK
+    first = read_rows(out)
+    assert sorted(r.path for r in first) == sorted(paths)  # absolute, no own files
+    assert _scan([str(tree)], out, tiny_model, "--resume") == EXIT_OK
+    assert read_rows(out) == first  # nothing new, nothing doubled
