@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiscan.scanner.dali import dali_available
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Runner = Callable[[Sequence[Path]], None]
 Plan = list[tuple[str, str, Callable[[], Runner]]]  # (stage, name, build)
@@ -184,7 +186,7 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
             lambda: runners.decode_only(spec, workers, fast=False),
         ),
     ]
-    if importlib.util.find_spec("nvidia.dali"):
+    if dali_available():
         gpu = 0 if cuda_device_count() > 0 else None
         plan.append(
             (
@@ -371,7 +373,7 @@ def _write(results: dict[str, Any], directory: Path, stem: str) -> Path:
     return directory / f"{stem}.json"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     from aiscan.benchmarks.runners import machine
@@ -404,6 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem += f"_{args.tag}" if args.tag else ""
     console.print(f"results: {_write(results, args.results_dir, stem)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan-bench``: a missing optional dependency is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        from aiscan.scanner.extras import install_hint
+
+        print(f"aiscan-bench: error: {install_hint('aiscan-bench', exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

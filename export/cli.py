@@ -102,7 +102,7 @@ def _from_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run:
         return _from_run(args)
@@ -130,6 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = export_onnx(model, info, args.out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan-export``: a missing optional dependency is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        from aiscan.scanner.extras import install_hint
+
+        print(f"aiscan-export: error: {install_hint('aiscan-export', exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     from pathlib import Path
@@ -215,6 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"checkpoints in {args.out}"
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan-train``: a missing optional dependency is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        from aiscan.scanner.extras import install_hint
+
+        print(f"aiscan-train: error: {install_hint('aiscan-train', exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from aiscan.scanner.discover import discover
 from aiscan.scanner.modelmeta import POSITIVE_LABEL
@@ -184,8 +183,12 @@ def load_split(path: str | Path) -> dict[str, list[Sample]]:
     return dict(out)
 
 
-class ImageDataset(Dataset[tuple[np.ndarray, int]]):
+class ImageDataset:
     """Training/evaluation images: the scanner's decode, then optional augmentation.
+
+    A map-style dataset for ``torch.utils.data.DataLoader`` (``__len__`` and
+    ``__getitem__``); it does not subclass torch's ``Dataset``, so that this module, and
+    evaluation with it, import without torch.
 
     Decoding, orientation, colour conversion and resize are
     :func:`aiscan.scanner.preprocess.load_pixels` (the scanner's own code; ``region``

@@ -37,7 +37,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     from aiscan.train.evaluate import evaluate
@@ -88,6 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["unreadable"]:
         console.print(f"[yellow]{len(report['unreadable'])} images could not be read[/]")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan-eval``: a missing optional dependency is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        from aiscan.scanner.extras import install_hint
+
+        print(f"aiscan-eval: error: {install_hint('aiscan-eval', exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

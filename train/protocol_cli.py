@@ -121,7 +121,7 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
@@ -138,6 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(target).write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {target}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan-protocol``: a missing optional dependency is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        from aiscan.scanner.extras import install_hint
+
+        print(f"aiscan-protocol: error: {install_hint('aiscan-protocol', exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""What to install when an optional dependency is missing: one line, never a traceback.
+
+The scanner needs only numpy, Pillow, rich and ONNX Runtime; training, evaluation,
+export, GPU decode and Parquet come with extras. Each console script turns a
+:class:`ModuleNotFoundError` for one of those into :func:`install_hint`'s line and exit 2.
+"""
+
+from __future__ import annotations
+
+_TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan[train]'"
+#: top-level module -> how to get it
+HINTS = {
+    "torch": _TORCH,
+    "torchvision": _TORCH,
+    "timm": "pip install 'aiscan[train]' (after torch: " + _TORCH.split(", then")[0] + ")",
+    "onnx": "pip install 'aiscan[train]'",
+    "onnxscript": "pip install 'aiscan[train]'",
+    "sklearn": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
+    "matplotlib": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
+    "nvidia": "pip install 'aiscan[dali]'",
+    "pyarrow": "pip install 'aiscan[parquet]'",
+}
+
+
+def install_hint(tool: str, exc: ModuleNotFoundError) -> str:
+    """The line to show for a missing optional module; re-raises for any other module
+    (a missing core dependency is a broken install, and its traceback says more)."""
+    name = exc.name or ""
+    hint = HINTS.get(name.split(".")[0])
+    if hint is None:
+        raise exc
+    return f"{tool} needs the Python module {name!r}, which is not installed: {hint}"

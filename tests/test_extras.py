@@ -1,0 +1,96 @@
+"""The helper tools on a plain install: a missing extra is one line and exit 2.
+
+Each run is a subprocess whose ``sitecustomize`` makes the named modules unimportable,
+as on a machine where only ``pip install .`` ran.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+_BLOCK = """
+import importlib.abc, sys
+class _Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, _Absent())
+"""
+
+
+def _run(tmp_path: Path, blocked: set[str], module: str, *args: str) -> subprocess.CompletedProcess:
+    site = tmp_path / f"site-{'-'.join(sorted(blocked))}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_BLOCK.format(blocked=sorted(blocked)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.getcwd()]))
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+
+def _labelled(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for label in ("ai", "real"):
+        (root / label / "src").mkdir(parents=True)
+        for i in range(3):
+            img = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / label / "src" / f"{i}.png")
+    return root
+
+
+NO_TORCH = {"torch", "torchvision", "timm"}
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("aiscan.train.cli", ["DATA", "--out", "RUN"]),
+        ("aiscan.export.cli", ["--random-init", "--out", "m.onnx"]),
+        ("aiscan.train.protocol_cli", ["probe", "DATA", "--arch", "x", "--out", "P"]),
+    ],
+)
+def test_training_tools_without_torch_say_what_to_install(
+    tmp_path: Path, module: str, args: list[str]
+) -> None:
+    data = _labelled(tmp_path / "data")
+    args = [str(data) if a == "DATA" else str(tmp_path / a) if a.isupper() else a for a in args]
+    proc = _run(tmp_path, NO_TORCH, module, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "pip install torch==2.14.1 torchvision==0.29.1" in proc.stderr
+
+
+def test_eval_of_an_onnx_model_needs_no_torch(tiny_model: Path, tmp_path: Path) -> None:
+    data = _labelled(tmp_path / "data")
+    out = tmp_path / "report"
+    proc = _run(
+        tmp_path, NO_TORCH, "aiscan.train.eval_cli", str(tiny_model), str(data), "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert list(out.glob("eval_*.json"))
+    no_sklearn = _run(tmp_path, {"sklearn"}, "aiscan.train.eval_cli", str(tiny_model), str(data))
+    assert no_sklearn.returncode == 2 and "aiscan[eval]" in no_sklearn.stderr
+    assert "Traceback" not in no_sklearn.stderr
+
+
+def test_bench_without_dali_skips_its_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``nvidia`` absent: DALI is reported unavailable instead of crashing the plan."""
+    from aiscan.scanner.dali import dali_available
+
+    monkeypatch.setitem(sys.modules, "nvidia", None)  # import nvidia -> ImportError
+    monkeypatch.delitem(sys.modules, "nvidia.dali", raising=False)
+    assert dali_available() is False
+
+
+def test_a_missing_core_module_is_not_disguised() -> None:
+    from aiscan.scanner.extras import install_hint
+
+    with pytest.raises(ModuleNotFoundError):
+        install_hint("aiscan-eval", ModuleNotFoundError("No module named 'numpy'", name="numpy"))
