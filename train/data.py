@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -183,7 +183,15 @@ def load_split(path: str | Path) -> dict[str, list[Sample]]:
     return dict(out)
 
 
-class ImageDataset:
+if TYPE_CHECKING:  # typed as torch's Dataset; at run time no torch import is needed
+    from torch.utils.data import Dataset
+
+    _DatasetBase = Dataset[tuple[np.ndarray, int]]
+else:
+    _DatasetBase = object
+
+
+class ImageDataset(_DatasetBase):
     """Training/evaluation images: the scanner's decode, then optional augmentation.
 
     A map-style dataset for ``torch.utils.data.DataLoader`` (``__len__`` and
