@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +114,35 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Hold back what native code writes to stderr (ONNX Runtime's provider-loading
+    errors, in colour, before aiscan's own one-line message) and hand it over as lines,
+    so that the caller can quote the useful one. Session creation happens before any
+    worker thread starts, so swapping file descriptor 2 here is safe."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = _ANSI.sub("", sink.read().decode("utf-8", "replace"))
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+            for line in lines:
+                log.debug("onnxruntime: %s", line)
+
+
 @dataclass(frozen=True)
 class SessionReport:
     """Which providers really run, and why."""
@@ -168,16 +200,17 @@ class Classifier:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3 if device == "auto" else 2
-        try:
-            self._session = ort.InferenceSession(
-                str(path),
-                sess_options=opts,
-                providers=[p for p, _ in plan],
-                provider_options=[o for _, o in plan],
-            )
-        except Exception as exc:  # ORT raises its own untyped exceptions on bad files
-            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-        self.report = self._check_providers(device, [p for p, _ in plan])
+        with _captured_stderr() as native_log:
+            try:
+                self._session = ort.InferenceSession(
+                    str(path),
+                    sess_options=opts,
+                    providers=[p for p, _ in plan],
+                    provider_options=[o for _, o in plan],
+                )
+            except Exception as exc:  # ORT raises its own untyped exceptions on bad files
+                raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        self.report = self._check_providers(device, [p for p, _ in plan], native_log)
         meta = self._session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(dict(meta))
         self.sha256 = file_sha256(path)
@@ -187,12 +220,17 @@ class Classifier:
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self._check_input(inp.shape)
 
-    def _check_providers(self, device: str, asked: list[str]) -> SessionReport:
+    def _check_providers(
+        self, device: str, asked: list[str], native_log: list[str]
+    ) -> SessionReport:
         running = tuple(self._session.get_providers())
         if device != "auto" and running[0] != _WANTED[device]:
+            cause = next((line for line in native_log if "Failed to load" in line), "")
+            cause = cause[cause.find("Failed to load") :]
             raise DeviceError(
                 f"--device {device} was requested but ONNX Runtime runs {running[0]} "
                 f"(asked for {', '.join(asked)}); check the CUDA/TensorRT libraries and driver"
+                + (f"; ONNX Runtime said: {cause}" if cause else "")
             )
         if device == "auto":
             note = f"auto: running on {running[0]}"
