@@ -109,7 +109,7 @@ class DaliProbe(CpuDecoder):
                 check_limits(img, self.limits)
                 if img.mode in _DALI_MODES:
                     item.width, item.height = oriented_size(img)
-                    item.format = "JPEG"
+                    item.format = img.format or "JPEG"  # "MPO" as the CPU path says
                     item.encoded = source
                     return
         super()._decode(item, source, fmt)

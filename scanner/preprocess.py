@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 # aiscan enforces its own pixel limit (DecodeLimits.max_pixels) with a clear message;
 # Pillow's global limit would otherwise warn or raise first, with a different one.
@@ -222,7 +222,8 @@ def _finish(
     img: Image.Image, spec: Preprocessing, region: RegionFn | None = None
 ) -> tuple[Image.Image, int, int]:
     """Orientation, colour conversion and resize: the steps every path shares."""
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):  # else no copy is needed
+        img = ImageOps.exif_transpose(img)
     width, height = img.size
     img = to_rgb(img, spec.background)
     h, w = spec.input_size
@@ -230,6 +231,12 @@ def _finish(
     if img.size != (w, h) or box != (0.0, 0.0, float(img.width), float(img.height)):
         img = img.resize((w, h), INTERPOLATIONS[spec.interpolation], box=box)
     return img, width, height
+
+
+def is_jpeg(img: Image.Image) -> bool:
+    """JPEG-coded, whatever Pillow calls it: plain JPEG, or MPO (multi-picture JPEG, as
+    many cameras and phones write; its first picture is what is decoded)."""
+    return isinstance(img, JpegImagePlugin.JpegImageFile)
 
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
@@ -268,7 +275,7 @@ def load_pixels(
         check_limits(img, limits)
         fmt = img.format or "unknown"
         true_w, true_h = oriented_size(img)
-        if fast and fmt == "JPEG":
+        if fast and is_jpeg(img):
             img.draft("RGB", draft_request(img.size, spec))
         out, _, _ = _finish(img, spec, region)
         return Decoded(np.asarray(out), true_w, true_h, fmt)

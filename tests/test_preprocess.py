@@ -245,3 +245,19 @@ def test_crop_policy_follows_exif_orientation() -> None:
     np.testing.assert_array_equal(out.pixels, reference_pixels(data, spec))
     top, bottom = out.pixels[:8].reshape(-1, 3).mean(0), out.pixels[-8:].reshape(-1, 3).mean(0)
     assert top[0] > 200 and bottom[2] > 200  # the centred square spans both halves
+
+
+def test_mpo_camera_files_take_the_fast_jpeg_path() -> None:
+    """Multi-picture JPEGs (many cameras and phones): first picture, DCT-scaled decode."""
+    first, second = photo(1600, 1200, seed=1), photo(1600, 1200, seed=2)
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second], quality=90)
+    mpo = buf.getvalue()
+    with Image.open(io.BytesIO(mpo)) as img:
+        assert img.format == "MPO" and getattr(img, "n_frames", 1) == 2
+    spec = Preprocessing()
+    fast = load_pixels(mpo, spec)
+    assert fast.format == "MPO" and (fast.width, fast.height) == (1600, 1200)
+    as_jpeg = load_pixels(jpeg_bytes(first), spec).pixels  # the same first picture alone
+    np.testing.assert_array_equal(fast.pixels, as_jpeg)
+    assert not np.array_equal(fast.pixels, load_pixels(mpo, spec, fast=False).pixels)
