@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import time
@@ -49,11 +48,14 @@ class MemoryRun:
 
 
 def peak_rss(tree: Path, model: Path, out: Path, files: int, *extra: str) -> MemoryRun:
-    """Run the aiscan CLI in a child process; its peak RSS comes from wait4's rusage."""
+    """Run the aiscan CLI in a child process that reports its own peak RSS (VmHWM; see
+    :mod:`aiscan.benchmarks.peak` for why not wait4's rusage)."""
+    report = out.with_name(out.name + ".peak")
     cmd = [
         sys.executable,
         "-m",
-        "aiscan.scanner.cli",
+        "aiscan.benchmarks.peak",
+        str(report),
         str(tree),
         "--out",
         str(out),
@@ -64,7 +66,6 @@ def peak_rss(tree: Path, model: Path, out: Path, files: int, *extra: str) -> Mem
         *extra,
     ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return MemoryRun(files, usage.ru_maxrss / 1024, time.perf_counter() - t0, proc.returncode)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    peak_kib = int(report.read_text())
+    return MemoryRun(files, peak_kib / 1024, time.perf_counter() - t0, proc.returncode)

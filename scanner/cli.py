@@ -27,6 +27,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from aiscan.scanner import __version__
+    from aiscan.scanner.preprocess import DecodeLimits
 
     p = argparse.ArgumentParser(
         prog="aiscan",
@@ -84,11 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode JPEGs at full resolution (reference pixels, slower)",
     )
-    perf.add_argument(
+    limits = p.add_argument_group("limits per file (each breach is an error row)")
+    limits.add_argument(
         "--max-pixels",
         type=int,
-        default=250_000_000,
-        help="refuse images with more pixels (decompression bombs)",
+        default=DecodeLimits.max_pixels,
+        help="refuse images with more pixels (decompression bombs; default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-file-size",
+        type=int,
+        default=DecodeLimits.max_file_bytes // 2**20,
+        metavar="MB",
+        help="refuse larger files before reading them (default %(default)s MB)",
+    )
+    limits.add_argument(
+        "--decode-memory",
+        type=int,
+        default=DecodeLimits.decode_memory // 2**20,
+        metavar="MB",
+        help="memory the decode threads may hold together; larger images wait their turn, "
+        "an image that needs more alone is refused (default %(default)s MB)",
+    )
+    limits.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds one file may take to decode (default %(default)s)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
     p.add_argument("--version", action="version", version=f"aiscan {__version__}")
@@ -209,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             hash_files=args.hash_files,
             max_pixels=args.max_pixels,
+            max_file_mb=args.max_file_size,
+            decode_memory_mb=args.decode_memory,
+            decode_timeout=args.decode_timeout,
             exact_decode=args.exact_decode,
             shard=args.shard,
             prefetch=args.prefetch,

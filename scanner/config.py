@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiscan.scanner.infer import DEVICES, default_threads
 from aiscan.scanner.output import FORMATS
+from aiscan.scanner.preprocess import DecodeLimits
 
 DECODERS = ("auto", "cpu", "dali")
 DEFAULT_MODEL_NAME = "default.onnx"
@@ -72,6 +73,9 @@ class ScanConfig:
         overwrite: replace an existing output.
         hash_files: write each file's sha256.
         max_pixels: refuse images over this many pixels.
+        max_file_mb: refuse files over this many MiB (before reading them).
+        decode_memory_mb: MiB that concurrent decodes may hold together.
+        decode_timeout: seconds a file may take to decode before it becomes an error row.
         exact_decode: full-resolution JPEG decode (the reference path; slower).
         shard: "I/N" keeps only the files of shard I out of N.
         prefetch: batches decoded ahead of inference.
@@ -90,7 +94,10 @@ class ScanConfig:
     resume: bool = False
     overwrite: bool = False
     hash_files: bool = False
-    max_pixels: int = 250_000_000
+    max_pixels: int = DecodeLimits.max_pixels
+    max_file_mb: int = DecodeLimits.max_file_bytes // 2**20
+    decode_memory_mb: int = DecodeLimits.decode_memory // 2**20
+    decode_timeout: float = 60.0
     exact_decode: bool = False
     shard: str = "0/1"
     prefetch: int = 2
@@ -125,11 +132,26 @@ class ScanConfig:
                 raise ConfigError(f"--{name} must be within {low}..{high}, got {value}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must be within [0, 1], got {self.threshold}")
-        if self.max_pixels < 1:
-            raise ConfigError(f"--max-pixels must be positive, got {self.max_pixels}")
+        positive: tuple[tuple[str, float], ...] = (
+            ("max-pixels", self.max_pixels),
+            ("max-file-size", self.max_file_mb),
+            ("decode-memory", self.decode_memory_mb),
+            ("decode-timeout", self.decode_timeout),
+        )
+        for flag, amount in positive:
+            if not amount > 0:
+                raise ConfigError(f"--{flag} must be positive, got {amount}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         _parse_shard(self.shard)
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_pixels=self.max_pixels,
+            max_file_bytes=self.max_file_mb * 2**20,
+            decode_memory=self.decode_memory_mb * 2**20,
+        )
 
     @property
     def shard_index_count(self) -> tuple[int, int]:

@@ -106,7 +106,7 @@ class DaliProbe(CpuDecoder):
     def _decode(self, item: Item, source: Source, fmt: str) -> None:
         if fmt == "JPEG" and isinstance(source, bytes):
             with open_image(source, ["JPEG"]) as img:
-                check_limits(img, self.limits)
+                check_limits(img, self.limits, len(source))
                 if img.mode in _DALI_MODES:
                     item.width, item.height = oriented_size(img)
                     item.format = img.format or "JPEG"  # "MPO" as the CPU path says

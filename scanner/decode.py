@@ -11,14 +11,16 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import UnidentifiedImageError, features
 
 from aiscan.scanner.discover import Found
 from aiscan.scanner.preprocess import (
+    DecodeBudget,
     DecodeLimits,
+    ImageDataEndsEarlyError,
     ImageTooLargeError,
     Preprocessing,
     Source,
@@ -94,7 +96,7 @@ def _plugin_available(fmt: str) -> bool:
 def explain(exc: BaseException) -> str:
     """Turn a decoder's exception into an error a person understands."""
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, ImageTooLargeError):
+    if isinstance(exc, (ImageTooLargeError, ImageDataEndsEarlyError)):
         return text
     if isinstance(exc, FileNotFoundError):
         return "file disappeared before it could be read"
@@ -115,13 +117,21 @@ def explain(exc: BaseException) -> str:
     return f"decoder failed ({type(exc).__name__}: {text})"
 
 
+def _sha256(fh: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 class CpuDecoder:
     """Decode stage: sniff, read, decode, resize. Thread-safe; configured once.
 
     Args:
         spec: the model's preprocessing.
-        limits: input limits (pixel count).
-        hash_files: compute each file's sha256 (reads the whole file into memory once).
+        limits: input limits (pixels, file size, decode memory shared by all threads).
+        hash_files: compute each file's sha256 (streamed: the file is read twice, never
+            held whole for it).
         fast: use DCT-domain downscaling for JPEG (see :mod:`aiscan.scanner.preprocess`).
     """
 
@@ -135,6 +145,7 @@ class CpuDecoder:
     ) -> None:
         self.spec = spec
         self.limits = limits or DecodeLimits()
+        self.budget = DecodeBudget(self.limits.decode_memory)
         self.hash_files = hash_files
         self.fast = fast
         #: read whole files into memory before decoding (the DALI path needs the bytes)
@@ -172,20 +183,30 @@ class CpuDecoder:
                 item.status = "error"
                 item.error = f"{fmt} image, but no {fmt} decoder is installed: {_PLUGINS[fmt]}"
                 return
+            if st.st_size > self.limits.max_file_bytes:
+                item.status = "error"
+                item.error = (
+                    f"file is {st.st_size / 2**20:.0f} MB, over the limit of "
+                    f"{self.limits.max_file_bytes / 2**20:.0f} MB (see --max-file-size)"
+                )
+                return
             fh.seek(0)
-            source: Source = fh
-            if self.hash_files or self.keep_bytes:
-                data = fh.read()
-                if self.hash_files:
-                    item.sha256 = hashlib.sha256(data).hexdigest()
-                source = data
+            if self.hash_files:
+                item.sha256 = _sha256(fh)
+                fh.seek(0)
+            source: Source = fh.read() if self.keep_bytes else fh
             self._decode(item, source, fmt)
 
     def _decode(self, item: Item, source: Source, fmt: str) -> None:
         """Decode a sniffed image into ``item.pixels`` (overridden by the DALI probe)."""
         formats = None if fmt in _PLUGINS else [fmt]
         decoded = load_pixels(
-            source, self.spec, limits=self.limits, fast=self.fast, formats=formats
+            source,
+            self.spec,
+            limits=self.limits,
+            fast=self.fast,
+            formats=formats,
+            budget=self.budget,
         )
         item.pixels = decoded.pixels
         item.width, item.height = decoded.width, decoded.height

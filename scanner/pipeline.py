@@ -1,8 +1,10 @@
 """One scan: discover -> resume filter -> decode (threads) -> infer -> write.
 
 Decoding runs ``prefetch`` batches ahead of inference in a thread pool (Pillow and ONNX
-Runtime release the GIL while they work), through a bounded window of futures, so memory
-stays flat whatever the size of the tree.
+Runtime release the GIL while they work), through a bounded window of tasks, so memory
+stays flat whatever the size of the tree. A file that takes longer than
+``--decode-timeout`` to decode becomes an error row and its thread is replaced; stopping
+never waits on such a file (:mod:`aiscan.scanner.pool`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found, discover, in_shard
 from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
 from aiscan.scanner.output import Row, VerdictWriter
-from aiscan.scanner.preprocess import DecodeLimits, Preprocessing, normalize_batch
+from aiscan.scanner.pool import DaemonPool, Task
+from aiscan.scanner.preprocess import Preprocessing, normalize_batch
 
 
 @dataclass
@@ -103,14 +106,14 @@ def _versions() -> dict[str, str]:
 
 
 def _submit_ahead(
-    pool: ThreadPoolExecutor,
+    pool: DaemonPool,
     decode: Callable[[Found], Item],
     found: Iterable[Found],
     batch_size: int,
     prefetch: int,
-) -> Iterator[list[Future[Item]]]:
-    """Yield batches of decode futures, keeping ``prefetch`` more batches in flight."""
-    window: deque[Future[Item]] = deque()
+) -> Iterator[list[tuple[Found, Task[Item]]]]:
+    """Yield batches of decode tasks, keeping ``prefetch`` more batches in flight."""
+    window: deque[tuple[Found, Task[Item]]] = deque()
     source = iter(found)
     limit = batch_size * (prefetch + 1)
     exhausted = False
@@ -120,10 +123,25 @@ def _submit_ahead(
             if nxt is None:
                 exhausted = True
             else:
-                window.append(pool.submit(decode, nxt))
+                window.append((nxt, pool.submit(decode, nxt)))
         if not window:
             return
         yield [window.popleft() for _ in range(min(batch_size, len(window)))]
+
+
+def _timed_out(path: str, timeout_s: float) -> Item:
+    return Item(
+        path,
+        status="error",
+        error=f"decoding took longer than {timeout_s:g} s (see --decode-timeout); abandoned",
+    )
+
+
+def _collect(
+    pool: DaemonPool, tasks: list[tuple[Found, Task[Item]]], timeout_s: float
+) -> list[Item]:
+    """The decoded items of a batch, in order; a file past its time is an error row."""
+    return [pool.result(t, timeout_s, partial(_timed_out, f.path, timeout_s)) for f, t in tasks]
 
 
 class _Counter(threading.Thread):
@@ -229,7 +247,7 @@ class _Stages:
 
 
 def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Stages:
-    spec, limits = classifier.info.preprocessing, DecodeLimits(config.max_pixels)
+    spec, limits = classifier.info.preprocessing, config.limits
     use_dali = config.decoder == "dali" or (
         config.decoder == "auto" and cuda_device_count() > 0 and dali_available()
     )
@@ -248,26 +266,26 @@ def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Sta
     )
 
 
-def _run_batch_stage(stages: _Stages, futures: list[Future[Item]]) -> Batch:
-    return stages.per_batch([f.result() for f in futures])
-
-
 def _batches(
     config: ScanConfig,
     stages: _Stages,
     files: Iterable[Found],
     batch_size: int,
-    decode_pool: ThreadPoolExecutor,
-    batch_pool: ThreadPoolExecutor,
+    decode_pool: DaemonPool,
+    batch_pool: DaemonPool,
 ) -> Iterator[Batch]:
     """Decoded batches in order; the batch stage of batch N+1 runs while N is classified."""
-    pending: deque[Future[Batch]] = deque()
-    for futures in _submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
-        pending.append(batch_pool.submit(_run_batch_stage, stages, futures))
+
+    def batch_stage(tasks: list[tuple[Found, Task[Item]]]) -> Batch:
+        return stages.per_batch(_collect(decode_pool, tasks, config.decode_timeout))
+
+    pending: deque[Task[Batch]] = deque()
+    for tasks in _submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
+        pending.append(batch_pool.submit(batch_stage, tasks))
         if len(pending) > 1:
-            yield pending.popleft().result()
+            yield pending.popleft().future.result()
     while pending:
-        yield pending.popleft().result()
+        yield pending.popleft().future.result()
 
 
 def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = None) -> ScanSummary:
@@ -352,8 +370,8 @@ def _run(
     counter.start()
     t0 = time.perf_counter()
     interrupted = False
-    decode_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="aiscan-decode")
-    batch_pool = ThreadPoolExecutor(1, thread_name_prefix="aiscan-batch")
+    decode_pool = DaemonPool(config.workers, "aiscan-decode")
+    batch_pool = DaemonPool(1, "aiscan-batch")
     try:
         for batch in _batches(config, stages, todo(), batch_size, decode_pool, batch_pool):
             rows = _classify(batch, classifier, make_row)
@@ -370,8 +388,8 @@ def _run(
         interrupted = True
     finally:
         counter.stop()
-        for pool in (decode_pool, batch_pool):
-            pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (batch_pool, decode_pool):
+            pool.shutdown(wait_s=2.0)  # never waits on a stuck decode
     progress.elapsed_s = time.perf_counter() - t0
     return progress, verdicts, interrupted
 

@@ -14,10 +14,13 @@ the final resize needs. ``tests/test_preprocess.py`` holds the two within a stat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -102,13 +105,72 @@ class DecodeLimits:
     Attributes:
         max_pixels: images with more pixels than this (width x height, read from the header
             before decoding) are refused as possible decompression bombs.
+        max_file_bytes: files larger than this are refused before they are read.
+        decode_memory: bytes that the decodes running at once may hold together (see
+            :class:`DecodeBudget`); an image that needs more on its own is refused.
     """
 
     max_pixels: int = 250_000_000
+    max_file_bytes: int = 512 * 2**20
+    decode_memory: int = 1024 * 2**20
 
 
 class ImageTooLargeError(ValueError):
-    """The header announces more pixels than :class:`DecodeLimits` allows."""
+    """The header announces more than :class:`DecodeLimits` allows."""
+
+
+class ImageDataEndsEarlyError(ValueError):
+    """The file is too small to hold the image its header announces."""
+
+
+#: No complete JPEG holds fewer bytes than pixels / 512: baseline or progressive, every
+#: 8x8 block of every component costs at least a bit or two (a 12 MP JPEG of one flat
+#: colour is tens of KB). A header that claims more is lying about data that is missing,
+#: which libjpeg would fill with grey without an error.
+JPEG_MIN_BYTES_PER_PIXEL = 1 / 512
+
+
+class DecodeBudget:
+    """Memory that concurrent decodes may hold together, in bytes.
+
+    A decode reserves its estimate (:func:`decode_bytes`) before it starts and returns it
+    when done; when the budget is spent, further decodes wait. So a tree of huge images
+    is decoded one or two at a time, not one per thread, and peak memory stays near the
+    budget. Thread-safe.
+    """
+
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"decode memory budget must be positive, got {total}")
+        self.total = total
+        self._free = total
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        if nbytes > self.total:
+            raise ImageTooLargeError(
+                f"decoding this image needs about {nbytes / 2**20:.0f} MB, over the decode "
+                f"memory budget of {self.total / 2**20:.0f} MB (see --decode-memory)"
+            )
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= nbytes)
+            self._free -= nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += nbytes
+                self._cond.notify_all()
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """Estimated peak bytes to decode ``img`` at its current (possibly drafted) size and
+    turn it into RGB: the decoded image in Pillow's storage (4 bytes a pixel for every
+    multi-band 8-bit mode) plus two 4-byte copies (conversion, alpha compositing)."""
+    w, h = img.size
+    stored = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+    return w * h * (stored.get(img.mode, 4) + 8)
 
 
 @dataclass(frozen=True)
@@ -137,7 +199,15 @@ def open_image(source: Source, formats: list[str] | None = None) -> Image.Image:
     return Image.open(fp, formats=formats)
 
 
-def check_limits(img: Image.Image, limits: DecodeLimits) -> None:
+def check_limits(img: Image.Image, limits: DecodeLimits, file_bytes: int | None = None) -> None:
+    """Refuse, from the header alone, what must not be decoded.
+
+    Args:
+        img: an opened, not yet decoded image.
+        limits: the limits.
+        file_bytes: the file's size, when known: a JPEG too small for its announced
+            size is refused (:data:`JPEG_MIN_BYTES_PER_PIXEL`).
+    """
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ValueError(f"image header gives an empty size {w}x{h}")
@@ -146,6 +216,25 @@ def check_limits(img: Image.Image, limits: DecodeLimits) -> None:
             f"image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
             f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb; see --max-pixels)"
         )
+    if file_bytes is not None and is_jpeg(img):
+        needed = int(w * h * JPEG_MIN_BYTES_PER_PIXEL)
+        if file_bytes < needed:
+            raise ImageDataEndsEarlyError(
+                f"JPEG data ends early: the header announces {w}x{h}, which needs at least "
+                f"{needed} bytes, but the file has {file_bytes}"
+            )
+
+
+def source_bytes(source: Source) -> int | None:
+    """The size of a path, an open file or bytes; None when it cannot be told."""
+    try:
+        if isinstance(source, bytes):
+            return len(source)
+        if isinstance(source, str):
+            return os.path.getsize(source)
+        return os.fstat(source.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
 
 
 def draft_request(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
@@ -222,7 +311,7 @@ def _finish(
     img: Image.Image, spec: Preprocessing, region: RegionFn | None = None
 ) -> tuple[Image.Image, int, int]:
     """Orientation, colour conversion and resize: the steps every path shares."""
-    if img.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):  # else no copy is needed
+    if _orientation(img) in (2, 3, 4, 5, 6, 7, 8):  # else no copy is needed
         img = ImageOps.exif_transpose(img)
     width, height = img.size
     img = to_rgb(img, spec.background)
@@ -239,11 +328,20 @@ def is_jpeg(img: Image.Image) -> bool:
     return isinstance(img, JpegImagePlugin.JpegImageFile)
 
 
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 when absent). Never decodes pixels: Pillow's PNG
+    reader would decode the whole image to look for an eXIf chunk after the image data,
+    so a PNG's orientation is read only from an eXIf chunk before it (where the PNG
+    specification puts it) or once the image is decoded anyway."""
+    if img.format == "PNG" and "exif" not in img.info and img.im is None:
+        return 1
+    return int(img.getexif().get(0x0112, 1))
+
+
 def oriented_size(img: Image.Image) -> tuple[int, int]:
     """Image size after EXIF orientation, from the header alone."""
     w, h = img.size
-    orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 def load_pixels(
@@ -254,6 +352,7 @@ def load_pixels(
     fast: bool = True,
     formats: list[str] | None = None,
     region: RegionFn | None = None,
+    budget: DecodeBudget | None = None,
 ) -> Decoded:
     """Decode ``source`` into model-sized RGB pixels.
 
@@ -265,20 +364,28 @@ def load_pixels(
         formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
         region: picks the source region to resize (default :func:`centre_region`, what the
             scanner uses; training passes random regions of the same policy).
+        budget: memory shared with concurrent decodes (default: this decode alone,
+            within ``limits.decode_memory``).
 
     Raises:
-        ImageTooLargeError: the header announces too many pixels.
+        ImageTooLargeError: the header announces too many pixels, or more than the
+            memory budget.
+        ImageDataEndsEarlyError: a JPEG too small for the size its header announces.
         OSError, ValueError, and whatever else a decoder raises on corrupt data.
     """
     limits = limits or DecodeLimits()
     with open_image(source, formats) as img:
-        check_limits(img, limits)
+        check_limits(img, limits, source_bytes(source))
         fmt = img.format or "unknown"
-        true_w, true_h = oriented_size(img)
+        stored = img.size
         if fast and is_jpeg(img):
             img.draft("RGB", draft_request(img.size, spec))
-        out, _, _ = _finish(img, spec, region)
-        return Decoded(np.asarray(out), true_w, true_h, fmt)
+        with (budget or DecodeBudget(limits.decode_memory)).reserve(decode_bytes(img)):
+            img.load()
+            turned = _orientation(img) in (5, 6, 7, 8)
+            out, _, _ = _finish(img, spec, region)
+            true_w, true_h = (stored[1], stored[0]) if turned else stored
+            return Decoded(np.asarray(out), true_w, true_h, fmt)
 
 
 def reference_pixels(source: Source, spec: Preprocessing) -> np.ndarray:
