@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file.",
-        epilog="Exit status: 0 every file scanned (or skipped as not an image); 1 some files "
-        "had errors (see their rows); 2 bad usage, unusable model, or the output is being "
+        epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
+        "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, unusable model, or the output is being "
         "written by another run; 3 the output could not be written (disk full, no "
         "permission...: the partial output is kept, rerun with --resume); 130 interrupted "
         "(rerun with --resume).",
@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sha256", dest="hash_files", action="store_true", help="also write each file's sha256"
+    )
+    run.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="exit 0, not 1, while error rows are at most this fraction of the files "
+        "(e.g. 0.01 for a nightly job that expects a few broken uploads; default 0)",
     )
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
@@ -243,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _error(err, exc)
         return EXIT_USAGE
+    if not 0.0 <= args.max_error_rate <= 1.0:
+        _error(err, f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}")
+        return EXIT_USAGE
     show, stop = _progress_printer(err, args.quiet)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     usage = (ConfigError, ModelError, DeviceError, OutputExistsError, OutputLockedError)
@@ -265,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     render_summary(err, summary)
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FILE_ERRORS if summary.errors else EXIT_OK
+    files = sum(summary.statuses.values())
+    tolerated = files and summary.errors / files <= args.max_error_rate
+    return EXIT_FILE_ERRORS if summary.errors and not tolerated else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -394,3 +394,14 @@ def test_one_row_per_file_however_the_tree_is_named(
     assert sorted(r.path for r in first) == sorted(paths)  # absolute, no own files
     assert _scan([str(tree)], out, tiny_model, "--resume") == EXIT_OK
     assert read_rows(out) == first  # nothing new, nothing doubled
+
+
+def test_max_error_rate_tolerates_a_few_bad_files(
+    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    root = str(Path(next(iter(bad_tree))).parent)
+    errors = sum(s == "error" for s in bad_tree.values()) / len(bad_tree)  # 5 of 10
+    below = str(errors - 0.05)
+    assert _scan([root], tmp_path / "a.csv", tiny_model, "--max-error-rate", below) == 1
+    assert _scan([root], tmp_path / "b.csv", tiny_model, "--max-error-rate", str(errors)) == 0
+    assert _scan([root], tmp_path / "c.csv", tiny_model, "--max-error-rate", "1.5") == EXIT_USAGE
