@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file.",
         epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
-        "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, unusable model, or the output is being "
-        "written by another run; 3 the output could not be written (disk full, no "
+        "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, "
+        "unusable model, or the output is being written by another run; 3 the output could not be written (disk full, no "
         "permission...: the partial output is kept, rerun with --resume); 130 interrupted "
         "(rerun with --resume).",
     )
