@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tell AI-generated images from real ones: one verdict row per file.",
         epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
         "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, "
-        "unusable model, or the output is being written by another run; 3 the output could not be written (disk full, no "
-        "permission...: the partial output is kept, rerun with --resume); 130 interrupted "
-        "(rerun with --resume).",
+        "unusable model, or the output is being written by another run; 3 the output could "
+        "not be written (disk full, no permission...: the partial output is kept, rerun with "
+        "--resume); 130 interrupted (rerun with --resume).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
