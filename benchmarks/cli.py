@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus",
         default="1024px,12mp",
-        help="generated corpora: 1024px, 12mp, and -progressive variants",
+        help="generated corpora: 1024px, 12mp, and -progressive or -mpo (multi-picture "
+        "camera JPEG) variants",
     )
     p.add_argument(
         "--images",
@@ -112,11 +113,14 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
     if len(counts) not in (0, 1, len(names)):
         raise SystemExit(f"--images: give one count, or one per corpus ({len(names)})")
     for i, name in enumerate(names):
-        size, progressive = name.removesuffix("-progressive"), name.endswith("-progressive")
+        size, _, variant = name.partition("-")
+        progressive, mpo = variant == "progressive", variant == "mpo"
+        if size not in ("1024px", "12mp") or variant not in ("", "progressive", "mpo"):
+            raise SystemExit(f"--corpus {name}: use 1024px or 12mp, optionally -progressive/-mpo")
         default = {"1024px": 256, "12mp": 64}[size]
         count = counts[min(i, len(counts) - 1)] if counts else default
         c = make_corpus(
-            args.cache_dir, size, count, data_dir=args.data_dir, progressive=progressive
+            args.cache_dir, size, count, data_dir=args.data_dir, progressive=progressive, mpo=mpo
         )
         console.print(
             f"corpus {name}: {count} JPEGs, {c.width}x{c.height}, mean {c.mean_bytes / 1e6:.2f} MB"
@@ -133,6 +137,7 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
                     "height": c.height,
                     "mean_bytes": c.mean_bytes,
                     "progressive": progressive,
+                    "mpo": mpo,
                     "content": content,
                 },
             )

@@ -74,6 +74,7 @@ class Corpus:
     height: int
     mean_bytes: int
     progressive: bool
+    mpo: bool = False
 
 
 def make_corpus(
@@ -83,27 +84,33 @@ def make_corpus(
     *,
     data_dir: Path | None = None,
     progressive: bool = False,
+    mpo: bool = False,
     distinct: int = 8,
 ) -> Corpus:
     """Create (or reuse) ``count`` JPEGs of size ``SIZES[name]`` under ``root``.
 
     Only ``distinct`` different images are encoded (12 MP encodes are slow); the rest
-    are byte copies, which decode just as slowly.
+    are byte copies, which decode just as slowly. ``mpo`` writes multi-picture JPEGs as
+    many cameras and phones do: the picture, then a second, half-size one.
     """
     width, height = SIZES[name]
-    folder = root / f"{name}{'-progressive' if progressive else ''}-{count}"
+    variant = "-progressive" if progressive else "-mpo" if mpo else ""
+    folder = root / f"{name}{variant}-{count}"
     files = [folder / f"{i // 100:03d}" / f"{i:06d}.jpg" for i in range(count)]
     if not all(f.exists() for f in files):
         sources = photo_sources(data_dir)
         blobs = []
         for seed in range(min(distinct, count)):
             buf = io.BytesIO()
-            mosaic(width, height, sources, seed).save(
-                buf, "JPEG", quality=90, subsampling="4:2:0", progressive=progressive
-            )
+            img = mosaic(width, height, sources, seed)
+            if mpo:
+                second = img.resize((width // 2, height // 2))
+                img.save(buf, "MPO", save_all=True, append_images=[second], quality=90)
+            else:
+                img.save(buf, "JPEG", quality=90, subsampling="4:2:0", progressive=progressive)
             blobs.append(buf.getvalue())
         for i, f in enumerate(files):
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_bytes(blobs[i % len(blobs)])
     sizes = [f.stat().st_size for f in files]
-    return Corpus(name, folder, files, width, height, int(np.mean(sizes)), progressive)
+    return Corpus(name, folder, files, width, height, int(np.mean(sizes)), progressive, mpo)
