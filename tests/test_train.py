@@ -126,9 +126,13 @@ def test_tiny_run_learns_resumes_exports_and_evaluates(tmp_path: Path) -> None:
     )
     first = train(cfg)
     assert len(first.epochs) == 2
-    longer = dataclasses.replace(cfg, epochs=4)
+    other = dataclasses.replace(cfg, lr=1e-3)
     with pytest.raises(ValueError, match="other settings"):
-        train(longer)  # a run folder belongs to one configuration
+        train(other)  # a run folder belongs to one configuration...
+    longer = dataclasses.replace(cfg, epochs=3)
+    assert len(train(longer).epochs) == 3  # ...but may be trained for more epochs
+    with pytest.raises(ValueError, match="other settings"):
+        train(cfg)  # and not for fewer
     losses = [e["train_loss"] for e in first.epochs]
     assert losses[-1] < losses[0]
     assert json.loads((tmp_path / "run" / "history.json").read_text())["best_epoch"] >= 0

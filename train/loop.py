@@ -165,11 +165,15 @@ def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
     current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
     if split_path.exists() and config_path.exists():
         saved = json.loads(config_path.read_text())
-        if saved != current:
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed == ["epochs"] and current["epochs"] > saved["epochs"]:
+            # More epochs of the same run: the learning rate is constant, so this is the
+            # run it would have been with the larger count from the start.
+            config_path.write_text(json.dumps(current, indent=2) + "\n")
+        elif changed:
             raise ValueError(
                 f"{out} holds a run with other settings ({', '.join(changed)}); "
-                "use a new --out or the same settings"
+                "use a new --out or the same settings (only --epochs may grow)"
             )
         return load_split(split_path)
     samples = find_samples(cfg.data_dirs)
