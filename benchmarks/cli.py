@@ -415,13 +415,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-bench``: a missing optional dependency is one line and exit 2."""
-    try:
-        return _main(argv)
-    except ModuleNotFoundError as exc:
-        from aiscan.scanner.extras import install_hint
+    from aiscan.scanner.extras import run_cli
 
-        print(f"aiscan-bench: error: {install_hint('aiscan-bench', exc)}", file=sys.stderr)
-        return 2
+    return run_cli("aiscan-bench", _main, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ export, GPU decode and Parquet come with extras. Each console script turns a
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
+
 _TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan[train]'"
 #: top-level module -> how to get it
 HINTS = {
@@ -30,3 +33,14 @@ def install_hint(tool: str, exc: ModuleNotFoundError) -> str:
     if hint is None:
         raise exc
     return f"{tool} needs the Python module {name!r}, which is not installed: {hint}"
+
+
+def run_cli(
+    tool: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
+) -> int:
+    """Run a console script's ``body``; a missing optional module is one line, exit 2."""
+    try:
+        return body(argv)
+    except ModuleNotFoundError as exc:
+        print(f"{tool}: error: {install_hint(tool, exc)}", file=sys.stderr)
+        return 2

@@ -49,6 +49,26 @@ def test_bad_files_each_get_a_row_and_the_scan_finishes(
     assert summary["providers"][0] == "CPUExecutionProvider"
 
 
+def _scan_obeying_file_modes(
+    tree: Path, out: Path, model: Path, restore: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child that obeys file modes even as root (skips the test where
+    that cannot be arranged); ``restore`` gets mode 755 back afterwards."""
+    cmd = [sys.executable, "-m", "aiscan.scanner.cli", str(tree), "--out", str(out)]
+    try:
+        return subprocess.run(
+            [*cmd, "--model", str(model), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
+        )
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"cannot drop root's file-permission override here: {exc}")
+    finally:
+        restore.chmod(0o755)
+
+
 def _without_dac_override() -> None:
     """preexec_fn: drop root's power to ignore file permissions, for this child only.
 
@@ -69,29 +89,7 @@ def test_unreadable_file_and_folder_become_error_rows(tiny_model: Path, tmp_path
     (tree / "secret.jpg").chmod(0)
     (tree / "locked").chmod(0)
     out = tmp_path / "v.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "aiscan.scanner.cli",
-        str(tree),
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--quiet",
-    ]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            check=False,
-            preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
-        )
-    except subprocess.SubprocessError as exc:
-        pytest.skip(f"cannot drop root's file-permission override here: {exc}")
-    finally:
-        (tree / "locked").chmod(0o755)
+    proc = _scan_obeying_file_modes(tree, out, tiny_model, restore=tree / "locked")
     assert proc.returncode == EXIT_FILE_ERRORS, proc.stderr
     rows = {Path(r.path).name: r for r in read_rows(out)}
     assert set(rows) == {"ok.jpg", "secret.jpg", "locked"}
@@ -333,19 +331,7 @@ def test_a_read_only_output_folder_is_exit_3(tiny_model: Path, tmp_path: Path) -
     outdir = tmp_path / "ro"
     outdir.mkdir()
     outdir.chmod(0o555)
-    cmd = [sys.executable, "-m", "aiscan.scanner.cli", str(tree), "--out", str(outdir / "v.csv")]
-    try:
-        proc = subprocess.run(
-            [*cmd, "--model", str(tiny_model), "--quiet"],
-            capture_output=True,
-            text=True,
-            check=False,
-            preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
-        )
-    except subprocess.SubprocessError as exc:
-        pytest.skip(f"cannot drop root's file-permission override here: {exc}")
-    finally:
-        outdir.chmod(0o755)
+    proc = _scan_obeying_file_modes(tree, outdir / "v.csv", tiny_model, restore=outdir)
     assert proc.returncode == EXIT_ENVIRONMENT, proc.stderr
     assert "Permission denied" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -101,6 +101,14 @@ def stratified_split(
     return out
 
 
+def source_groups(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
+    """Indices of the samples of each "label/source", by name (each holds one class)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[f"{LABELS[s.label]}/{s.source}"].append(i)
+    return {name: np.array(idx) for name, idx in sorted(groups.items())}
+
+
 def source_folds(samples: Sequence[Sample], k: int) -> dict[str, int]:
     """Assign every source name to one of ``k`` folds, so that folds hold similar shares of
     both classes: the held-out part of a grouped cross-validation.

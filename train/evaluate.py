@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aiscan.train.data import LABELS, Sample, find_samples, load_split
+from aiscan.train.data import Sample, find_samples, load_split, source_groups
 from aiscan.train.metrics import binary_metrics
 from aiscan.train.predict import Scores, score
 
@@ -39,13 +38,9 @@ def resolve(
 def per_source(scores: Scores, threshold: float) -> dict[str, dict[str, float]]:
     """Accuracy and mean p_ai per source (one class each: accuracy is its recall or
     specificity)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(scores.samples):
-        groups[f"{LABELS[s.label]}/{s.source}"].append(i)
     out = {}
-    for name, idx in sorted(groups.items()):
-        sel = np.array(idx)
-        sel = sel[scores.ok[sel]]
+    for name, idx in source_groups(scores.samples).items():
+        sel = idx[scores.ok[idx]]
         right = (scores.p_ai[sel] >= threshold) == scores.is_ai[sel]
         out[name] = {
             "n": len(sel),

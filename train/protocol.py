@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.train.data import LABELS, Sample, source_folds
+from aiscan.train.data import LABELS, Sample, source_folds, source_groups
 from aiscan.train.metrics import binary_metrics
 
 
@@ -88,12 +88,8 @@ def summarize(
         square: optional mask of samples whose aspect is 1:1 (for the "square" figures).
     """
     is_ai, p = scored.is_ai, scored.p_ai
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(scored.samples):
-        groups[f"{LABELS[s.label]}/{s.source}"].append(i)
     sources = {}
-    for name, idx in sorted(groups.items()):
-        sel = np.array(idx)
+    for name, sel in source_groups(scored.samples).items():
         ai = bool(is_ai[sel[0]])
         # Against the other class as scored by the same model (same fold) where the
         # fold has it: scores of different models are not on one scale.
