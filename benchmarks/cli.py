@@ -190,6 +190,7 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
             "decode PIL full (reference)",
             lambda: runners.decode_only(spec, workers, fast=False),
         ),
+        ("evidence", "evidence metadata (1 thread)", runners.evidence_only),
     ]
     if dali_available():
         gpu = 0 if cuda_device_count() > 0 else None

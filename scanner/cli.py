@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="aiscan",
-        description="Tell AI-generated images from real ones: one verdict row per file.",
+        description="Tell AI-generated images from real ones: one verdict row per file. "
+        "'aiscan report VERDICTS --out report.html' makes an HTML report of a scan.",
         epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
         "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, "
         "unusable model, or the output is being written by another run; 3 the output could "
@@ -62,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sha256", dest="hash_files", action="store_true", help="also write each file's sha256"
+    )
+    run.add_argument(
+        "--evidence-policy",
+        default="report",
+        choices=("report", "override"),
+        help="report: provenance metadata in the evidence columns only; override: a file "
+        "whose metadata declares it AI-made gets the verdict 'ai' (p_ai stays the model's)",
+    )
+    run.add_argument(
+        "--no-evidence",
+        dest="evidence",
+        action="store_false",
+        help="do not read provenance metadata (C2PA, IPTC, generator chunks, EXIF)",
     )
     run.add_argument(
         "--max-error-rate",
@@ -216,7 +230,58 @@ def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiscan report",
+        description="One self-contained HTML page from a verdict file (CSV, JSONL or Parquet): "
+        "counts, the p_ai histogram, folders with most flagged images, and a gallery of "
+        "the flagged images with embedded thumbnails. Opens offline.",
+    )
+    p.add_argument("verdicts", type=Path, help="a verdict file written by aiscan")
+    p.add_argument("--out", "-o", required=True, type=Path, help="the HTML file to write")
+    p.add_argument(
+        "--gallery", type=int, default=200, help="flagged images shown (default %(default)s)"
+    )
+    p.add_argument(
+        "--thumb-size", type=int, default=160, help="thumbnail side, pixels (default %(default)s)"
+    )
+    return p
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """``aiscan report VERDICTS --out report.html``."""
+    args = report_parser().parse_args(argv)
+    err = Console(stderr=True)
+    if not args.verdicts.is_file():
+        _error(err, f"no such verdict file: {args.verdicts}")
+        return EXIT_USAGE
+    if not (0 <= args.gallery <= 100_000 and 16 <= args.thumb_size <= 1024):
+        _error(err, "--gallery must be within 0..100000 and --thumb-size within 16..1024")
+        return EXIT_USAGE
+    from aiscan.scanner.report import write_report
+
+    try:
+        made = write_report(args.verdicts, args.out, gallery=args.gallery, thumb_px=args.thumb_size)
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        _error(err, f"{args.verdicts} is not a readable aiscan verdict file ({exc})")
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(err, f"cannot write {args.out}: {exc}")
+        return EXIT_ENVIRONMENT
+    err.print(
+        escape(
+            f"aiscan report: {args.out} ({made['bytes'] / 1e6:.1f} MB): {made['rows']} files, "
+            f"{made['flagged']} flagged, {made['gallery']} in the gallery"
+        ),
+        highlight=False,
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:  # a folder named "report" is scanned as ./report
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     from aiscan.scanner.config import ConfigError, ScanConfig
@@ -245,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             decode_memory_mb=args.decode_memory,
             decode_timeout=args.decode_timeout,
             exact_decode=args.exact_decode,
+            evidence=args.evidence,
+            evidence_policy=args.evidence_policy,
             shard=args.shard,
             prefetch=args.prefetch,
         )

@@ -13,6 +13,7 @@ from aiscan.scanner.output import FORMATS
 from aiscan.scanner.preprocess import DecodeLimits
 
 DECODERS = ("auto", "cpu", "dali")
+EVIDENCE_POLICIES = ("report", "override")
 DEFAULT_MODEL_NAME = "default.onnx"
 
 
@@ -77,6 +78,9 @@ class ScanConfig:
         decode_memory_mb: MiB that concurrent decodes may hold together.
         decode_timeout: seconds a file may take to decode before it becomes an error row.
         exact_decode: full-resolution JPEG decode (the reference path; slower).
+        evidence: read provenance metadata (C2PA, IPTC, generator chunks, camera EXIF).
+        evidence_policy: "report" (evidence columns only) or "override" (declared-AI
+            evidence sets the verdict to "ai"; p_ai stays the model's).
         shard: "I/N" keeps only the files of shard I out of N.
         prefetch: batches decoded ahead of inference.
     """
@@ -99,6 +103,8 @@ class ScanConfig:
     decode_memory_mb: int = DecodeLimits.decode_memory // 2**20
     decode_timeout: float = 60.0
     exact_decode: bool = False
+    evidence: bool = True
+    evidence_policy: str = "report"
     shard: str = "0/1"
     prefetch: int = 2
 
@@ -141,6 +147,13 @@ class ScanConfig:
         for flag, amount in positive:
             if not amount > 0:
                 raise ConfigError(f"--{flag} must be positive, got {amount}")
+        if self.evidence_policy not in EVIDENCE_POLICIES:
+            raise ConfigError(
+                f"--evidence-policy must be one of {', '.join(EVIDENCE_POLICIES)}, "
+                f"got {self.evidence_policy!r}"
+            )
+        if self.evidence_policy == "override" and not self.evidence:
+            raise ConfigError("--evidence-policy override needs the evidence (drop --no-evidence)")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         _parse_shard(self.shard)

@@ -98,9 +98,14 @@ class DaliProbe(CpuDecoder):
     decode everything else on the CPU right away."""
 
     def __init__(
-        self, spec: Preprocessing, limits: DecodeLimits | None = None, *, hash_files: bool = False
+        self,
+        spec: Preprocessing,
+        limits: DecodeLimits | None = None,
+        *,
+        hash_files: bool = False,
+        evidence: bool = True,
     ) -> None:
-        super().__init__(spec, limits, hash_files=hash_files, fast=True)
+        super().__init__(spec, limits, hash_files=hash_files, fast=True, evidence=evidence)
         self.keep_bytes = True
 
     def _decode(self, item: Item, source: Source, fmt: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import UnidentifiedImageError, features
 
 from aiscan.scanner.discover import Found
+from aiscan.scanner.evidence import Evidence, read_evidence
 from aiscan.scanner.preprocess import (
     DecodeBudget,
     DecodeLimits,
@@ -48,6 +49,7 @@ class Item:
         sha256: hex digest of the file, when hashing is on.
         encoded: the file's bytes, waiting for a batch decoder (DALI).
         tensor: normalised CHW float32 input, when a batch decoder produced it.
+        evidence: provenance signals from the file's metadata.
     """
 
     path: str
@@ -61,6 +63,7 @@ class Item:
     sha256: str = ""
     encoded: builtins.bytes | None = None  # (``bytes`` is a field name here)
     tensor: np.ndarray | None = None
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 @dataclass(eq=False)
@@ -133,6 +136,7 @@ class CpuDecoder:
         hash_files: compute each file's sha256 (streamed: the file is read twice, never
             held whole for it).
         fast: use DCT-domain downscaling for JPEG (see :mod:`aiscan.scanner.preprocess`).
+        evidence: read provenance metadata (:mod:`aiscan.scanner.evidence`).
     """
 
     def __init__(
@@ -142,8 +146,10 @@ class CpuDecoder:
         *,
         hash_files: bool = False,
         fast: bool = True,
+        evidence: bool = True,
     ) -> None:
         self.spec = spec
+        self.evidence = evidence
         self.limits = limits or DecodeLimits()
         self.budget = DecodeBudget(self.limits.decode_memory)
         self.hash_files = hash_files
@@ -190,6 +196,8 @@ class CpuDecoder:
                     f"{self.limits.max_file_bytes / 2**20:.0f} MB (see --max-file-size)"
                 )
                 return
+            if self.evidence:
+                item.evidence = read_evidence(fh, fmt)
             fh.seek(0)
             if self.hash_files:
                 item.sha256 = _sha256(fh)

@@ -22,6 +22,7 @@ HINTS = {
     "matplotlib": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
     "nvidia": "pip install 'aiscan[dali]'",
     "pyarrow": "pip install 'aiscan[parquet]'",
+    "c2pa": "pip install 'aiscan[evidence]'",
 }
 
 

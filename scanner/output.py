@@ -40,6 +40,9 @@ class Row:
     bytes: int | None
     sha256: str
     model: str
+    evidence: str = "none"
+    evidence_detail: str = ""
+    generator_hint: str = ""
 
 
 #: The fields of a Row, in order.
@@ -100,7 +103,7 @@ def _record(row: Row) -> dict[str, Any]:
     """A row as the values a verdict file stores, every string valid UTF-8."""
     rec = dict(zip(ROW_FIELDS, astuple(row), strict=True))
     rec["path"], rec["path_escaped"] = escape_path(row.path)
-    for key in ("error", "format", "model", "verdict", "status", "sha256"):
+    for key in ("error", "format", "model", "evidence_detail", "generator_hint"):
         rec[key] = _text(rec[key])
     return rec
 
@@ -424,6 +427,9 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
             ("bytes", pa.int64()),
             ("sha256", pa.string()),
             ("model", pa.string()),
+            ("evidence", pa.string()),
+            ("evidence_detail", pa.string()),
+            ("generator_hint", pa.string()),
             ("path_escaped", pa.bool_()),
         ]
     )
@@ -433,15 +439,23 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def read_rows(path: str | Path) -> list[Row]:
-    """Read a finished verdict file of any format back into rows."""
+def iter_rows(path: str | Path) -> Iterator[Row]:
+    """Stream the rows of a finished verdict file of any format (bounded memory)."""
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return [row_from_record(rec) for rec in pq.read_table(path).to_pylist()]
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+            yield from (row_from_record(rec) for rec in batch.to_pylist())
+        return
     with path.open(encoding="utf-8", newline="") as fh:
         if fmt == "jsonl":
-            return [row_from_record(json.loads(line)) for line in fh if line.strip()]
-        return [row_from_record(r) for r in csv.DictReader(fh)]
+            yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
+        else:
+            yield from (row_from_record(r) for r in csv.DictReader(fh))
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a finished verdict file of any format back into rows."""
+    return list(iter_rows(path))

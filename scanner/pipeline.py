@@ -166,11 +166,17 @@ class _Counter(threading.Thread):
 
 
 class _Rows:
-    """Turns decoded items and probabilities into verdict rows."""
+    """Turns decoded items and probabilities into verdict rows.
 
-    def __init__(self, model: str, threshold: float) -> None:
+    With the "override" evidence policy, a file whose metadata declares it AI-made
+    (``evidence == "ai-declared"``) gets the verdict "ai" whatever its p_ai; p_ai itself
+    is always the model's.
+    """
+
+    def __init__(self, model: str, threshold: float, evidence_policy: str = "report") -> None:
         self.model = model
         self.threshold = threshold
+        self.override = evidence_policy == "override"
 
     def __call__(self, item: Item, p_ai: float | None = None, error: str = "") -> Row:
         status, err = item.status, item.error
@@ -178,6 +184,8 @@ class _Rows:
             status, err = "error", error or f"model returned a non-finite score ({p_ai})"
             p_ai = None
         verdict = "" if p_ai is None else ("ai" if p_ai >= self.threshold else "real")
+        if verdict and self.override and item.evidence.kind == "ai-declared":
+            verdict = "ai"
         return Row(
             item.path,
             status,
@@ -190,6 +198,9 @@ class _Rows:
             item.bytes,
             item.sha256,
             self.model,
+            item.evidence.kind,
+            item.evidence.detail,
+            item.evidence.generator,
         )
 
 
@@ -252,7 +263,13 @@ def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Sta
         config.decoder == "auto" and cuda_device_count() > 0 and dali_available()
     )
     if not use_dali or config.exact_decode:
-        cpu = CpuDecoder(spec, limits, hash_files=config.hash_files, fast=not config.exact_decode)
+        cpu = CpuDecoder(
+            spec,
+            limits,
+            hash_files=config.hash_files,
+            fast=not config.exact_decode,
+            evidence=config.evidence,
+        )
         return _Stages("cpu", cpu, Batch, lambda: 0)
     if not dali_available():
         raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
@@ -260,7 +277,7 @@ def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Sta
     dali = DaliDecoder(spec, batch_size, config.workers, device_id, limits)
     return _Stages(
         "dali-gpu" if dali.on_gpu else "dali-cpu",
-        DaliProbe(spec, limits, hash_files=config.hash_files),
+        DaliProbe(spec, limits, hash_files=config.hash_files, evidence=config.evidence),
         dali,
         lambda: dali.failed_batches,
     )
@@ -301,7 +318,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
     stages = _stages(config, classifier, batch_size)
     writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
-    make_row = _Rows(classifier.model_label, threshold)
+    make_row = _Rows(classifier.model_label, threshold, config.evidence_policy)
     try:
         progress, verdicts, interrupted = _run(
             config, stages, classifier, writer, make_row, batch_size, on_progress

@@ -71,7 +71,15 @@ def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None
     results = json.loads(path.read_text())
     assert results["machine"]["cores"] >= 1 and results["quick"] is True
     stages = {t["stage"] for t in results["timings"]}
-    assert {"baseline", "discovery", "decode", "inference", "write", "end to end"} <= stages
+    assert {
+        "baseline",
+        "discovery",
+        "decode",
+        "evidence",
+        "inference",
+        "write",
+        "end to end",
+    } <= stages
     for t in results["timings"]:
         assert t["images"] == 6 and len(t["seconds"]) == 1 and t["images_per_s"] > 0
     assert results["corpora"][0]["content"] == "procedural texture"

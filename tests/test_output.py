@@ -35,6 +35,9 @@ def test_csv_header_is_stable() -> None:
         "bytes",
         "sha256",
         "model",
+        "evidence",
+        "evidence_detail",
+        "generator_hint",
         "path_escaped",
     )
 

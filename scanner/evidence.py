@@ -1,0 +1,339 @@
+"""Provenance evidence beside the pixels: C2PA, IPTC digital source type, generator
+metadata, camera EXIF. Read from headers and chunks only; the pixels are never decoded
+for it.
+
+What each signal proves (the README says it too): metadata is trivially stripped or
+forged, so its absence means nothing and its presence is a claim, not a proof; camera
+EXIF never proves an image real; a valid C2PA signature proves who signed the manifest
+and that the file is unchanged since, not that what the manifest says is true. A
+manifest that fails validation (a tampered file) is reported as such and is never taken
+as evidence of anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from PIL import Image
+
+#: The values of the ``evidence`` column, strongest first.
+KINDS = ("ai-declared", "c2pa-invalid", "c2pa-signed", "c2pa-unverified", "camera-claimed", "none")
+
+#: IPTC digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/) that mean
+#: the image was made by an algorithm, wholly or in part.
+AI_SOURCE_TYPES = (
+    "trainedAlgorithmicMedia",
+    "compositeWithTrainedAlgorithmicMedia",
+    "algorithmicMedia",
+    "compositeSynthetic",
+)
+
+#: Substrings of EXIF/XMP ``Software`` (lower case) that name an image generator.
+GENERATOR_SOFTWARE = {
+    "novelai": "NovelAI",
+    "stable diffusion": "Stable Diffusion",
+    "comfyui": "ComfyUI",
+    "invokeai": "InvokeAI",
+    "fooocus": "Fooocus",
+    "midjourney": "Midjourney",
+    "dall-e": "DALL-E",
+    "dall·e": "DALL-E",
+    "firefly": "Adobe Firefly",
+    "imagen": "Google Imagen",
+    "leonardo": "Leonardo.Ai",
+    "ideogram": "Ideogram",
+    "flux": "FLUX",
+}
+
+_DETAIL_MAX = 400
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_DST = re.compile(
+    rb"DigitalSourceType[^>]*?(?:=\s*[\"']|>\s*)([^\"'<\s]+)", re.IGNORECASE | re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a file's own metadata says about where it came from.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        detail: the signals found, in words (empty for "none").
+        generator: the generator or tool the metadata names, when it names one.
+    """
+
+    kind: str = "none"
+    detail: str = ""
+    generator: str = ""
+
+
+@dataclass
+class _Signals:
+    c2pa: str = ""  # "", "ai", "signed", "invalid", "unverified"
+    c2pa_detail: str = ""
+    c2pa_generator: str = ""
+    xmp_ai: str = ""
+    xmp_other: str = ""
+    generator_detail: str = ""
+    generator: str = ""
+    camera: str = ""
+
+
+def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
+    """Read provenance signals from an open image file (left at an unspecified position).
+
+    Args:
+        fh: the file, opened in binary mode and seekable.
+        fmt: the sniffed format ("JPEG", "PNG", "WEBP"...).
+    """
+    sig = _Signals()
+    fh.seek(0)
+    try:
+        img = Image.open(fh)
+    except Exception:  # the decode stage reports unreadable files
+        return Evidence()
+    with img:
+        try:
+            if _has_c2pa(img, fh, fmt):
+                fh.seek(0)
+                _read_c2pa(fh, fmt, sig)
+            _read_xmp(img, sig)
+            _read_generator_metadata(img, sig)
+            _read_camera(img, sig)
+        except Exception as exc:  # metadata is untrusted input too; the pixels still count
+            return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
+    return _decide(sig)
+
+
+def _exif(img: Image.Image) -> Image.Exif:
+    """The EXIF of an opened image without decoding it (Pillow's PNG reader would decode
+    the whole image to look for an eXIf chunk after the pixels)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return Image.Exif()
+    return img.getexif()
+
+
+def _has_c2pa(img: Image.Image, fh: BinaryIO, fmt: str) -> bool:
+    """A C2PA manifest store is embedded: JPEG APP11 JUMBF, PNG caBX, WebP C2PA chunk."""
+    if fmt == "JPEG":
+        return any(m == "APP11" and d[:2] == b"JP" for m, d in getattr(img, "applist", []))
+    if fmt == "PNG":
+        return b"caBX" in _chunk_types(fh, "png")
+    if fmt == "WEBP":
+        return b"C2PA" in _chunk_types(fh, "riff")
+    return False
+
+
+def _chunk_types(fh: BinaryIO, layout: str) -> set[bytes]:
+    """The chunk types of a PNG (length, type, data, CRC) or RIFF/WebP (type, length,
+    data, pad byte) file, found by seeking over the data, which is never read."""
+    found: set[bytes] = set()
+    fh.seek(8 if layout == "png" else 12)
+    for _ in range(100_000):
+        head = fh.read(8)
+        if len(head) < 8:
+            break
+        if layout == "png":
+            size, kind, skip = int.from_bytes(head[:4], "big"), head[4:], 4
+        else:
+            kind, size = head[:4], int.from_bytes(head[4:], "little")
+            skip = size % 2
+        found.add(kind)
+        fh.seek(size + skip, io.SEEK_CUR)
+    return found
+
+
+def _read_c2pa(fh: BinaryIO, fmt: str, sig: _Signals) -> None:
+    try:
+        import c2pa
+    except ImportError:
+        sig.c2pa = "unverified"
+        sig.c2pa_detail = (
+            "C2PA manifest present but not validated: pip install 'aiscan[evidence]' (c2pa-python)"
+        )
+        return
+    try:
+        with c2pa.Reader(_MIME[fmt], fh) as reader:
+            state = reader.get_validation_state()
+            store = json.loads(reader.json())
+    except Exception as exc:  # a malformed store is a finding, not a crash
+        sig.c2pa, sig.c2pa_detail = "invalid", f"C2PA manifest cannot be read ({exc})"
+        return
+    manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
+    codes = [s.get("code", "") for s in store.get("validation_status") or []]
+    failures = [c for c in codes if c != "signingCredential.untrusted"]
+    signer = (manifest.get("signature_info") or {}).get("common_name", "unknown signer")
+    sig.c2pa_generator = _claim_generator(manifest)
+    if state == "Invalid" or failures:
+        sig.c2pa = "invalid"
+        sig.c2pa_detail = f"C2PA manifest fails validation ({', '.join(failures) or state})"
+        return
+    trust = "on a trust list" if state == "Trusted" else "not on a trust list"
+    head = f"C2PA manifest, valid, signed by '{signer}' ({trust})"
+    ai = _ai_actions(manifest)
+    sig.c2pa = "ai" if ai else "signed"
+    tail = f"; claim generator {sig.c2pa_generator}" if sig.c2pa_generator else ""
+    sig.c2pa_detail = f"{head}: {'; '.join(ai)}{tail}" if ai else f"{head}{tail}"
+
+
+def _claim_generator(manifest: dict[str, Any]) -> str:
+    info = manifest.get("claim_generator_info") or []
+    if info and isinstance(info[0], dict):
+        return " ".join(str(info[0].get(k, "")) for k in ("name", "version")).strip()
+    return str(manifest.get("claim_generator", ""))
+
+
+def _ai_actions(manifest: dict[str, Any]) -> list[str]:
+    """Actions of the manifest whose digital source type is algorithmic."""
+    out = []
+    for assertion in manifest.get("assertions", []):
+        if not str(assertion.get("label", "")).startswith("c2pa.actions"):
+            continue
+        for action in (assertion.get("data") or {}).get("actions", []):
+            source = str(action.get("digitalSourceType", "")).rsplit("/", 1)[-1]
+            if source in AI_SOURCE_TYPES:
+                agent = action.get("softwareAgent") or {}
+                name = agent.get("name", "") if isinstance(agent, dict) else str(agent)
+                by = f" by {name}" if name else ""
+                out.append(f"{action.get('action', 'action')} ({source}){by}")
+    return out
+
+
+def _read_xmp(img: Image.Image, sig: _Signals) -> None:
+    raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    for match in _DST.finditer(raw):
+        value = match.group(1).decode("utf-8", "replace").rsplit("/", 1)[-1]
+        if value in AI_SOURCE_TYPES:
+            sig.xmp_ai = f"XMP Iptc4xmpExt:DigitalSourceType = {value}"
+        elif value:
+            sig.xmp_other = f"XMP Iptc4xmpExt:DigitalSourceType = {value}"
+
+
+#: PNG text chunks that generators write: key -> (generator, is the key alone enough).
+_PNG_KEYS: dict[str, tuple[str, bool]] = {
+    "parameters": ("Stable Diffusion WebUI", False),  # also Forge, SD.Next, Fooocus
+    "prompt": ("ComfyUI", False),
+    "workflow": ("ComfyUI", False),
+    "invokeai_metadata": ("InvokeAI", True),
+    "invokeai_graph": ("InvokeAI", True),
+    "sd-metadata": ("InvokeAI", True),
+    "Dream": ("InvokeAI", True),
+    "fooocus_scheme": ("Fooocus", True),
+    "aigc": ("AIGC label", True),
+    "AIGC": ("AIGC label", True),
+}
+_SD_PARAMS = re.compile(r"Steps: \d+.*Sampler: ", re.DOTALL)
+
+
+def _read_generator_metadata(img: Image.Image, sig: _Signals) -> None:
+    checks: list[Callable[[Image.Image], tuple[str, str] | None]] = [
+        _png_text,
+        _exif_parameters,
+        _software,
+    ]
+    for check in checks:
+        found = check(img)
+        if found:
+            sig.generator, sig.generator_detail = found
+            return
+
+
+def _png_text(img: Image.Image) -> tuple[str, str] | None:
+    for key, (name, alone) in _PNG_KEYS.items():
+        value = img.info.get(key)
+        if not isinstance(value, str):
+            continue
+        if key == "parameters" and _SD_PARAMS.search(value):
+            model = re.search(r"Model: ([^,\n]+)", value)
+            tool = "Fooocus" if "Fooocus" in value else name
+            hint = f"{tool} (model {model.group(1).strip()})" if model else tool
+            return hint, f"PNG text chunk 'parameters': {_short(value)}"
+        if key in ("prompt", "workflow") and _looks_like_comfy(value):
+            return name, f"PNG text chunk '{key}': ComfyUI node graph"
+        if alone:
+            return name, f"PNG text chunk '{key}': {_short(value)}"
+    comment = img.info.get("Comment")
+    if isinstance(comment, str) and '"sampler"' in comment and '"steps"' in comment:
+        return "NovelAI", f"PNG text chunk 'Comment': {_short(comment)}"
+    return None
+
+
+def _looks_like_comfy(text: str) -> bool:
+    try:
+        graph = json.loads(text)
+    except ValueError:
+        return False
+    nodes = graph.values() if isinstance(graph, dict) else []
+    return any(isinstance(n, dict) and "class_type" in n for n in nodes) or (
+        isinstance(graph, dict) and "nodes" in graph and "links" in graph
+    )
+
+
+def _exif_parameters(img: Image.Image) -> tuple[str, str] | None:
+    """Stable Diffusion WebUI writes its parameters into EXIF UserComment (JPEG, WebP)."""
+    raw = _exif(img).get_ifd(0x8769).get(0x9286)  # Exif IFD, UserComment
+    if isinstance(raw, bytes):
+        text = raw[8:].decode("utf-16-be" if raw[:8] == b"UNICODE\0" else "latin-1", "replace")
+        text = text.replace("\0", "")
+    else:
+        text = str(raw or "")
+    if _SD_PARAMS.search(text):
+        return "Stable Diffusion WebUI", f"EXIF UserComment: {_short(text)}"
+    return None
+
+
+def _software(img: Image.Image) -> tuple[str, str] | None:
+    names = [str(_exif(img).get(0x0131, "")), str(img.info.get("Software", ""))]
+    for software in filter(None, names):
+        for needle, name in GENERATOR_SOFTWARE.items():
+            if needle in software.lower():
+                return name, f"Software tag: {_short(software)}"
+    return None
+
+
+def _read_camera(img: Image.Image, sig: _Signals) -> None:
+    exif = _exif(img)
+    make, model = str(exif.get(0x010F, "")).strip(), str(exif.get(0x0110, "")).strip()
+    if not (make or model):
+        return
+    sub = exif.get_ifd(0x8769)
+    lens = str(sub.get(0xA434, "")).strip()
+    taken = str(sub.get(0x9003, "")).strip()
+    camera = model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+    parts = [f"EXIF camera {camera}"] + [f"lens {lens}"] * bool(lens)
+    sig.camera = ", ".join(parts + [f"taken {taken}"] * bool(taken))
+
+
+def _decide(sig: _Signals) -> Evidence:
+    """One kind per file: a valid C2PA AI declaration, then a failed manifest (never
+    evidence, even beside unsigned claims), then unsigned AI metadata, then the rest."""
+    others = [d for d in (sig.xmp_ai, sig.generator_detail, sig.xmp_other, sig.camera) if d]
+    generator = sig.generator or sig.c2pa_generator
+    if sig.c2pa == "ai":
+        return Evidence("ai-declared", _join([sig.c2pa_detail, *others]), generator)
+    if sig.c2pa == "invalid":
+        return Evidence("c2pa-invalid", _join([sig.c2pa_detail, *others]), generator)
+    if sig.xmp_ai or sig.generator_detail:
+        return Evidence("ai-declared", _join([*others, sig.c2pa_detail]), generator)
+    if sig.c2pa in ("signed", "unverified"):
+        kind = "c2pa-signed" if sig.c2pa == "signed" else "c2pa-unverified"
+        return Evidence(kind, _join([sig.c2pa_detail, *others]), generator)
+    if sig.camera:
+        return Evidence("camera-claimed", _join(others), "")
+    return Evidence("none", _join(others), "")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _join(parts: list[str]) -> str:
+    return _short("; ".join(p for p in parts if p), _DETAIL_MAX)

@@ -1,0 +1,273 @@
+"""``aiscan report``: one self-contained HTML page a moderator can open offline.
+
+From a verdict file of any format (streamed, so a million rows is fine) and its run
+summary when it lies beside it: counts by status, verdict and evidence; the p_ai
+histogram with the threshold; the folders that hold most flagged images; a gallery of the
+flagged images, highest p_ai first, with small embedded thumbnails (bounded in number
+and size, so the page stays a few MB); the run summary. No external scripts, styles,
+fonts or images: a Content-Security-Policy in the page forbids them.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import io
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from aiscan.scanner.output import Row, iter_rows
+from aiscan.scanner.preprocess import DecodeLimits, check_limits, is_jpeg
+
+BINS = 20
+
+
+@dataclass
+class _Folder:
+    files: int = 0
+    flagged: int = 0
+    declared: int = 0
+    p_sum: float = 0.0
+    scored: int = 0
+
+
+@dataclass
+class Tally:
+    """What the report shows, gathered in one pass over the rows."""
+
+    rows: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    evidence: Counter[str] = field(default_factory=Counter)
+    histogram: list[int] = field(default_factory=lambda: [0] * BINS)
+    folders: dict[str, _Folder] = field(default_factory=lambda: defaultdict(_Folder))
+    flagged: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
+
+
+def tally(rows: Any, gallery: int) -> Tally:
+    """Count everything and keep the ``gallery`` flagged rows with the highest p_ai."""
+    t = Tally()
+    for i, row in enumerate(rows):
+        t.rows += 1
+        t.statuses[row.status] += 1
+        if row.verdict:
+            t.verdicts[row.verdict] += 1
+        t.evidence[row.evidence or "none"] += 1
+        folder = t.folders[os.path.dirname(row.path) or "."]
+        folder.files += 1
+        folder.declared += row.evidence == "ai-declared"
+        if row.p_ai is not None:
+            t.histogram[min(BINS - 1, int(row.p_ai * BINS))] += 1
+            folder.p_sum += row.p_ai
+            folder.scored += 1
+        if row.verdict == "ai":
+            folder.flagged += 1
+            entry = (row.p_ai if row.p_ai is not None else 1.0, -i, row)
+            if len(t.flagged) < gallery:
+                heapq.heappush(t.flagged, entry)
+            elif gallery and entry[:2] > t.flagged[0][:2]:
+                heapq.heapreplace(t.flagged, entry)
+    return t
+
+
+def thumbnail(path: str, size: int) -> str | None:
+    """A JPEG data URI of at most ``size`` pixels a side, or None if unreadable."""
+    try:
+        with Image.open(path) as img:
+            check_limits(img, DecodeLimits())
+            if is_jpeg(img):
+                img.draft("RGB", (size, size))
+            img.thumbnail((size, size))
+            small = ImageOps.exif_transpose(img).convert("RGB")
+            buf = io.BytesIO()
+            small.save(buf, "JPEG", quality=70)
+    except Exception:  # moved, deleted, or one of the files that had an error row
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _summary(verdicts: Path) -> dict[str, Any]:
+    path = verdicts.with_name(verdicts.name + ".summary.json")
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_report(
+    verdicts: str | Path, out: str | Path, *, gallery: int = 200, thumb_px: int = 160
+) -> dict[str, Any]:
+    """Write the HTML report; return its headline numbers."""
+    verdicts, out = Path(verdicts), Path(out)
+    summary = _summary(verdicts)
+    t = tally(iter_rows(verdicts), gallery)
+    threshold = float(summary.get("threshold", 0.5))
+    flagged = sorted(t.flagged, reverse=True)
+    cards = [(row, thumbnail(row.path, thumb_px)) for _, _, row in flagged]
+    page = _page(verdicts, t, threshold, summary, cards)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return {
+        "rows": t.rows,
+        "flagged": t.verdicts.get("ai", 0),
+        "gallery": len(cards),
+        "bytes": out.stat().st_size,
+    }
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(title: str, counts: Counter[str]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td class=n>{v}</td></tr>" for k, v in counts.most_common()
+    )
+    return f"<table><caption>{_e(title)}</caption>{rows or '<tr><td>-</td></tr>'}</table>"
+
+
+def _histogram(t: Tally, threshold: float) -> str:
+    """The p_ai histogram as inline SVG, the threshold as a red line."""
+    w, h, peak = 600, 160, max(t.histogram) or 1
+    bar = w / BINS
+
+    def rect(i: int, n: int) -> str:
+        side = "ai" if (i + 0.5) / BINS >= threshold else "real"
+        tall = n / peak * (h - 10)
+        return (
+            f'<rect x="{i * bar + 1:.1f}" y="{h - tall:.1f}" width="{bar - 2:.1f}" '
+            f'height="{tall:.1f}" class="{side}">'
+            f"<title>p_ai {i / BINS:.2f}-{(i + 1) / BINS:.2f}: {n}</title></rect>"
+        )
+
+    bars = "".join(rect(i, n) for i, n in enumerate(t.histogram))
+    x = threshold * w
+    line = f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{h}" class="thr"/>'
+    return (
+        f'<svg viewBox="0 0 {w} {h + 16}" width="{w}" height="{h + 16}" role="img" '
+        f'aria-label="p_ai histogram">{bars}{line}'
+        f'<text x="0" y="{h + 14}">0</text><text x="{w - 8}" y="{h + 14}">1</text>'
+        f'<text x="{x + 4:.1f}" y="12">threshold {threshold:g}</text></svg>'
+    )
+
+
+def _folders(t: Tally, limit: int = 50) -> str:
+    ranked = sorted(t.folders.items(), key=lambda kv: (-kv[1].flagged, -kv[1].files, kv[0]))
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td class=n>{f.files}</td><td class=n>{f.flagged}</td>"
+        f"<td class=n>{f.flagged / f.files:.1%}</td>"
+        f"<td class=n>{(f.p_sum / f.scored if f.scored else 0):.3f}</td>"
+        f"<td class=n>{f.declared}</td></tr>"
+        for name, f in ranked[:limit]
+    )
+    more = f"<p>{len(ranked) - limit} more folders not shown.</p>" if len(ranked) > limit else ""
+    return (
+        "<table id=folders><caption>Folders by flagged images</caption><tr><th>folder</th>"
+        "<th>files</th><th>flagged</th><th>share</th><th>mean p_ai</th>"
+        f"<th>AI declared</th></tr>{rows}</table>{more}"
+    )
+
+
+def _cards(cards: list[tuple[Row, str | None]]) -> str:
+    out = []
+    for row, uri in cards:
+        img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">not readable</div>'
+        ev = "" if row.evidence in ("", "none") else f"<div class=ev>{_e(row.evidence)}</div>"
+        gen = f"<div class=gen>{_e(row.generator_hint)}</div>" if row.generator_hint else ""
+        p = f"{row.p_ai:.3f}" if row.p_ai is not None else "-"
+        out.append(
+            f'<figure class=card data-path="{_e(row.path)}" data-p="{p}" '
+            f'title="{_e(row.evidence_detail)}">{img}<figcaption><b>{p}</b>{ev}{gen}'
+            f"<div class=path>{_e(row.path)}</div></figcaption></figure>"
+        )
+    return "".join(out)
+
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:0 1.5em 1em 0;display:inline-table;vertical-align:top}
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}.n{text-align:right}
+caption{font-weight:bold;text-align:left}
+svg rect.ai{fill:#c0392b}svg rect.real{fill:#2980b9}svg .thr{stroke:#000;stroke-dasharray:4}
+svg text{font-size:11px}
+#gallery{display:flex;flex-wrap:wrap;gap:8px}
+.card{width:176px;margin:0;border:1px solid #ddd;padding:4px;font-size:12px}
+.card img{max-width:168px;max-height:168px;display:block;margin:auto}
+.missing{height:80px;background:#eee;text-align:center;line-height:80px;color:#888}
+.path{word-break:break-all;color:#555}.ev{color:#8e44ad}.gen{color:#16a085}
+"""
+
+# Inline, no network: filter the gallery by path and say how many cards show.
+_SCRIPT = """
+(function(){
+  var cards = Array.prototype.slice.call(document.querySelectorAll('#gallery .card'));
+  var shown = document.getElementById('shown');
+  function apply(){
+    var q = document.getElementById('filter').value.toLowerCase(), n = 0;
+    cards.forEach(function(c){
+      var ok = c.getAttribute('data-path').toLowerCase().indexOf(q) >= 0;
+      c.style.display = ok ? '' : 'none'; n += ok ? 1 : 0;
+    });
+    shown.textContent = n + ' of ' + cards.length + ' shown';
+  }
+  document.getElementById('filter').addEventListener('input', apply);
+  apply();
+  document.body.setAttribute('data-ready', String(cards.length));
+})();
+"""
+
+
+def _page(
+    verdicts: Path,
+    t: Tally,
+    threshold: float,
+    summary: dict[str, Any],
+    cards: list[tuple[Row, str | None]],
+) -> str:
+    run = ""
+    if summary:
+        keys = (
+            "model_id",
+            "model_sha256",
+            "threshold",
+            "providers",
+            "decoder",
+            "images_per_s",
+            "elapsed_s",
+            "started",
+            "finished",
+        )
+        run = "".join(f"<tr><td>{_e(k)}</td><td>{_e(summary.get(k, ''))}</td></tr>" for k in keys)
+        run = f"<table><caption>Run</caption>{run}</table>"
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    flagged = t.verdicts.get("ai", 0)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<title>aiscan report: {_e(verdicts.name)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>aiscan report</h1>
+<p>{_e(verdicts)}: {t.rows} files, {flagged} flagged as AI at threshold {threshold:g}.
+Made {made}. Evidence columns report what file metadata claims; metadata is easily
+stripped or forged (see the aiscan README).</p>
+{_table("Status", t.statuses)}{_table("Verdict", t.verdicts)}{_table("Evidence", t.evidence)}
+{run}
+<h2>p_ai</h2>{_histogram(t, threshold)}
+<h2>Folders</h2>{_folders(t)}
+<h2>Flagged images</h2>
+<p>The {len(cards)} flagged images with the highest p_ai (of {flagged}).
+<input id=filter placeholder="filter by path"> <span id=shown></span></p>
+<div id=gallery>{_cards(cards)}</div>
+<script>{_SCRIPT}</script>
+</body></html>
+"""

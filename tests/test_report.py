@@ -1,0 +1,80 @@
+"""``aiscan report``: a self-contained HTML page, checked as text and in a real browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aiscan.scanner.cli import main
+from tests.conftest import encode, jpeg_bytes, photo
+
+
+@pytest.fixture()
+def scanned(tiny_model: Path, tmp_path: Path) -> Path:
+    """A finished scan of a small tree: good images, a bad file, an odd file name."""
+    tree = tmp_path / "photos"
+    for i in range(6):
+        folder = tree / ("a" if i < 4 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(photo(120, 90, seed=i)))
+    (tree / "a" / '<b onmouseover="x">.png').write_bytes(encode(photo(40, 40), "PNG"))
+    (tree / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "v.jsonl"
+    # threshold 0: every readable image is flagged, so the gallery has them all
+    args = ["--out", str(out), "--model", str(tiny_model), "--threshold", "0", "-q"]
+    assert main([str(tree), *args, "--format", "jsonl"]) == 1
+    return out
+
+
+def test_report_is_self_contained_and_escapes_paths(scanned: Path, tmp_path: Path) -> None:
+    page_path = tmp_path / "report.html"
+    assert main(["report", str(scanned), "--out", str(page_path)]) == 0
+    page = page_path.read_text(encoding="utf-8")
+    assert page.count('class=card ') == 7  # every flagged image
+    assert page.count('src="data:image/jpeg;base64,') == 7
+    assert "default-src 'none'" in page  # nothing may load from elsewhere
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    assert '<b onmouseover="x">' not in page and "&lt;b onmouseover=&quot;x&quot;&gt;" in page
+    assert ">ok</td><td class=n>7<" in page and ">error</td><td class=n>1<" in page
+    assert "threshold 0" in page and "<svg" in page
+    small = tmp_path / "small.html"
+    assert main(["report", str(scanned), "--out", str(small), "--gallery", "2"]) == 0
+    assert small.read_text(encoding="utf-8").count("class=card ") == 2
+    assert main(["report", str(tmp_path / "nothing.csv"), "--out", str(small)]) == 2
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's)")
+def test_report_renders_its_gallery_in_headless_chromium(scanned: Path, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    assert main(["report", str(scanned), "--out", str(page)]) == 0
+    cmd = [
+        str(_chromium()),
+        "--headless",
+        "--no-sandbox",  # tests run as root
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'data-ready="7"' in proc.stdout  # the page's script ran over the whole gallery
+    assert "7 of 7 shown" in proc.stdout
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
+    assert "Refused to load" not in proc.stderr  # nothing blocked by the CSP: nothing external
