@@ -34,7 +34,7 @@ def test_report_is_self_contained_and_escapes_paths(scanned: Path, tmp_path: Pat
     page_path = tmp_path / "report.html"
     assert main(["report", str(scanned), "--out", str(page_path)]) == 0
     page = page_path.read_text(encoding="utf-8")
-    assert page.count('class=card ') == 7  # every flagged image
+    assert page.count("class=card ") == 7  # every flagged image
     assert page.count('src="data:image/jpeg;base64,') == 7
     assert "default-src 'none'" in page  # nothing may load from elsewhere
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
