@@ -50,6 +50,9 @@ GENERATOR_SOFTWARE = {
     "flux": "FLUX",
 }
 
+#: ... and editors: reported as context in the detail, never as evidence of AI.
+EDITOR_SOFTWARE = ("photoshop", "lightroom", "gimp", "affinity", "capture one", "snapseed")
+
 _DETAIL_MAX = 400
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _DST = re.compile(
@@ -81,6 +84,7 @@ class _Signals:
     xmp_other: str = ""
     generator_detail: str = ""
     generator: str = ""
+    editor: str = ""
     camera: str = ""
 
 
@@ -104,6 +108,7 @@ def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
                 _read_c2pa(fh, fmt, sig)
             _read_xmp(img, sig)
             _read_generator_metadata(img, sig)
+            _read_editor(img, sig)
             _read_camera(img, sig)
         except Exception as exc:  # metadata is untrusted input too; the pixels still count
             return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
@@ -289,13 +294,22 @@ def _exif_parameters(img: Image.Image) -> tuple[str, str] | None:
     return None
 
 
+def _software_tags(img: Image.Image) -> list[str]:
+    return [t for t in (str(_exif(img).get(0x0131, "")), str(img.info.get("Software", ""))) if t]
+
+
 def _software(img: Image.Image) -> tuple[str, str] | None:
-    names = [str(_exif(img).get(0x0131, "")), str(img.info.get("Software", ""))]
-    for software in filter(None, names):
+    for software in _software_tags(img):
         for needle, name in GENERATOR_SOFTWARE.items():
             if needle in software.lower():
                 return name, f"Software tag: {_short(software)}"
     return None
+
+
+def _read_editor(img: Image.Image, sig: _Signals) -> None:
+    for software in _software_tags(img):
+        if any(e in software.lower() for e in EDITOR_SOFTWARE):
+            sig.editor = f"edited with {_short(software, 60)} (Software tag)"
 
 
 def _read_camera(img: Image.Image, sig: _Signals) -> None:
@@ -314,7 +328,8 @@ def _read_camera(img: Image.Image, sig: _Signals) -> None:
 def _decide(sig: _Signals) -> Evidence:
     """One kind per file: a valid C2PA AI declaration, then a failed manifest (never
     evidence, even beside unsigned claims), then unsigned AI metadata, then the rest."""
-    others = [d for d in (sig.xmp_ai, sig.generator_detail, sig.xmp_other, sig.camera) if d]
+    signals = (sig.xmp_ai, sig.generator_detail, sig.xmp_other, sig.camera, sig.editor)
+    others = [d for d in signals if d]
     generator = sig.generator or sig.c2pa_generator
     if sig.c2pa == "ai":
         return Evidence("ai-declared", _join([sig.c2pa_detail, *others]), generator)

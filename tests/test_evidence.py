@@ -206,6 +206,18 @@ def test_camera_exif_is_reported_as_a_claim_only() -> None:
     assert ev == Evidence("camera-claimed", "EXIF camera Canon EOS R5, taken 2021:06:01 12:00:00")
 
 
+def test_editor_software_is_context_only() -> None:
+    exif = Image.Exif()
+    exif[0x0131] = "Adobe Photoshop 25.0 (Windows)"
+    ev = _evidence(jpeg_bytes(photo(64, 64), exif=exif.tobytes()), "JPEG")
+    assert ev.kind == "none" and "edited with Adobe Photoshop 25.0" in ev.detail
+
+
+def test_c2pa_in_webp(signer: Any) -> None:
+    data = _signed(signer, encode(photo(96, 64), "WEBP"), "image/webp", AI_TYPE)
+    assert _evidence(data, "WEBP").kind == "ai-declared"
+
+
 def test_generator_software_tag() -> None:
     exif = Image.Exif()
     exif[0x0131] = "NovelAI"
