@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sha256", dest="hash_files", action="store_true", help="also write each file's sha256"
+    )
+    run.add_argument(
+        "--state",
+        type=Path,
+        metavar="DB",
+        help="SQLite state of earlier runs: scan only new or changed files (size, mtime; "
+        "content with --sha256), re-judge what another model judged, reuse the verdict of "
+        "identical content, report deleted files; rerun the same command after a crash",
     )
     run.add_argument(
         "--evidence-policy",
@@ -278,10 +286,61 @@ def report_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def export_state_main(argv: Sequence[str]) -> int:
+    """``aiscan export-state scans.db --out all.parquet``: the current verdict table."""
+    p = argparse.ArgumentParser(
+        prog="aiscan export-state",
+        description="Every file's latest verdict in a --state database (deleted files left "
+        "out), in the verdict file schema.",
+    )
+    p.add_argument("state", type=Path, help="the state database")
+    p.add_argument("--out", "-o", required=True, type=Path)
+    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictWriter
+    from aiscan.scanner.state import StateError, current_rows
+
+    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
+    try:
+        writer = VerdictWriter(args.out, fmt, overwrite=args.overwrite)
+        try:
+            n = 0
+            for chunk in _chunks(current_rows(args.state), 10_000):
+                writer.write(chunk)
+                n += len(chunk)
+            writer.finish()
+        finally:
+            writer.close()
+    except (StateError, OutputExistsError, OutputLockedError) as exc:
+        _error(err, exc)
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(err, f"cannot write {args.out}: {exc}")
+        return EXIT_ENVIRONMENT
+    err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
+    return EXIT_OK
+
+
+def _chunks(items: Any, size: int) -> Any:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["report"]:  # a folder named "report" is scanned as ./report
+    # subcommands; a folder that has one of these names is scanned as ./NAME
+    if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["export-state"]:
+        return export_state_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     from aiscan.scanner.config import ConfigError, ScanConfig
@@ -289,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiscan.scanner.modelmeta import ModelError
     from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
     from aiscan.scanner.pipeline import scan
+    from aiscan.scanner.state import StateError
 
     try:
         config = ScanConfig(
@@ -312,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exact_decode=args.exact_decode,
             evidence=args.evidence,
             evidence_policy=args.evidence_policy,
+            state=args.state,
             shard=args.shard,
             prefetch=args.prefetch,
         )
@@ -323,7 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     show, stop = _progress_printer(err, args.quiet)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    usage = (ConfigError, ModelError, DeviceError, OutputExistsError, OutputLockedError)
+    usage = (
+        ConfigError,
+        ModelError,
+        DeviceError,
+        OutputExistsError,
+        OutputLockedError,
+        StateError,
+    )
     try:
         summary = scan(config, on_progress=show)
     except (*usage, VerdictFileError) as exc:

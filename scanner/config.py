@@ -81,6 +81,8 @@ class ScanConfig:
         evidence: read provenance metadata (C2PA, IPTC, generator chunks, camera EXIF).
         evidence_policy: "report" (evidence columns only) or "override" (declared-AI
             evidence sets the verdict to "ai"; p_ai stays the model's).
+        state: SQLite state of earlier runs: scan only what is new or changed, reuse the
+            verdicts of identical content, report deleted files (:mod:`aiscan.scanner.state`).
         shard: "I/N" keeps only the files of shard I out of N.
         prefetch: batches decoded ahead of inference.
     """
@@ -105,6 +107,7 @@ class ScanConfig:
     exact_decode: bool = False
     evidence: bool = True
     evidence_policy: str = "report"
+    state: Path | None = None
     shard: str = "0/1"
     prefetch: int = 2
 
@@ -154,6 +157,8 @@ class ScanConfig:
             )
         if self.evidence_policy == "override" and not self.evidence:
             raise ConfigError("--evidence-policy override needs the evidence (drop --no-evidence)")
+        if self.state is not None and self.state.is_dir():
+            raise ConfigError(f"--state {self.state} is a folder; give a database file name")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         _parse_shard(self.shard)
@@ -190,4 +195,7 @@ class ScanConfig:
             ".summary.json.tmp",
             ".lock",
         ]
-        return [str(self.out.with_name(self.out.name + n)) for n in names]
+        own = [str(self.out.with_name(self.out.name + n)) for n in names]
+        if self.state is not None:  # the database, its WAL files and its lock
+            own += [str(self.state) + n for n in ("", "-wal", "-shm", "-journal", ".lock")]
+        return own

@@ -10,6 +10,7 @@ import os
 import stat
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -26,6 +27,8 @@ from aiscan.scanner.preprocess import (
     Preprocessing,
     Source,
     load_pixels,
+    open_image,
+    oriented_size,
 )
 from aiscan.scanner.sniff import SNIFF_BYTES, claims_image, describe_non_image, sniff
 
@@ -50,6 +53,8 @@ class Item:
         encoded: the file's bytes, waiting for a batch decoder (DALI).
         tensor: normalised CHW float32 input, when a batch decoder produced it.
         evidence: provenance signals from the file's metadata.
+        reused_p_ai: p_ai that the same model gave identical content before (state
+            database): the file is not decoded again.
     """
 
     path: str
@@ -64,6 +69,7 @@ class Item:
     encoded: builtins.bytes | None = None  # (``bytes`` is a field name here)
     tensor: np.ndarray | None = None
     evidence: Evidence = field(default_factory=Evidence)
+    reused_p_ai: float | None = None
 
 
 @dataclass(eq=False)
@@ -156,6 +162,8 @@ class CpuDecoder:
         self.fast = fast
         #: read whole files into memory before decoding (the DALI path needs the bytes)
         self.keep_bytes = False
+        #: sha256 -> p_ai already known for identical content (set by a state run)
+        self.known: Callable[[str], float | None] | None = None
 
     def __call__(self, found: Found) -> Item:
         item = Item(found.path)
@@ -202,6 +210,12 @@ class CpuDecoder:
             if self.hash_files:
                 item.sha256 = _sha256(fh)
                 fh.seek(0)
+                if self.known is not None:
+                    item.reused_p_ai = self.known(item.sha256)
+                    if item.reused_p_ai is not None:  # judged by this model before
+                        with open_image(fh) as img:
+                            item.width, item.height = oriented_size(img)
+                        return
             source: Source = fh.read() if self.keep_bytes else fh
             self._decode(item, source, fmt)
 

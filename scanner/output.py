@@ -291,10 +291,19 @@ class VerdictWriter:
         fmt: "csv", "jsonl" or "parquet".
         resume: continue from an existing partial or finished output.
         overwrite: replace an existing output instead of refusing.
+        resume_journal: continue an interrupted run's journal without being asked (a
+            finished output still needs ``resume`` or ``overwrite``): nightly runs with a
+            state database rerun the same command after a crash.
     """
 
     def __init__(
-        self, out: str | Path, fmt: str = "csv", *, resume: bool = False, overwrite: bool = False
+        self,
+        out: str | Path,
+        fmt: str = "csv",
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        resume_journal: bool = False,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -307,6 +316,7 @@ class VerdictWriter:
         self._last_sync = 0.0
         self._lock = OutputLock(self.out)  # before looking at what is there
         try:
+            resume = resume or (resume_journal and self.journal.exists())
             exists = self.out.exists() or self.journal.exists()
             if exists and not resume and not overwrite:
                 raise OutputExistsError(

@@ -31,9 +31,10 @@ from aiscan.scanner.dali import DaliDecoder, DaliProbe, dali_available
 from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found, discover, in_shard
 from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
-from aiscan.scanner.output import Row, VerdictWriter
+from aiscan.scanner.output import Row, VerdictWriter, iter_rows
 from aiscan.scanner.pool import DaemonPool, Task
 from aiscan.scanner.preprocess import Preprocessing, normalize_batch
+from aiscan.scanner.state import ScanState
 
 
 @dataclass
@@ -82,6 +83,7 @@ class ScanSummary:
     config: dict[str, Any]
     versions: dict[str, str]
     warnings: list[str]
+    state: dict[str, Any] | None = None
 
     @property
     def errors(self) -> int:
@@ -224,7 +226,7 @@ def _classify(batch: Batch, classifier: Classifier, make_row: _Rows) -> list[Row
         and id(it) not in on_device
         and (it.tensor is not None or it.pixels is not None)
     ]
-    scores: dict[int, float] = {}
+    scores = {id(it): it.reused_p_ai for it in batch.items if it.reused_p_ai is not None}
     failure = ""
     try:
         if host:
@@ -237,7 +239,7 @@ def _classify(batch: Batch, classifier: Classifier, make_row: _Rows) -> list[Row
             )
     except Exception as exc:  # the runtime's own errors: the batch's rows say so
         failure = f"inference failed: {type(exc).__name__}: {exc}"
-    ready = {id(it) for it in host} | on_device
+    ready = {id(it) for it in host} | on_device | set(scores)
     rows = [
         make_row(it, scores.get(id(it)), failure if id(it) in ready else "") for it in batch.items
     ]
@@ -317,16 +319,37 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     threshold = classifier.info.threshold if config.threshold is None else config.threshold
     batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
     stages = _stages(config, classifier, batch_size)
-    writer = VerdictWriter(config.out, config.fmt, resume=config.resume, overwrite=config.overwrite)
-    make_row = _Rows(classifier.model_label, threshold, config.evidence_policy)
+    state = None
+    if config.state is not None:
+        state = ScanState(config.state, classifier.sha256, threshold, content=config.hash_files)
     try:
+        writer = VerdictWriter(
+            config.out,
+            config.fmt,
+            resume=config.resume,
+            overwrite=config.overwrite,
+            resume_journal=state is not None,
+        )
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise
+    make_row = _Rows(classifier.model_label, threshold, config.evidence_policy)
+    state_stats = None
+    try:
+        if state is not None:
+            _start_state(state, config, writer, stages)
         progress, verdicts, interrupted = _run(
-            config, stages, classifier, writer, make_row, batch_size, on_progress
+            config, stages, classifier, writer, make_row, batch_size, on_progress, state
         )
         if not interrupted:
             writer.finish()
+            if state is not None:
+                state_stats = asdict(state.finish(config.shard_index_count))
     finally:
         writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
+        if state is not None:
+            state.close()
     summary = ScanSummary(
         out=str(config.out),
         format=config.fmt,
@@ -356,9 +379,22 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         versions=_versions(),
         warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths)),
+        state=state_stats,
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
+
+
+def _start_state(
+    state: ScanState, config: ScanConfig, writer: VerdictWriter, stages: _Stages
+) -> None:
+    """Open tonight's run; rows of a crashed run's journal go into the state first (the
+    crash may have come between the journal and the database)."""
+    state.begin(config.paths)
+    if writer.recovered.paths:
+        state.record(iter_rows(writer.journal))
+    if config.hash_files and isinstance(stages.per_file, CpuDecoder):
+        stages.per_file.known = state.known_p_ai
 
 
 def _run(
@@ -369,21 +405,24 @@ def _run(
     make_row: _Rows,
     batch_size: int,
     on_progress: Callable[[Progress], None] | None,
+    state: ScanState | None = None,
 ) -> tuple[Progress, Counter[str], bool]:
     """The scan loop: (progress, verdict counts, whether it was interrupted)."""
     done = writer.recovered.paths
     shard_i, shard_n = config.shard_index_count
 
-    def todo() -> Iterator[Found]:
+    def todo(count: bool = True) -> Iterator[Found]:
         return (
             f
             for f in discover(config.paths, exclude=config.own_files)
-            if in_shard(f.path, shard_i, shard_n) and f.path not in done
+            if in_shard(f.path, shard_i, shard_n)
+            and f.path not in done
+            and (state is None or state.needs_scan(f, count=count))
         )
 
     progress = Progress()
     verdicts: Counter[str] = Counter(writer.recovered.verdicts)
-    counter = _Counter(todo)
+    counter = _Counter(partial(todo, False))
     counter.start()
     t0 = time.perf_counter()
     interrupted = False
@@ -393,6 +432,8 @@ def _run(
         for batch in _batches(config, stages, todo(), batch_size, decode_pool, batch_pool):
             rows = _classify(batch, classifier, make_row)
             writer.write(rows)
+            if state is not None:  # after the journal: a crash between is mended on rerun
+                state.record(rows, reused=sum(it.reused_p_ai is not None for it in batch.items))
             progress.done += len(rows)
             progress.statuses.update(r.status for r in rows)
             verdicts.update(r.verdict for r in rows if r.verdict)

@@ -1,0 +1,278 @@
+"""Incremental nightly scans: what was judged, of which file, by which model, in SQLite.
+
+``aiscan STORE --state scans.db --out tonight.csv`` scans only what is new or changed
+since the last night (size or mtime differs; with ``--sha256`` the content), re-judges
+what another model or threshold judged, reuses the verdict of identical content (same
+sha256, same model) without decoding it again, and reports files that disappeared.
+
+Crash safety: tonight's rows go to the output journal first, then into the database in
+one transaction per batch. A rerun after a crash resumes the journal, copies its rows
+into the database (idempotent), and scans only what neither holds: nothing is lost or
+doubled. One run at a time holds ``scans.db.lock``. The schema carries its version and a
+list of migrations; a database from a newer aiscan is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiscan.scanner.discover import Found, in_shard
+from aiscan.scanner.output import OutputLock, Row
+
+#: Each migration takes the schema one version up; the index is the version it leaves.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT,
+        model_sha256 TEXT NOT NULL, threshold REAL NOT NULL, roots TEXT NOT NULL
+    );
+    CREATE TABLE files (
+        path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
+        status TEXT NOT NULL, p_ai REAL, verdict TEXT, error TEXT, format TEXT,
+        width INTEGER, height INTEGER, bytes INTEGER, model TEXT,
+        evidence TEXT, evidence_detail TEXT, generator_hint TEXT,
+        model_sha256 TEXT NOT NULL, threshold REAL NOT NULL, scanned_run INTEGER NOT NULL,
+        seen_run INTEGER NOT NULL, deleted_run INTEGER
+    );
+    CREATE INDEX files_sha256 ON files (sha256, model_sha256);
+    CREATE INDEX files_seen ON files (seen_run);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_SEEN_FLUSH = 5000
+
+
+class StateError(RuntimeError):
+    """The state database cannot be used; the message says why."""
+
+
+@dataclass
+class StateStats:
+    """What tonight's run found, against the state."""
+
+    new: int = 0
+    changed: int = 0
+    rejudged: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    deleted: int = 0
+    deleted_sample: list[str] = field(default_factory=list)
+
+
+class ScanState:
+    """One state database, locked for the lifetime of a run.
+
+    Args:
+        path: the SQLite file (created when absent).
+        model_sha256: the model of tonight's run.
+        threshold: tonight's threshold.
+        content: compare content (sha256) rather than size and mtime.
+    """
+
+    def __init__(
+        self, path: str | Path, model_sha256: str, threshold: float, *, content: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.model_sha256, self.threshold, self.content = model_sha256, threshold, content
+        self._lock = OutputLock(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._lock.release()
+            raise StateError(f"{self.path} is not a usable aiscan state database ({exc})") from exc
+        except BaseException:
+            self._lock.release()
+            raise
+        self._mutex = threading.Lock()
+        self._seen: list[tuple[int, bytes]] = []
+        self.stats = StateStats()
+        self.run_id = 0
+
+    def _migrate(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        version = 0
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} has schema version {version}, made by a newer aiscan "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade aiscan"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            self._db.executescript("BEGIN;" + MIGRATIONS[step] + "COMMIT;")
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(step + 1),)
+            )
+
+    # -- a run ------------------------------------------------------------------------
+
+    def begin(self, roots: Sequence[str]) -> int:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        cur = self._db.execute(
+            "INSERT INTO runs (started, model_sha256, threshold, roots) VALUES (?, ?, ?, ?)",
+            (now, self.model_sha256, self.threshold, "\n".join(roots)),
+        )
+        self.run_id = int(cur.lastrowid or 0)
+        self.roots = [os.path.abspath(r) for r in roots]
+        return self.run_id
+
+    def needs_scan(self, found: Found, *, count: bool = True) -> bool:
+        """True when ``found`` must be scanned tonight; otherwise it is marked as seen.
+
+        With ``count=False`` nothing is recorded (the progress counter asks too)."""
+        if found.error or found.skipped:
+            return True  # always a fresh row for what cannot be scanned
+        try:
+            st = os.stat(found.path)
+        except OSError:
+            return True  # the decode stage says why
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run "
+                "FROM files WHERE path = ?",
+                (os.fsencode(found.path),),
+            ).fetchone()
+        reason = self._reason(row, st)
+        if count:
+            setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+            if reason == "unchanged":
+                self._mark_seen(found.path)
+        return reason != "unchanged"
+
+    def _reason(self, row: tuple[Any, ...] | None, st: os.stat_result) -> str:
+        if row is None or row[5] is not None:
+            return "new"
+        size, mtime_ns, sha256, model, threshold, _ = row
+        if size != st.st_size or (mtime_ns != st.st_mtime_ns and not self.content):
+            return "changed"
+        if self.content and (sha256 is None or mtime_ns != st.st_mtime_ns):
+            return "changed"  # content is checked by hashing it again on the scan
+        if model != self.model_sha256 or threshold != self.threshold:
+            return "rejudged"
+        return "unchanged"
+
+    def _mark_seen(self, path: str) -> None:
+        self._seen.append((self.run_id, os.fsencode(path)))
+        if len(self._seen) >= _SEEN_FLUSH:
+            self._flush_seen()
+
+    def _flush_seen(self) -> None:
+        with self._mutex:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE files SET seen_run = ? WHERE path = ?", self._seen)
+            self._db.execute("COMMIT")
+            self._seen.clear()
+
+    def known_p_ai(self, sha256: str) -> float | None:
+        """p_ai that tonight's model gave identical content before (any path)."""
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT p_ai FROM files WHERE sha256 = ? AND model_sha256 = ? AND status = 'ok' "
+                "AND p_ai IS NOT NULL LIMIT 1",
+                (sha256, self.model_sha256),
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def record(self, rows: Iterable[Row], reused: int = 0) -> None:
+        """Store rows written tonight (one transaction; idempotent)."""
+        records = []
+        for r in rows:
+            try:
+                st = os.stat(r.path)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size, mtime = r.bytes, None
+            records.append(
+                (
+                    os.fsencode(r.path), size, mtime, r.sha256 or None, r.status, r.p_ai,
+                    r.verdict, r.error, r.format, r.width, r.height, r.bytes, r.model,
+                    r.evidence, r.evidence_detail, r.generator_hint, self.model_sha256,
+                    self.threshold, self.run_id, self.run_id,
+                )
+            )  # fmt: skip
+        with self._mutex:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                records,
+            )
+            self._db.execute("COMMIT")
+        self.stats.reused += reused
+
+    def finish(self, shard: tuple[int, int]) -> StateStats:
+        """Close tonight's run: files under tonight's roots (and shard) that were not seen
+        are marked deleted."""
+        self._flush_seen()
+        with self._mutex:
+            gone = [
+                os.fsdecode(p)
+                for (p,) in self._db.execute(
+                    "SELECT path FROM files WHERE seen_run < ? AND deleted_run IS NULL",
+                    (self.run_id,),
+                )
+            ]
+            gone = [p for p in gone if self._under_roots(p) and in_shard(p, *shard)]
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE files SET deleted_run = ? WHERE path = ?",
+                [(self.run_id, os.fsencode(p)) for p in gone],
+            )
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self._db.execute("UPDATE runs SET finished = ? WHERE id = ?", (now, self.run_id))
+            self._db.execute("COMMIT")
+        self.stats.deleted, self.stats.deleted_sample = len(gone), sorted(gone)[:100]
+        return self.stats
+
+    def _under_roots(self, path: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+
+    def close(self) -> None:
+        if self._seen:
+            self._flush_seen()
+        self._db.close()
+        self._lock.release()
+
+
+def current_rows(path: str | Path) -> Iterable[Row]:
+    """Every file's latest verdict in a state database (deleted files left out)."""
+    db = Path(path)
+    if not db.is_file():
+        raise StateError(f"no such state database: {db}")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    try:
+        query = (
+            f"SELECT {', '.join(_ROW_COLUMNS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
+        )
+        for rec in con.execute(query):
+            values = {k: rec[k] for k in _ROW_COLUMNS}
+            values["path"] = os.fsdecode(values["path"])
+            for key in _TEXT_COLUMNS:
+                values[key] = values[key] or ""
+            values["evidence"] = values["evidence"] or "none"
+            yield Row(**values)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{db} is not a usable aiscan state database ({exc})") from exc
+    finally:
+        con.close()
+
+
+_ROW_COLUMNS = (
+    "path", "status", "p_ai", "verdict", "error", "format", "width", "height", "bytes",
+    "sha256", "model", "evidence", "evidence_detail", "generator_hint",
+)  # fmt: skip
+_TEXT_COLUMNS = ("verdict", "error", "format", "sha256", "model", "evidence_detail")
+_TEXT_COLUMNS += ("generator_hint",)
