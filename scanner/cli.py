@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -86,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not read provenance metadata (C2PA, IPTC, generator chunks, EXIF)",
     )
     run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PROM",
+        help="write the run's figures in Prometheus text format (for node exporter's "
+        "textfile collector), atomically, at the end of every run",
+    )
+    run.add_argument(
+        "--log-json",
+        action="store_true",
+        help="progress and the summary as JSON objects, one per line, on stderr",
+    )
+    run.add_argument(
         "--max-error-rate",
         type=float,
         default=0.0,
@@ -150,11 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_printer(
-    console: Console, quiet: bool
+    console: Console, quiet: bool, log_json: bool = False
 ) -> tuple[Callable[[Progress], None], Callable[[], None]]:
-    """A progress callback: a rich bar on a terminal, a line every 10 s otherwise."""
+    """A progress callback: a rich bar on a terminal, a line every 10 s otherwise (a JSON
+    object per line with ``log_json``)."""
     if quiet:
         return (lambda _p: None), (lambda: None)
+    if log_json:
+        last_json = [0.0]
+
+        def log_line(p: Progress) -> None:
+            now = time.monotonic()
+            if now - last_json[0] >= 10.0:
+                last_json[0] = now
+                rate = p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
+                record = {"event": "progress", "files": p.done, "total": p.total}
+                record |= {"statuses": dict(p.statuses), "images_per_s": round(rate, 2)}
+                print(json.dumps(record), file=sys.stderr, flush=True)
+
+        return log_line, (lambda: None)
     if console.is_terminal:
         from rich.progress import (
             BarColumn,
@@ -299,7 +326,12 @@ def export_state_main(argv: Sequence[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     err = Console(stderr=True)
-    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictWriter
+    from aiscan.scanner.output import (
+        OutputExistsError,
+        OutputLockedError,
+        VerdictWriter,
+        chunked,
+    )
     from aiscan.scanner.state import StateError, current_rows
 
     fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
@@ -307,7 +339,7 @@ def export_state_main(argv: Sequence[str]) -> int:
         writer = VerdictWriter(args.out, fmt, overwrite=args.overwrite)
         try:
             n = 0
-            for chunk in _chunks(current_rows(args.state), 10_000):
+            for chunk in chunked(current_rows(args.state)):
                 writer.write(chunk)
                 n += len(chunk)
             writer.finish()
@@ -323,19 +355,55 @@ def export_state_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _chunks(items: Any, size: int) -> Any:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def merge_main(argv: Sequence[str]) -> int:
+    """``aiscan merge PART... --out all.csv [--tree STORE]``."""
+    p = argparse.ArgumentParser(
+        prog="aiscan merge",
+        description="Join the outputs of --shard I/N runs into one verdict file and check "
+        "that they add up: shards 0..N-1 each once, no file twice, and (with --tree) every "
+        "file of the tree once. Exit 0 when complete, 1 when something is missing or "
+        "doubled (the merged file is written either way), 2 on bad input.",
+    )
+    p.add_argument("parts", nargs="+", type=Path, help="the shard runs' outputs")
+    p.add_argument("--out", "-o", required=True, type=Path)
+    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    from aiscan.scanner.merge import MergeError, merge
+    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
+
+    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
+    try:
+        report = merge(
+            args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
+        )
+    except (MergeError, OutputExistsError, OutputLockedError, VerdictFileError) as exc:
+        _error(err, exc)
+        return EXIT_USAGE
+    except OSError as exc:
+        _error(err, f"cannot merge: {exc}")
+        return EXIT_ENVIRONMENT
+    lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
+    for label, items in (
+        ("missing shards", [str(i) for i in report.missing_shards]),
+        ("files with rows in two parts", report.doubled),
+        ("files of the tree without a row", report.missing),
+        ("rows for files not in the tree", report.unexpected),
+    ):
+        if items:
+            more = f" (+{len(items) - 20} more)" if len(items) > 20 else ""
+            lines.append(f"{label}: {len(items)}: {', '.join(items[:20])}{more}")
+    for line in lines:
+        err.print(escape(line), highlight=False, soft_wrap=True)
+    return EXIT_OK if report.complete else EXIT_FILE_ERRORS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     # subcommands; a folder that has one of these names is scanned as ./NAME
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
@@ -382,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.max_error_rate <= 1.0:
         _error(err, f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}")
         return EXIT_USAGE
-    show, stop = _progress_printer(err, args.quiet)
+    show, stop = _progress_printer(err, args.quiet, args.log_json)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     usage = (
         ConfigError,
@@ -408,12 +476,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stop()
         signal.signal(signal.SIGTERM, previous)
-    render_summary(err, summary)
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
     files = sum(summary.statuses.values())
     tolerated = files and summary.errors / files <= args.max_error_rate
-    return EXIT_FILE_ERRORS if summary.errors and not tolerated else EXIT_OK
+    status = EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    if not summary.interrupted and summary.errors and not tolerated:
+        status = EXIT_FILE_ERRORS
+    if args.log_json:
+        record = {"event": "summary", "exit_status": status} | json.loads(summary.to_json())
+        print(json.dumps(record), file=sys.stderr, flush=True)
+    else:
+        render_summary(err, summary)
+    if args.metrics_file:
+        from aiscan.scanner.metrics import write_metrics
+
+        try:
+            write_metrics(args.metrics_file, summary, status)
+        except OSError as exc:
+            _error(err, f"cannot write --metrics-file {args.metrics_file}: {exc}")
+            return EXIT_ENVIRONMENT
+    return status
 
 
 if __name__ == "__main__":

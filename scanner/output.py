@@ -291,9 +291,6 @@ class VerdictWriter:
         fmt: "csv", "jsonl" or "parquet".
         resume: continue from an existing partial or finished output.
         overwrite: replace an existing output instead of refusing.
-        resume_journal: continue an interrupted run's journal without being asked (a
-            finished output still needs ``resume`` or ``overwrite``): nightly runs with a
-            state database rerun the same command after a crash.
     """
 
     def __init__(
@@ -303,7 +300,6 @@ class VerdictWriter:
         *,
         resume: bool = False,
         overwrite: bool = False,
-        resume_journal: bool = False,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -316,7 +312,6 @@ class VerdictWriter:
         self._last_sync = 0.0
         self._lock = OutputLock(self.out)  # before looking at what is there
         try:
-            resume = resume or (resume_journal and self.journal.exists())
             exists = self.out.exists() or self.journal.exists()
             if exists and not resume and not overwrite:
                 raise OutputExistsError(
@@ -464,6 +459,18 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
             yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
         else:
             yield from (row_from_record(r) for r in csv.DictReader(fh))
+
+
+def chunked(rows: Iterable[Row], size: int = 10_000) -> Iterator[list[Row]]:
+    """Rows in lists of ``size`` (the last may be shorter), for batched writes."""
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_rows(path: str | Path) -> list[Row]:

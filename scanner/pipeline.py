@@ -34,7 +34,7 @@ from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_si
 from aiscan.scanner.output import Row, VerdictWriter, iter_rows
 from aiscan.scanner.pool import DaemonPool, Task
 from aiscan.scanner.preprocess import Preprocessing, normalize_batch
-from aiscan.scanner.state import ScanState
+from aiscan.scanner.state import DRIFT_BOUNDS, ScanState
 
 
 @dataclass
@@ -326,9 +326,9 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         writer = VerdictWriter(
             config.out,
             config.fmt,
-            resume=config.resume,
+            # with a state, rerunning the same command continues tonight's output
+            resume=config.resume or (state is not None and not config.overwrite),
             overwrite=config.overwrite,
-            resume_journal=state is not None,
         )
     except BaseException:
         if state is not None:
@@ -378,7 +378,8 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         versions=_versions(),
-        warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths)),
+        warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths))
+        + _drift_warnings(state_stats),
         state=state_stats,
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
@@ -459,10 +460,19 @@ def _warnings(classifier: Classifier, config: ScanConfig, rows: int) -> list[str
             f"model {classifier.info.model_id} was exported with untrained weights: "
             "its verdicts are meaningless (benchmark/test model)"
         )
-    if rows == 0:
+    if rows == 0 and config.state is None:
         shard = "" if config.shard == "0/1" else f" in shard {config.shard}"
         out.append(f"no files found{shard} under {', '.join(config.paths)}")
     return out
+
+
+def _drift_warnings(state: dict[str, Any] | None) -> list[str]:
+    found = (state or {}).get("drift") or {}
+    return [
+        f"drift since the previous night: {key} moved by {found['deltas'][key]:+.3f} "
+        f"(bound {DRIFT_BOUNDS[key]})"
+        for key in found.get("flagged", [])
+    ]
 
 
 def _write_atomic(path: Path, text: str) -> None:

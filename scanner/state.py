@@ -14,11 +14,12 @@ list of migrations; a database from a newer aiscan is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX files_sha256 ON files (sha256, model_sha256);
     CREATE INDEX files_seen ON files (seen_run);
     """,
+    # 2: each finished run keeps its own figures, for tonight-against-last-night drift
+    "ALTER TABLE runs ADD COLUMN stats TEXT;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _SEEN_FLUSH = 5000
@@ -52,6 +55,54 @@ _SEEN_FLUSH = 5000
 
 class StateError(RuntimeError):
     """The state database cannot be used; the message says why."""
+
+
+#: Drift bounds between tonight's scanned files and the previous night's: AI rate and
+#: error rate (absolute), and the total variation distance of the p_ai histograms.
+DRIFT_BOUNDS = {"ai_rate": 0.10, "error_rate": 0.05, "histogram_tv": 0.20}
+#: Below this many judged files in either night, drift is not assessed.
+DRIFT_MIN_FILES = 100
+_BINS = 10
+
+
+@dataclass
+class NightFigures:
+    """One night's scanned files, summed up for comparison with another night's."""
+
+    files: int = 0
+    errors: int = 0
+    judged: int = 0
+    ai: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * _BINS)
+
+    def add(self, rows: Iterable[Row]) -> None:
+        for r in rows:
+            self.files += 1
+            self.errors += r.status == "error"
+            if r.p_ai is not None:
+                self.judged += 1
+                self.ai += r.verdict == "ai"
+                self.histogram[min(_BINS - 1, int(r.p_ai * _BINS))] += 1
+
+    def rates(self) -> dict[str, float]:
+        return {
+            "ai_rate": self.ai / self.judged if self.judged else 0.0,
+            "error_rate": self.errors / self.files if self.files else 0.0,
+        }
+
+
+def drift(tonight: NightFigures, before: NightFigures) -> dict[str, Any]:
+    """Tonight against the previous night: each figure, and which exceed DRIFT_BOUNDS."""
+    if min(tonight.judged, before.judged) < DRIFT_MIN_FILES:
+        return {"assessed": False, "reason": f"fewer than {DRIFT_MIN_FILES} judged files"}
+    now, then = tonight.rates(), before.rates()
+    tv = 0.5 * sum(
+        abs(a / tonight.judged - b / before.judged)
+        for a, b in zip(tonight.histogram, before.histogram, strict=True)
+    )
+    deltas = {k: now[k] - then[k] for k in now} | {"histogram_tv": tv}
+    flagged = [k for k, v in deltas.items() if abs(v) > DRIFT_BOUNDS[k]]
+    return {"assessed": True, "tonight": now, "before": then, "deltas": deltas, "flagged": flagged}
 
 
 @dataclass
@@ -65,6 +116,7 @@ class StateStats:
     reused: int = 0
     deleted: int = 0
     deleted_sample: list[str] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
 
 
 class ScanState:
@@ -97,6 +149,7 @@ class ScanState:
         self._mutex = threading.Lock()
         self._seen: list[tuple[int, bytes]] = []
         self.stats = StateStats()
+        self.figures = NightFigures()
         self.run_id = 0
 
     def _migrate(self) -> None:
@@ -188,7 +241,11 @@ class ScanState:
     def record(self, rows: Iterable[Row], reused: int = 0) -> None:
         """Store rows written tonight (one transaction; idempotent)."""
         records = []
+        rows = list(rows)
+        self.figures.add(rows)
         for r in rows:
+            size: int | None
+            mtime: int | None
             try:
                 st = os.stat(r.path)
                 size, mtime = st.st_size, st.st_mtime_ns
@@ -231,9 +288,19 @@ class ScanState:
                 [(self.run_id, os.fsencode(p)) for p in gone],
             )
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            self._db.execute("UPDATE runs SET finished = ? WHERE id = ?", (now, self.run_id))
+            self._db.execute(
+                "UPDATE runs SET finished = ?, stats = ? WHERE id = ?",
+                (now, json.dumps(asdict(self.figures)), self.run_id),
+            )
+            previous = self._db.execute(
+                "SELECT stats FROM runs WHERE id < ? AND finished IS NOT NULL AND stats IS NOT "
+                "NULL ORDER BY id DESC LIMIT 1",
+                (self.run_id,),
+            ).fetchone()
             self._db.execute("COMMIT")
         self.stats.deleted, self.stats.deleted_sample = len(gone), sorted(gone)[:100]
+        if previous is not None:
+            self.stats.drift = drift(self.figures, NightFigures(**json.loads(previous[0])))
         return self.stats
 
     def _under_roots(self, path: str) -> bool:
@@ -274,5 +341,6 @@ _ROW_COLUMNS = (
     "path", "status", "p_ai", "verdict", "error", "format", "width", "height", "bytes",
     "sha256", "model", "evidence", "evidence_detail", "generator_hint",
 )  # fmt: skip
-_TEXT_COLUMNS = ("verdict", "error", "format", "sha256", "model", "evidence_detail")
-_TEXT_COLUMNS += ("generator_hint",)
+_TEXT_COLUMNS = (
+    "verdict", "error", "format", "sha256", "model", "evidence_detail", "generator_hint",
+)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -72,9 +73,10 @@ def test_another_model_rejudges_everything(
     other = _tiny(tmp_path_factory.mktemp("other"), "crop")  # another file, another hash
     state = _night(tree, db, tmp_path / "n2.csv", other)["state"]
     assert state["rejudged"] == 5 and len(read_rows(tmp_path / "n2.csv")) == 5
-    assert _night(tree, db, tmp_path / "n3.csv", tiny_model, "--threshold", "0.9")["state"][
-        "rejudged"
-    ] == 5  # a new threshold is a new judgement too
+    assert (
+        _night(tree, db, tmp_path / "n3.csv", tiny_model, "--threshold", "0.9")["state"]["rejudged"]
+        == 5
+    )  # a new threshold is a new judgement too
 
 
 def test_a_second_run_on_one_state_is_refused(tiny_model: Path, tmp_path: Path) -> None:
@@ -89,22 +91,29 @@ def test_a_second_run_on_one_state_is_refused(tiny_model: Path, tmp_path: Path) 
 
 def test_schema_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.db"
-    state_mod.ScanState(db, "m", 0.5).close()
+    now = state_mod.SCHEMA_VERSION
+    first = sqlite3.connect(db)  # a database as the first schema version left it
+    first.executescript(state_mod.MIGRATIONS[0])
+    first.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    first.commit()
+    first.close()
+    state_mod.ScanState(db, "m", 0.5).close()  # migrated up to today's version
     monkeypatch.setattr(
         state_mod,
         "MIGRATIONS",
         [*state_mod.MIGRATIONS, "ALTER TABLE files ADD COLUMN note TEXT;"],
     )
-    monkeypatch.setattr(state_mod, "SCHEMA_VERSION", 2)
-    state_mod.ScanState(db, "m", 0.5).close()  # migrates 1 -> 2, once
+    monkeypatch.setattr(state_mod, "SCHEMA_VERSION", now + 1)
+    state_mod.ScanState(db, "m", 0.5).close()  # one step more, once
     state_mod.ScanState(db, "m", 0.5).close()
     con = sqlite3.connect(db)
     cols = [r[1] for r in con.execute("PRAGMA table_info(files)")]
+    run_cols = [r[1] for r in con.execute("PRAGMA table_info(runs)")]
     version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     con.close()
-    assert cols.count("note") == 1 and version == "2"
-    monkeypatch.setattr(state_mod, "SCHEMA_VERSION", 1)
-    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:1])
+    assert cols.count("note") == 1 and "stats" in run_cols and version == str(now + 1)
+    monkeypatch.setattr(state_mod, "SCHEMA_VERSION", now)
+    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:now])
     with pytest.raises(state_mod.StateError, match="newer aiscan"):
         state_mod.ScanState(db, "m", 0.5)
     junk = tmp_path / "junk.db"
@@ -145,3 +154,85 @@ def test_sigkill_at_random_points_then_rerun(tiny_model: Path, tmp_path: Path) -
     out.unlink()
     again = _night(tree, db, tmp_path / "next.csv", tiny_model)
     assert again["state"]["unchanged"] == len(files) and again["files_this_run"] == 0
+
+
+def test_shards_merge_and_add_up(tiny_model: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "store"
+    files = _tree(tree, 30)
+    parts = []
+    for i in range(3):
+        part = tmp_path / f"part{i}.csv"
+        args = [str(tree), "--out", str(part), "--model", str(tiny_model), "-q"]
+        assert main([*args, "--shard", f"{i}/3"]) == EXIT_OK
+        parts.append(str(part))
+    out = tmp_path / "all.parquet"
+    assert main(["merge", *parts, "--out", str(out), "--tree", str(tree)]) == EXIT_OK
+    assert sorted(r.path for r in read_rows(out)) == sorted(str(f) for f in files)
+    # a missing shard and a doubled part are named, and the exit status says so
+    two = tmp_path / "two.csv"
+    assert main(["merge", *parts[:2], "--out", str(two), "--tree", str(tree)]) == 1
+    assert main(["merge", parts[0], parts[0], "--out", str(tmp_path / "x.csv")]) == EXIT_USAGE
+    (tree / "late.jpg").write_bytes(jpeg_bytes(photo(40, 40)))  # appeared after the scans
+    assert main(["merge", *parts, "--out", str(tmp_path / "y.csv"), "--tree", str(tree)]) == 1
+
+
+def test_merge_names_what_is_missing(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tree = tmp_path / "store"
+    _tree(tree, 6)
+    part = tmp_path / "p0.csv"
+    assert (
+        main([str(tree), "--out", str(part), "--model", str(tiny_model), "-q", "--shard", "0/2"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["merge", str(part), "--out", str(tmp_path / "m.csv"), "--tree", str(tree)]) == 1
+    err = capsys.readouterr().err
+    assert "missing shards: 1: 1" in err and "files of the tree without a row" in err
+
+
+def test_drift_against_the_previous_night() -> None:
+    from aiscan.scanner.output import Row
+
+    def night(ai: int, real: int, errors: int = 0) -> state_mod.NightFigures:
+        f = state_mod.NightFigures()
+        rows = [Row(f"/a{i}", "ok", 0.9, "ai", "", "JPEG", 1, 1, 1, "", "m") for i in range(ai)]
+        rows += [
+            Row(f"/r{i}", "ok", 0.1, "real", "", "JPEG", 1, 1, 1, "", "m") for i in range(real)
+        ]
+        rows += [
+            Row(f"/e{i}", "error", None, "", "bad", "", None, None, 1, "", "m")
+            for i in range(errors)
+        ]
+        f.add(rows)
+        return f
+
+    calm = state_mod.drift(night(20, 180), night(22, 178))
+    assert calm["assessed"] and calm["flagged"] == []
+    moved = state_mod.drift(night(120, 80, errors=30), night(20, 180))
+    assert set(moved["flagged"]) == {"ai_rate", "error_rate", "histogram_tv"}
+    assert moved["deltas"]["ai_rate"] == pytest.approx(0.5)
+    assert not state_mod.drift(night(5, 5), night(20, 180))["assessed"]  # too few files
+
+
+def test_metrics_file_and_json_log_lines(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tree, db = tmp_path / "store", tmp_path / "scans.db"
+    _tree(tree, 4)
+    (tree / "bad.jpg").write_bytes(b"not an image")
+    prom = tmp_path / "aiscan.prom"
+    args = [str(tree), "--out", str(tmp_path / "n.csv"), "--model", str(tiny_model)]
+    args += ["--state", str(db), "--metrics-file", str(prom), "--log-json"]
+    assert main(args) == 1
+    lines = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.startswith("{")]
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["exit_status"] == 1
+    assert summary["statuses"] == {"ok": 4, "skipped": 0, "error": 1}
+    text = prom.read_text()
+    assert 'aiscan_files{status="error",model="tiny-test"} 1' in text
+    assert 'aiscan_state_files{kind="new",model="tiny-test"} 5' in text
+    assert 'aiscan_exit_status{model="tiny-test"} 1' in text
+    for line in text.splitlines():  # the exposition format: comments or name{labels} value
+        assert line.startswith("# ") or re.fullmatch(r"aiscan_\w+\{[^}]*\} [-0-9.e+]+", line)
