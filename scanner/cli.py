@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. 0.01 for a nightly job that expects a few broken uploads; default 0)",
     )
     perf = p.add_argument_group("performance")
+    perf.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this machine's threads; ray: Ray Data tasks and actors on a Ray "
+        "cluster (pip install 'aiscan[ray]'), same rows",
+    )
+    perf.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join, e.g. ray://head:10001 (default: RAY_ADDRESS, else local)",
+    )
     perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     perf.add_argument(
         "--decoder",
@@ -441,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             evidence=args.evidence,
             evidence_policy=args.evidence_policy,
             state=args.state,
+            engine=args.engine,
+            ray_address=args.ray_address,
             shard=args.shard,
             prefetch=args.prefetch,
         )

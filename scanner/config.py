@@ -14,6 +14,7 @@ from aiscan.scanner.preprocess import DecodeLimits
 
 DECODERS = ("auto", "cpu", "dali")
 EVIDENCE_POLICIES = ("report", "override")
+ENGINES = ("local", "ray")
 DEFAULT_MODEL_NAME = "default.onnx"
 
 
@@ -83,6 +84,9 @@ class ScanConfig:
             evidence sets the verdict to "ai"; p_ai stays the model's).
         state: SQLite state of earlier runs: scan only what is new or changed, reuse the
             verdicts of identical content, report deleted files (:mod:`aiscan.scanner.state`).
+        engine: "local" (this process's threads) or "ray" (Ray Data: decode tasks and
+            inference actors on a Ray cluster, :mod:`aiscan.scanner.ray_engine`).
+        ray_address: the Ray cluster to join (None: a local instance, or RAY_ADDRESS).
         shard: "I/N" keeps only the files of shard I out of N.
         prefetch: batches decoded ahead of inference.
     """
@@ -108,6 +112,8 @@ class ScanConfig:
     evidence: bool = True
     evidence_policy: str = "report"
     state: Path | None = None
+    engine: str = "local"
+    ray_address: str | None = None
     shard: str = "0/1"
     prefetch: int = 2
 
@@ -159,6 +165,16 @@ class ScanConfig:
             raise ConfigError("--evidence-policy override needs the evidence (drop --no-evidence)")
         if self.state is not None and self.state.is_dir():
             raise ConfigError(f"--state {self.state} is a folder; give a database file name")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "ray":
+            if importlib.util.find_spec("ray") is None:
+                raise ConfigError("--engine ray needs Ray Data: pip install 'aiscan[ray]'")
+            if self.decoder == "dali":
+                raise ConfigError(
+                    "--engine ray decodes on the workers' CPUs; --decoder dali is for the "
+                    "local engine"
+                )
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         _parse_shard(self.shard)

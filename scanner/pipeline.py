@@ -16,7 +16,7 @@ import platform
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -261,8 +261,9 @@ class _Stages:
 
 def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Stages:
     spec, limits = classifier.info.preprocessing, config.limits
-    use_dali = config.decoder == "dali" or (
-        config.decoder == "auto" and cuda_device_count() > 0 and dali_available()
+    use_dali = config.engine == "local" and (
+        config.decoder == "dali"
+        or (config.decoder == "auto" and cuda_device_count() > 0 and dali_available())
     )
     if not use_dali or config.exact_decode:
         cpu = CpuDecoder(
@@ -427,14 +428,17 @@ def _run(
     counter.start()
     t0 = time.perf_counter()
     interrupted = False
-    decode_pool = DaemonPool(config.workers, "aiscan-decode")
-    batch_pool = DaemonPool(1, "aiscan-batch")
+    if config.engine == "ray":
+        from aiscan.scanner.ray_engine import ray_rows
+
+        source = ray_rows(config, todo(), classifier, make_row, batch_size)
+    else:
+        source = _local_rows(config, stages, todo(), classifier, make_row, batch_size)
     try:
-        for batch in _batches(config, stages, todo(), batch_size, decode_pool, batch_pool):
-            rows = _classify(batch, classifier, make_row)
+        for rows, reused in source:
             writer.write(rows)
             if state is not None:  # after the journal: a crash between is mended on rerun
-                state.record(rows, reused=sum(it.reused_p_ai is not None for it in batch.items))
+                state.record(rows, reused=reused)
             progress.done += len(rows)
             progress.statuses.update(r.status for r in rows)
             verdicts.update(r.verdict for r in rows if r.verdict)
@@ -447,10 +451,29 @@ def _run(
         interrupted = True
     finally:
         counter.stop()
-        for pool in (batch_pool, decode_pool):
-            pool.shutdown(wait_s=2.0)  # never waits on a stuck decode
+        source.close()  # stops the engine: its pools, or its Ray dataset
     progress.elapsed_s = time.perf_counter() - t0
     return progress, verdicts, interrupted
+
+
+def _local_rows(
+    config: ScanConfig,
+    stages: _Stages,
+    files: Iterable[Found],
+    classifier: Classifier,
+    make_row: _Rows,
+    batch_size: int,
+) -> Generator[tuple[list[Row], int], None, None]:
+    """The local engine: (rows, files whose verdict was reused) per batch, in order."""
+    decode_pool = DaemonPool(config.workers, "aiscan-decode")
+    batch_pool = DaemonPool(1, "aiscan-batch")
+    try:
+        for batch in _batches(config, stages, files, batch_size, decode_pool, batch_pool):
+            reused = sum(it.reused_p_ai is not None for it in batch.items)
+            yield _classify(batch, classifier, make_row), reused
+    finally:
+        for pool in (batch_pool, decode_pool):
+            pool.shutdown(wait_s=2.0)  # never waits on a stuck decode
 
 
 def _warnings(classifier: Classifier, config: ScanConfig, rows: int) -> list[str]:

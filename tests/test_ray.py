@@ -1,0 +1,60 @@
+"""--engine ray: the same rows as the local engine, on a local Ray instance (2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from aiscan.scanner.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    chaos = tmp_path_factory.mktemp("chaos") / "killed-once"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"AISCAN_CHAOS_KILL_ONCE": str(chaos)}},
+    )
+    yield chaos
+    ray.shutdown()
+
+
+def test_ray_scan_gives_the_local_rows_even_when_a_worker_dies(
+    local_ray: Path, bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    root = str(Path(next(iter(bad_tree))).parent)
+    outs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.csv"
+        args = [root, "--out", str(out), "--model", str(tiny_model), "--batch-size", "3"]
+        assert main([*args, "--engine", engine, "-q"]) == 1  # the tree has bad files
+        outs[engine] = out.read_bytes()
+    assert local_ray.exists()  # a decode worker was killed and its task retried...
+    assert outs["ray"] == outs["local"]  # ...and every row is there once, as locally
+
+
+def test_ray_engine_resumes_and_writes_parquet(
+    local_ray: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    from aiscan.scanner.output import read_rows
+    from tests.conftest import jpeg_bytes, photo
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for i in range(7):
+        (tree / f"{i}.jpg").write_bytes(jpeg_bytes(photo(48, 48, seed=i)))
+    out = tmp_path / "v.parquet"
+    args = [str(tree), "--out", str(out), "--model", str(tiny_model), "--engine", "ray", "-q"]
+    assert main([*args, "--format", "parquet"]) == 0
+    (tree / "late.jpg").write_bytes(jpeg_bytes(photo(40, 40)))
+    assert main([*args, "--format", "parquet", "--resume"]) == 0
+    paths = [r.path for r in read_rows(out)]
+    assert len(paths) == len(set(paths)) == 8 and os.path.basename(paths[-1]) == "late.jpg"
