@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,N",
         help="instead: peak RSS of full scans of N small images, e.g. 2000,20000",
     )
+    p.add_argument(
+        "--nightly",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the nightly job on N small images: a first scan with --state, the "
+        "second night on the unchanged tree, the state's size",
+    )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="with --nightly: also the same tree with --engine ray against the local engine",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke test)")
     p.add_argument(
         "--cache-dir",
@@ -297,6 +310,15 @@ def ratios(timings: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _nightly(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
+    from aiscan.benchmarks.memory import small_tree
+    from aiscan.benchmarks.nightly import nightly
+
+    tree = small_tree(args.cache_dir, args.nightly)
+    console.print(f"  nightly job on {args.nightly} files ...")
+    return {"nightly": nightly(tree, args.nightly, model, args.cache_dir / "nightly", args.ray)}
+
+
 def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
     from aiscan.benchmarks.memory import peak_rss, small_tree
 
@@ -310,6 +332,23 @@ def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str
 
 
 def render(console: Console, results: dict[str, Any]) -> None:
+    if "nightly" in results:
+        n = results["nightly"]
+        table = Table("run", "seconds", "files scanned", "peak RSS (MiB)", title="nightly job")
+        runs = [("first night", n["first_night"]), ("second night", n["second_night"])]
+        runs += [(f"engine {k}", n["engines"][k]) for k in ("local", "ray") if "engines" in n]
+        for name, r in runs:
+            table.add_row(
+                name, f"{r['seconds']:.1f}", str(r["files_scanned"]), f"{r['peak_rss_mib']:.0f}"
+            )
+        console.print(table)
+        console.print(
+            f"second night {n['second_night_speedup']}x faster; state "
+            f"{n['state_bytes'] / 2**20:.1f} MiB for {n['files']} files "
+            f"({n['state_bytes_per_million_files'] / 2**20:.0f} MiB per million)",
+            highlight=False,
+        )
+        return
     if "memory" in results:
         table = Table("files", "peak RSS (MiB)", "seconds", "exit", title="aiscan peak memory")
         for r in results["memory"]:
@@ -405,10 +444,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "precision": Classifier(model, "cpu").info.extra.get("precision", "fp32"),
     }
     results.update(
-        _memory(args, model, console) if args.memory else _throughput(args, model, console)
+        _nightly(args, model, console)
+        if args.nightly
+        else _memory(args, model, console)
+        if args.memory
+        else _throughput(args, model, console)
     )
     render(console, results)
-    stem = results_name(results, "memory" if args.memory else "throughput", args.quick)
+    kind = "nightly" if args.nightly else "memory" if args.memory else "throughput"
+    stem = results_name(results, kind, args.quick)
     stem += f"_{args.tag}" if args.tag else ""
     console.print(f"results: {_write(results, args.results_dir, stem)}")
     return 0

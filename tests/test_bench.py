@@ -84,3 +84,14 @@ def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None
         assert t["images"] == 6 and len(t["seconds"]) == 1 and t["images_per_s"] > 0
     assert results["corpora"][0]["content"] == "procedural texture"
     assert path.with_suffix(".csv").read_text().startswith("stage,runner,corpus")
+
+
+@pytest.mark.slow
+def test_nightly_run_measures_both_nights(tiny_model: Path, tmp_path: Path) -> None:
+    args = ["--nightly", "40", "--model", str(tiny_model), "--cache-dir", str(tmp_path / "c")]
+    assert main([*args, "--results-dir", str(tmp_path / "res")]) == 0
+    (path,) = (tmp_path / "res").glob("nightly_*.json")
+    n = json.loads(path.read_text())["nightly"]
+    assert n["first_night"]["files_scanned"] == 40 and n["second_night"]["files_scanned"] == 0
+    assert n["second_night"]["state"]["unchanged"] == 40
+    assert n["state_bytes"] > 0 and n["state_bytes_per_million_files"] > n["state_bytes"]
