@@ -15,7 +15,7 @@ from aiscan.benchmarks.corpus import texture
 def small_tree(root: Path, count: int, per_dir: int = 1000) -> Path:
     """``count`` small JPEGs (160x120) in folders of ``per_dir``; reused when present."""
     folder = root / f"small-{count}"
-    marker = folder / ".complete"
+    marker = root / f"small-{count}.complete"  # beside the tree: not a file to scan
     if marker.exists():
         return folder
     blobs = []
