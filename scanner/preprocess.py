@@ -331,9 +331,9 @@ def is_jpeg(img: Image.Image) -> bool:
 def _orientation(img: Image.Image) -> int:
     """The EXIF orientation tag (1 when absent). Never decodes pixels: Pillow's PNG
     reader would decode the whole image to look for an eXIf chunk after the image data,
-    so a PNG's orientation is read only from an eXIf chunk before it (where the PNG
-    specification puts it) or once the image is decoded anyway."""
-    if img.format == "PNG" and "exif" not in img.info and img.im is None:
+    so a PNG's orientation comes from the chunks read so far: an eXIf chunk before the
+    image data (where the PNG specification puts it) before decoding, any one after."""
+    if img.format == "PNG" and "exif" not in img.info:
         return 1
     return int(img.getexif().get(0x0112, 1))
 
