@@ -6,12 +6,15 @@
 set -euo pipefail
 runs=$1 name=$2 k=$3; shift 3
 data=$(cd "${AISCAN_DATA:-../shared/data}" && pwd)
+epochs=5  # aiscan-train's default, unless --epochs is given
+prev=""; for a in "$@"; do [ "$prev" = --epochs ] && epochs=$a; prev=$a; done
 for i in $(seq 1 "$k"); do
   out="$runs/$name/fold$i"
-  if [ -f "$out/history.json" ] && python - "$out" <<'PY'
+  # done when it has the epochs asked for (a larger --epochs continues a finished run)
+  if [ -f "$out/history.json" ] && python - "$out" "$epochs" <<'PY'
 import json, sys
-h = json.load(open(f"{sys.argv[1]}/history.json")); c = json.load(open(f"{sys.argv[1]}/config.json"))
-sys.exit(0 if len(h["epochs"]) >= c["epochs"] else 1)
+h = json.load(open(f"{sys.argv[1]}/history.json"))
+sys.exit(0 if len(h["epochs"]) >= int(sys.argv[2]) else 1)
 PY
   then echo "== $name fold $i/$k: done"; continue; fi
   echo "== $name fold $i/$k: $(date -u +%H:%M:%S)"
