@@ -17,8 +17,8 @@ from typing import Any
 
 def _scan(tree: Path, out: Path, model: Path, *extra: str) -> dict[str, Any]:
     """One aiscan run in a child process: wall time, its own peak RSS, its summary."""
-    for suffix in ("", ".summary.json", ".peak"):
-        out.with_name(out.name + suffix).unlink(missing_ok=True)
+    for suffix in ("", ".partial", ".partial.jsonl", ".summary.json", ".peak"):
+        out.with_name(out.name + suffix).unlink(missing_ok=True)  # an earlier run's, too
     report = out.with_name(out.name + ".peak")
     cmd = [sys.executable, "-m", "aiscan.benchmarks.peak", str(report), str(tree)]
     cmd += ["--out", str(out), "--model", str(model), "--quiet", *extra]
