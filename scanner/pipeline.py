@@ -312,7 +312,8 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     """Run one scan as configured; return its summary (also written next to the output).
 
     Raises:
-        ConfigError, ModelError, DeviceError, OutputExistsError: before any file is touched.
+        ConfigError, ModelError, DeviceError, OutputExistsError, OutputLockedError,
+        StateError: before any file is touched.
     """
     started = datetime.now(timezone.utc)
     threads = config.threads or os.cpu_count() or 1
@@ -351,7 +352,43 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
         if state is not None:
             state.close()
-    summary = ScanSummary(
+    summary = _summary(
+        config,
+        classifier,
+        stages,
+        writer,
+        _Outcome(progress, verdicts, interrupted, state_stats),
+        threshold=threshold,
+        batch_size=batch_size,
+        started=started,
+    )
+    _write_atomic(config.summary_path, summary.to_json() + "\n")
+    return summary
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    progress: Progress
+    verdicts: Counter[str]
+    interrupted: bool
+    state: dict[str, Any] | None
+
+
+def _summary(
+    config: ScanConfig,
+    classifier: Classifier,
+    stages: _Stages,
+    writer: VerdictWriter,
+    outcome: _Outcome,
+    *,
+    threshold: float,
+    batch_size: int,
+    started: datetime,
+) -> ScanSummary:
+    """What a finished (or interrupted) scan did."""
+    progress = outcome.progress
+    rate = progress.ok_images / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+    return ScanSummary(
         out=str(config.out),
         format=config.fmt,
         model_id=classifier.info.model_id,
@@ -359,7 +396,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         model_trained=classifier.info.trained,
         providers=list(classifier.report.providers),
         provider_note=classifier.report.note,
-        decoder=stages.name,
+        decoder=stages.name if config.engine == "local" else f"ray ({stages.name} on workers)",
         dali_failed_batches=stages.failed_batches(),
         threshold=threshold,
         batch_size=batch_size,
@@ -367,24 +404,20 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             s: (writer.recovered.statuses + progress.statuses).get(s, 0)
             for s in ("ok", "skipped", "error")
         },
-        verdicts=dict(verdicts),
+        verdicts=dict(outcome.verdicts),
         files_this_run=progress.done,
         files_resumed=len(writer.recovered.paths),
         elapsed_s=round(progress.elapsed_s, 3),
-        images_per_s=round(progress.ok_images / progress.elapsed_s, 2)
-        if progress.elapsed_s > 0
-        else 0.0,
-        interrupted=interrupted,
+        images_per_s=round(rate, 2),
+        interrupted=outcome.interrupted,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         versions=_versions(),
         warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths))
-        + _drift_warnings(state_stats),
-        state=state_stats,
+        + _drift_warnings(outcome.state),
+        state=outcome.state,
     )
-    _write_atomic(config.summary_path, summary.to_json() + "\n")
-    return summary
 
 
 def _start_state(
