@@ -167,6 +167,8 @@ def _read_c2pa(fh: BinaryIO, fmt: str, sig: _Signals) -> None:
             state = reader.get_validation_state()
             store = json.loads(reader.json())
     except Exception as exc:  # a malformed store is a finding, not a crash
+        if "ManifestNotFound" in type(exc).__name__:
+            return  # a JUMBF box that holds no C2PA manifest (JPEG XT and others use them)
         sig.c2pa, sig.c2pa_detail = "invalid", f"C2PA manifest cannot be read ({exc})"
         return
     manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})

@@ -250,3 +250,13 @@ def test_scan_writes_evidence_and_the_override_policy_sets_the_verdict(
         assert plain.evidence == "none" and plain.verdict == "real"
         assert sd.verdict == ("ai" if policy == "override" else "real")
         assert sd.p_ai is not None and sd.p_ai < 1.0  # the model's score is untouched
+
+
+def test_a_jumbf_segment_without_a_manifest_is_not_c2pa() -> None:
+    pytest.importorskip("c2pa")
+    import struct
+
+    data = jpeg_bytes(photo(32, 32))
+    seg = b"JP" + b"\x00\x10not a manifest store"
+    bogus = data[:2] + b"\xff\xeb" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
+    assert _evidence(bogus, "JPEG") == Evidence()
