@@ -164,9 +164,10 @@ class ScanState:
                 f"(this one knows up to {SCHEMA_VERSION}); upgrade aiscan"
             )
         for step in range(version, SCHEMA_VERSION):
-            self._db.executescript("BEGIN;" + MIGRATIONS[step] + "COMMIT;")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(step + 1),)
+            # the step and its version number in one transaction: a crash leaves neither
+            self._db.executescript(
+                f"BEGIN; {MIGRATIONS[step]}\n"
+                f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{step + 1}'); COMMIT;"
             )
 
     # -- a run ------------------------------------------------------------------------
