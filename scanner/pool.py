@@ -31,6 +31,7 @@ class Task(Generic[T]):
     future: Future[T] = field(default_factory=Future)
     started: float | None = None
     abandoned: bool = False
+    finished: bool = False
 
 
 class DaemonPool:
@@ -68,11 +69,15 @@ class DaemonPool:
                 continue
             task.started = time.monotonic()
             try:
-                task.future.set_result(fn(arg))
+                result = fn(arg)
             except BaseException as exc:  # handed to whoever waits on the task
                 task.future.set_exception(exc)
-            if task.abandoned:
-                return  # a replacement thread has taken this one's place
+            else:
+                task.future.set_result(result)
+            with self._lock:
+                task.finished = True
+                if task.abandoned:
+                    return  # a replacement thread has taken this one's place
 
     def submit(self, fn: Callable[[Any], T], arg: Any) -> Task[T]:
         if self._closed:
@@ -94,9 +99,13 @@ class DaemonPool:
                     return on_timeout()
 
     def _abandon(self, task: Task[Any]) -> None:
-        task.abandoned = True
-        if not task.future.done():
-            self._spawn()
+        """Give up on a task; unless its thread has already finished it (and so stays in
+        the pool), start another thread in its place."""
+        with self._lock:
+            if task.finished:
+                return
+            task.abandoned = True
+        self._spawn()
 
     def shutdown(self, wait_s: float = 2.0) -> None:
         """Cancel queued tasks, let idle threads end; wait at most ``wait_s`` for the
