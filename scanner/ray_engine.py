@@ -103,9 +103,12 @@ class _Classify:
 
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="aiscan-model-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        self.classifier = Classifier(path, device, threads=threads)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            self.classifier = Classifier(path, device, threads=threads)
+        finally:
+            os.unlink(path)  # the session and the model's hash are made: no longer needed
         self.make_row = _Rows(self.classifier.model_label, threshold, policy)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
