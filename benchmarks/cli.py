@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus",
         default="1024px,12mp",
-        help="generated corpora: 1024px, 12mp, and -progressive or -mpo (multi-picture "
-        "camera JPEG) variants",
+        help="generated corpora: 1024px, 12mp, and -progressive, -mpo (multi-picture "
+        "camera JPEG) or -png variants",
     )
     p.add_argument(
         "--images",
@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --nightly: also the same tree with --engine ray against the local engine",
     )
+    p.add_argument(
+        "--report",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: build time and size of `aiscan report` for an N-row verdict file",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke test)")
     p.add_argument(
         "--cache-dir",
@@ -127,16 +134,25 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
         raise SystemExit(f"--images: give one count, or one per corpus ({len(names)})")
     for i, name in enumerate(names):
         size, _, variant = name.partition("-")
-        progressive, mpo = variant == "progressive", variant == "mpo"
-        if size not in ("1024px", "12mp") or variant not in ("", "progressive", "mpo"):
-            raise SystemExit(f"--corpus {name}: use 1024px or 12mp, optionally -progressive/-mpo")
+        progressive, mpo, png = variant == "progressive", variant == "mpo", variant == "png"
+        if size not in ("1024px", "12mp") or variant not in ("", "progressive", "mpo", "png"):
+            raise SystemExit(
+                f"--corpus {name}: use 1024px or 12mp, optionally -progressive/-mpo/-png"
+            )
         default = {"1024px": 256, "12mp": 64}[size]
         count = counts[min(i, len(counts) - 1)] if counts else default
         c = make_corpus(
-            args.cache_dir, size, count, data_dir=args.data_dir, progressive=progressive, mpo=mpo
+            args.cache_dir,
+            size,
+            count,
+            data_dir=args.data_dir,
+            progressive=progressive,
+            mpo=mpo,
+            png=png,
         )
+        kind = "PNGs" if png else "JPEGs"
         console.print(
-            f"corpus {name}: {count} JPEGs, {c.width}x{c.height}, mean {c.mean_bytes / 1e6:.2f} MB"
+            f"corpus {name}: {count} {kind}, {c.width}x{c.height}, mean {c.mean_bytes / 1e6:.2f} MB"
         )
         content = "photo mosaics" if photo_sources(args.data_dir) else "procedural texture"
         sets.append(
@@ -151,6 +167,7 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
                     "mean_bytes": c.mean_bytes,
                     "progressive": progressive,
                     "mpo": mpo,
+                    "png": png,
                     "content": content,
                 },
             )
@@ -233,6 +250,21 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
             ),
         )
     )
+    # the same scan without the evidence columns: what reading them costs end to end
+    plan.append(
+        (
+            "evidence off",
+            f"aiscan e2e --no-evidence ({args.decoder}, b{batch})",
+            lambda: runners.aiscan_scan(
+                model,
+                batch_size=batch,
+                workers=workers,
+                device=args.device,
+                decoder=args.decoder,
+                evidence=False,
+            ),
+        )
+    )
     if args.sweep:
         for b in (8, 16, 32):
             for w in sorted({1, workers}):
@@ -306,6 +338,9 @@ def ratios(timings: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         infer = next((t["images_per_s"] for t in rows if t["stage"] == "inference"), None)
         if decode and infer:
             entry["slowest stage / end to end"] = round(min(decode, infer) / e2e, 2)
+        bare = next((t["images_per_s"] for t in rows if t["stage"] == "evidence off"), None)
+        if bare:  # > 1: the scan with the evidence columns takes that much longer
+            entry["end to end: with evidence / without (time)"] = round(bare / e2e, 3)
         out[corpus] = entry
     return out
 
@@ -317,6 +352,13 @@ def _nightly(args: argparse.Namespace, model: Path, console: Console) -> dict[st
     tree = small_tree(args.cache_dir, args.nightly)
     console.print(f"  nightly job on {args.nightly} files ...")
     return {"nightly": nightly(tree, args.nightly, model, args.cache_dir / "nightly", args.ray)}
+
+
+def _report(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    from aiscan.benchmarks.report_bench import report_bench
+
+    console.print(f"  report of {args.report} rows ...")
+    return {"report": report_bench(args.cache_dir, args.report, args.data_dir)}
 
 
 def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
@@ -332,6 +374,15 @@ def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str
 
 
 def render(console: Console, results: dict[str, Any]) -> None:
+    if "report" in results:
+        r = results["report"]
+        console.print(
+            f"aiscan report: {r['rows']} rows in {r['seconds']:.1f} s ({r['rows_per_s']} rows/s), "
+            f"page {r['bytes'] / 2**20:.2f} MiB ({r['gallery']} thumbnails, "
+            f"{r['disagreements']} disagreements)",
+            highlight=False,
+        )
+        return
     if "nightly" in results:
         n = results["nightly"]
         table = Table("run", "seconds", "files scanned", "peak RSS (MiB)", title="nightly job")
@@ -444,14 +495,24 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "precision": Classifier(model, "cpu").info.extra.get("precision", "fp32"),
     }
     results.update(
-        _nightly(args, model, console)
+        _report(args, console)
+        if args.report
+        else _nightly(args, model, console)
         if args.nightly
         else _memory(args, model, console)
         if args.memory
         else _throughput(args, model, console)
     )
     render(console, results)
-    kind = "nightly" if args.nightly else "memory" if args.memory else "throughput"
+    kind = (
+        "report"
+        if args.report
+        else "nightly"
+        if args.nightly
+        else "memory"
+        if args.memory
+        else "throughput"
+    )
     stem = results_name(results, kind, args.quick)
     stem += f"_{args.tag}" if args.tag else ""
     console.print(f"results: {_write(results, args.results_dir, stem)}")

@@ -75,6 +75,7 @@ class Corpus:
     mean_bytes: int
     progressive: bool
     mpo: bool = False
+    png: bool = False
 
 
 def make_corpus(
@@ -85,25 +86,30 @@ def make_corpus(
     data_dir: Path | None = None,
     progressive: bool = False,
     mpo: bool = False,
+    png: bool = False,
     distinct: int = 8,
 ) -> Corpus:
     """Create (or reuse) ``count`` JPEGs of size ``SIZES[name]`` under ``root``.
 
     Only ``distinct`` different images are encoded (12 MP encodes are slow); the rest
     are byte copies, which decode just as slowly. ``mpo`` writes multi-picture JPEGs as
-    many cameras and phones do: the picture, then a second, half-size one.
+    many cameras and phones do: the picture, then a second, half-size one; ``png``
+    writes PNGs (default compression) instead of JPEGs.
     """
     width, height = SIZES[name]
-    variant = "-progressive" if progressive else "-mpo" if mpo else ""
+    variant = "-progressive" if progressive else "-mpo" if mpo else "-png" if png else ""
     folder = root / f"{name}{variant}-{count}"
-    files = [folder / f"{i // 100:03d}" / f"{i:06d}.jpg" for i in range(count)]
+    ext = "png" if png else "jpg"
+    files = [folder / f"{i // 100:03d}" / f"{i:06d}.{ext}" for i in range(count)]
     if not all(f.exists() for f in files):
         sources = photo_sources(data_dir)
         blobs = []
         for seed in range(min(distinct, count)):
             buf = io.BytesIO()
             img = mosaic(width, height, sources, seed)
-            if mpo:
+            if png:
+                img.save(buf, "PNG")
+            elif mpo:
                 second = img.resize((width // 2, height // 2))
                 img.save(buf, "MPO", save_all=True, append_images=[second], quality=90)
             else:
@@ -113,4 +119,4 @@ def make_corpus(
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_bytes(blobs[i % len(blobs)])
     sizes = [f.stat().st_size for f in files]
-    return Corpus(name, folder, files, width, height, int(np.mean(sizes)), progressive, mpo)
+    return Corpus(name, folder, files, width, height, int(np.mean(sizes)), progressive, mpo, png)

@@ -169,8 +169,9 @@ def aiscan_scan(
     device: str = "cpu",
     decoder: str = "cpu",
     threads: int = 0,
+    evidence: bool = True,
 ) -> Callable[[Sequence[Path]], None]:
-    """The full scanner (discovery, decode, inference, CSV) on the given files."""
+    """The full scanner (discovery, decode, inference, evidence, CSV) on the given files."""
     from aiscan.scanner.config import ScanConfig
     from aiscan.scanner.pipeline import scan
 
@@ -187,6 +188,7 @@ def aiscan_scan(
             device=device,
             decoder=decoder,
             threads=threads,
+            evidence=evidence,
         )
         scan(config)
 

@@ -2,9 +2,12 @@
 
 From a verdict file of any format (streamed, so a million rows is fine) and its run
 summary when it lies beside it: counts by status, verdict and evidence; the p_ai
-histogram with the threshold; the folders that hold most flagged images; a gallery of the
-flagged images, highest p_ai first, with small embedded thumbnails (bounded in number
-and size, so the page stays a few MB); the run summary. No external scripts, styles,
+histogram with the threshold; first, the files where the metadata and the model disagree
+(declared AI but scored real, or a claimed camera capture scored AI: the cases a reviewer
+should see, and the data the next model should learn from); the folders that hold most
+flagged images; a gallery of the flagged images, highest p_ai first, with small embedded
+thumbnails (both bounded in number and size, so the page stays a few MB); the run
+summary. No external scripts, styles,
 fonts or images: a Content-Security-Policy in the page forbids them.
 """
 
@@ -50,10 +53,40 @@ class Tally:
     histogram: list[int] = field(default_factory=lambda: [0] * BINS)
     folders: dict[str, _Folder] = field(default_factory=lambda: defaultdict(_Folder))
     flagged: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
+    disagreements: int = 0
+    disagree: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
 
 
-def tally(rows: Any, gallery: int) -> Tally:
-    """Count everything and keep the ``gallery`` flagged rows with the highest p_ai."""
+#: Evidence that claims a capture, not a generation: a model verdict of AI contradicts it.
+CAPTURE_CLAIMS = ("camera-claimed", "c2pa-signed")
+
+
+def disagreement(row: Row, threshold: float) -> str | None:
+    """Why the row's metadata and the model's score disagree, or None where they do not.
+
+    The model's side is its score against the threshold, not the verdict column (which
+    ``--evidence-policy override`` may have set from the evidence).
+    """
+    if row.p_ai is None:
+        return None
+    if row.evidence == "ai-declared" and row.p_ai < threshold:
+        return "declared AI, scored real"
+    if row.evidence in CAPTURE_CLAIMS and row.p_ai >= threshold:
+        return f"{row.evidence}, scored AI"
+    return None
+
+
+def _keep(heap: list[tuple[float, int, Row]], entry: tuple[float, int, Row], n: int) -> None:
+    """Keep the ``n`` largest entries (by key, then earliest row) in a min-heap."""
+    if len(heap) < n:
+        heapq.heappush(heap, entry)
+    elif n and entry[:2] > heap[0][:2]:
+        heapq.heapreplace(heap, entry)
+
+
+def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
+    """Count everything; keep the ``gallery`` flagged rows with the highest p_ai and the
+    ``gallery`` strongest disagreements (farthest from the threshold)."""
     t = Tally()
     for i, row in enumerate(rows):
         t.rows += 1
@@ -70,11 +103,10 @@ def tally(rows: Any, gallery: int) -> Tally:
             folder.scored += 1
         if row.verdict == "ai":
             folder.flagged += 1
-            entry = (row.p_ai if row.p_ai is not None else 1.0, -i, row)
-            if len(t.flagged) < gallery:
-                heapq.heappush(t.flagged, entry)
-            elif gallery and entry[:2] > t.flagged[0][:2]:
-                heapq.heapreplace(t.flagged, entry)
+            _keep(t.flagged, (row.p_ai if row.p_ai is not None else 1.0, -i, row), gallery)
+        if row.p_ai is not None and disagreement(row, threshold):
+            t.disagreements += 1
+            _keep(t.disagree, (abs(row.p_ai - threshold), -i, row), gallery)
     return t
 
 
@@ -108,11 +140,16 @@ def write_report(
     """Write the HTML report; return its headline numbers."""
     verdicts, out = Path(verdicts), Path(out)
     summary = _summary(verdicts)
-    t = tally(iter_rows(verdicts), gallery)
     threshold = float(summary.get("threshold", 0.5))
-    flagged = sorted(t.flagged, reverse=True)
-    cards = [(row, thumbnail(row.path, thumb_px)) for _, _, row in flagged]
-    page = _page(verdicts, t, threshold, summary, cards)
+    t = tally(iter_rows(verdicts), gallery, threshold)
+    cards = [
+        (row, thumbnail(row.path, thumb_px), "") for _, _, row in sorted(t.flagged, reverse=True)
+    ]
+    odd = [
+        (row, thumbnail(row.path, thumb_px), disagreement(row, threshold) or "")
+        for _, _, row in sorted(t.disagree, reverse=True)
+    ]
+    page = _page(verdicts, t, threshold, summary, cards, odd)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
@@ -120,6 +157,7 @@ def write_report(
         "rows": t.rows,
         "flagged": t.verdicts.get("ai", 0),
         "gallery": len(cards),
+        "disagreements": t.disagreements,
         "bytes": out.stat().st_size,
     }
 
@@ -177,19 +215,37 @@ def _folders(t: Tally, limit: int = 50) -> str:
     )
 
 
-def _cards(cards: list[tuple[Row, str | None]]) -> str:
+Card = tuple[Row, str | None, str]  # the row, its thumbnail (data URI), a note
+
+
+def _cards(cards: list[Card]) -> str:
     out = []
-    for row, uri in cards:
+    for row, uri, note in cards:
         img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">not readable</div>'
         ev = "" if row.evidence in ("", "none") else f"<div class=ev>{_e(row.evidence)}</div>"
         gen = f"<div class=gen>{_e(row.generator_hint)}</div>" if row.generator_hint else ""
         p = f"{row.p_ai:.3f}" if row.p_ai is not None else "-"
+        why = f"<div class=why>{_e(note)}</div>" if note else ""
         out.append(
             f'<figure class=card data-path="{_e(row.path)}" data-p="{p}" '
-            f'title="{_e(row.evidence_detail)}">{img}<figcaption><b>{p}</b>{ev}{gen}'
+            f'title="{_e(row.evidence_detail)}">{img}<figcaption><b>{p}</b>{why}{ev}{gen}'
             f"<div class=path>{_e(row.path)}</div></figcaption></figure>"
         )
     return "".join(out)
+
+
+def _disagree_intro(t: Tally, odd: list[Card], threshold: float) -> str:
+    if not t.disagreements:
+        return (
+            "None: no file declared as AI scored below the threshold, and no claimed camera "
+            "or signed capture scored above it."
+        )
+    return (
+        f"{t.disagreements} files where the metadata and the model disagree (declared AI "
+        f"with p_ai under {threshold:g}, or a claimed camera or signed C2PA capture at or "
+        f"above it); the {len(odd)} farthest from the threshold first. Review these first: "
+        "either the metadata lies or the model is wrong, and both are worth knowing."
+    )
 
 
 _STYLE = """
@@ -199,11 +255,12 @@ td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}.n{text-align:right}
 caption{font-weight:bold;text-align:left}
 svg rect.ai{fill:#c0392b}svg rect.real{fill:#2980b9}svg .thr{stroke:#000;stroke-dasharray:4}
 svg text{font-size:11px}
-#gallery{display:flex;flex-wrap:wrap;gap:8px}
+#gallery,#disagree{display:flex;flex-wrap:wrap;gap:8px}
 .card{width:176px;margin:0;border:1px solid #ddd;padding:4px;font-size:12px}
 .card img{max-width:168px;max-height:168px;display:block;margin:auto}
 .missing{height:80px;background:#eee;text-align:center;line-height:80px;color:#888}
 .path{word-break:break-all;color:#555}.ev{color:#8e44ad}.gen{color:#16a085}
+.why{color:#c0392b;font-weight:bold}
 """
 
 # Inline, no network: filter the gallery by path and say how many cards show.
@@ -231,7 +288,8 @@ def _page(
     t: Tally,
     threshold: float,
     summary: dict[str, Any],
-    cards: list[tuple[Row, str | None]],
+    cards: list[Card],
+    odd: list[Card],
 ) -> str:
     run = ""
     if summary:
@@ -262,6 +320,9 @@ Made {made}. Evidence columns report what file metadata claims; metadata is easi
 stripped or forged (see the aiscan README).</p>
 {_table("Status", t.statuses)}{_table("Verdict", t.verdicts)}{_table("Evidence", t.evidence)}
 {run}
+<h2>Evidence and model disagree</h2>
+<p>{_disagree_intro(t, odd, threshold)}</p>
+<div id=disagree>{_cards(odd)}</div>
 <h2>p_ai</h2>{_histogram(t, threshold)}
 <h2>Folders</h2>{_folders(t)}
 <h2>Flagged images</h2>

@@ -38,8 +38,15 @@ def test_ratios_compare_end_to_end_with_baselines_and_stages() -> None:
         {"corpus": "c", "stage": "decode", "runner": "d", "images_per_s": 400.0},
         {"corpus": "c", "stage": "inference", "runner": "i", "images_per_s": 200.0},
         {"corpus": "c", "stage": "end to end", "runner": "e", "images_per_s": 160.0},
+        {"corpus": "c", "stage": "evidence off", "runner": "n", "images_per_s": 164.0},
     ]
-    assert ratios(rows) == {"c": {"vs naive PIL + ORT": 3.2, "slowest stage / end to end": 1.25}}
+    assert ratios(rows) == {
+        "c": {
+            "vs naive PIL + ORT": 3.2,
+            "slowest stage / end to end": 1.25,
+            "end to end: with evidence / without (time)": 1.025,
+        }
+    }
 
 
 @pytest.mark.slow
@@ -50,7 +57,7 @@ def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None
             "--model",
             str(tiny_model),
             "--corpus",
-            "1024px",
+            "1024px,1024px-png",
             "--images",
             "6",
             "--baselines",
@@ -79,10 +86,16 @@ def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None
         "inference",
         "write",
         "end to end",
+        "evidence off",
     } <= stages
     for t in results["timings"]:
         assert t["images"] == 6 and len(t["seconds"]) == 1 and t["images_per_s"] > 0
     assert results["corpora"][0]["content"] == "procedural texture"
+    assert [c["png"] for c in results["corpora"]] == [False, True]
+    pngs = (tmp_path / "cache" / "1024px-png-6").rglob("*")
+    assert {p.suffix for p in pngs if p.is_file()} == {".png"}
+    for entry in results["ratios"].values():
+        assert entry["end to end: with evidence / without (time)"] > 0
     assert path.with_suffix(".csv").read_text().startswith("stage,runner,corpus")
 
 
@@ -95,3 +108,15 @@ def test_nightly_run_measures_both_nights(tiny_model: Path, tmp_path: Path) -> N
     assert n["first_night"]["files_scanned"] == 40 and n["second_night"]["files_scanned"] == 0
     assert n["second_night"]["state"]["unchanged"] == 40
     assert n["state_bytes"] > 0 and n["state_bytes_per_million_files"] > n["state_bytes"]
+
+
+def test_report_run_measures_a_large_verdict_file(tmp_path: Path) -> None:
+    args = ["--report", "300", "--cache-dir", str(tmp_path / "c"), "--data-dir", str(tmp_path)]
+    assert main([*args, "--results-dir", str(tmp_path / "res")]) == 0
+    (path,) = (tmp_path / "res").glob("report_*.json")
+    r = json.loads(path.read_text())["report"]
+    assert r["rows"] == 300 and 0 < r["flagged"] < 300
+    assert r["gallery"] == min(200, r["flagged"]) and r["disagreements"] > 0
+    assert r["bytes"] > 0 and r["seconds"] > 0
+    files = [p for p in (tmp_path / "c" / "linked-300").rglob("*.jpg")]
+    assert len(files) == 300 and files[0].stat().st_nlink > 1  # hard links, not copies

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image, PngImagePlugin
 
 from aiscan.scanner.cli import main
 from tests.conftest import encode, jpeg_bytes, photo
@@ -45,6 +46,59 @@ def test_report_is_self_contained_and_escapes_paths(scanned: Path, tmp_path: Pat
     assert main(["report", str(scanned), "--out", str(small), "--gallery", "2"]) == 0
     assert small.read_text(encoding="utf-8").count("class=card ") == 2
     assert main(["report", str(tmp_path / "nothing.csv"), "--out", str(small)]) == 2
+
+
+def _camera_jpeg(seed: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS R5"
+    return jpeg_bytes(photo(96, 64, seed=seed), exif=exif.tobytes())
+
+
+def _sd_png(seed: int) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle\nSteps: 20, Sampler: Euler a, Model: sd_xl_base_1.0")
+    return encode(photo(64, 64, seed=seed), "PNG", pnginfo=info)
+
+
+@pytest.mark.parametrize("threshold", ["0", "1"])
+def test_report_lists_files_where_evidence_and_model_disagree_first(
+    tiny_model: Path, tmp_path: Path, threshold: str
+) -> None:
+    """At threshold 1 the model calls everything real: the SD PNGs (declared AI) disagree;
+    at 0 it calls everything AI: the camera JPEGs disagree. Plain files never do."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for i in range(3):
+        (tree / f"sd{i}.png").write_bytes(_sd_png(i))
+        (tree / f"cam{i}.jpg").write_bytes(_camera_jpeg(i))
+        (tree / f"plain{i}.jpg").write_bytes(jpeg_bytes(photo(80, 60, seed=10 + i)))
+    (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "v.csv"
+    args = [str(tree), "--out", str(out), "--model", str(tiny_model), "-q"]
+    assert main([*args, "--threshold", threshold]) == 1  # the broken file
+    page_path = tmp_path / "r.html"
+    assert main(["report", str(out), "--out", str(page_path), "--gallery", "2"]) == 0
+    page = page_path.read_text(encoding="utf-8")
+    section = page.split("<div id=disagree>")[1].split("</div>\n")[0]
+    names = re.findall(r'data-path="[^"]*/([^"/]+)"', section)
+    expected = "sd" if threshold == "1" else "cam"
+    assert len(names) == 2 and all(n.startswith(expected) for n in names)  # bounded
+    assert "3 files where the metadata and the model disagree" in page
+    why = "declared AI, scored real" if threshold == "1" else "camera-claimed, scored AI"
+    assert section.count(why) == 2
+    # farthest from the threshold first
+    scores = [float(p) for p in re.findall(r'data-p="([0-9.]+)"', section)]
+    assert scores == sorted(scores, reverse=(threshold == "0"))
+    # listed before the rest of the page
+    assert page.index("<div id=disagree>") < page.index("<div id=gallery>")
+    assert page.index("<div id=disagree>") < page.index("<svg")
+
+
+def test_report_says_when_nothing_disagrees(scanned: Path, tmp_path: Path) -> None:
+    page_path = tmp_path / "r.html"
+    assert main(["report", str(scanned), "--out", str(page_path)]) == 0
+    page = page_path.read_text(encoding="utf-8")
+    assert "<div id=disagree></div>" in page and "None: no file declared as AI" in page
 
 
 def _chromium() -> str | None:
