@@ -3,10 +3,10 @@
 aiscan-bench --report 100000
 
 A tree of N real JPEGs (hard links to 16 generated 1024x768 photo mosaics, so N files
-cost almost no disk) in folders of 1,000, and a verdict CSV for it written by aiscan's own writer:
-p_ai drawn from a seeded two-humped distribution, 1% error rows, 2% of files declaring AI
-in their metadata and 5% claiming a camera. Then ``write_report`` with its defaults (200
-flagged thumbnails, 200 disagreements), timed in this process.
+cost almost no disk) in folders of 1,000, and a verdict CSV for it written by aiscan's
+own writer: p_ai drawn from a seeded two-humped distribution, 1% error rows, 2% of files
+declaring AI in their metadata and 5% claiming a camera. Then ``write_report`` with its
+defaults (200 flagged thumbnails, 200 disagreements), timed in this process.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _rows(files: list[Path], threshold: float, seed: int = 0) -> Iterator[Row]:
         )
         yield Row(
             path=str(f), status="ok", p_ai=p, verdict="ai" if p >= threshold else "real",
-            error="", format="JPEG", width=160, height=120, bytes=5000, sha256="",
+            error="", format="JPEG", width=1024, height=768, bytes=f.stat().st_size, sha256="",
             model="bench", evidence=evidence,
         )  # fmt: skip
 
