@@ -54,7 +54,16 @@ GENERATOR_SOFTWARE = {
 EDITOR_SOFTWARE = ("photoshop", "lightroom", "gimp", "affinity", "capture one", "snapseed")
 
 _DETAIL_MAX = 400
-_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
+}
+#: ISO BMFF formats: the C2PA store is a top-level ``uuid`` box with this user type.
+_BMFF = ("HEIF", "AVIF")
+_C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
 _DST = re.compile(
     rb"DigitalSourceType[^>]*?(?:=\s*[\"']|>\s*)([^\"'<\s]+)", re.IGNORECASE | re.DOTALL
 )
@@ -96,11 +105,18 @@ def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
         fmt: the sniffed format ("JPEG", "PNG", "WEBP"...).
     """
     sig = _Signals()
+    if fmt in _BMFF:  # read without Pillow: a HEIF opener may not be registered
+        try:
+            if _bmff_has_c2pa(fh):
+                fh.seek(0)
+                _read_c2pa(fh, fmt, sig)
+        except Exception as exc:
+            return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
     fh.seek(0)
     try:
         img = Image.open(fh)
     except Exception:  # the decode stage reports unreadable files
-        return Evidence()
+        return _decide(sig) if sig.c2pa else Evidence()
     with img:
         try:
             if _has_c2pa(img, fh, fmt):
@@ -124,13 +140,37 @@ def _exif(img: Image.Image) -> Image.Exif:
 
 
 def _has_c2pa(img: Image.Image, fh: BinaryIO, fmt: str) -> bool:
-    """A C2PA manifest store is embedded: JPEG APP11 JUMBF, PNG caBX, WebP C2PA chunk."""
+    """A C2PA manifest store is embedded: JPEG APP11 JUMBF, PNG caBX, WebP C2PA chunk
+    (HEIF and AVIF are looked at before Pillow opens the file: :func:`_bmff_has_c2pa`)."""
     if fmt == "JPEG":
         return any(m == "APP11" and d[:2] == b"JP" for m, d in getattr(img, "applist", []))
     if fmt == "PNG":
         return b"caBX" in _chunk_types(fh, "png")
     if fmt == "WEBP":
         return b"C2PA" in _chunk_types(fh, "riff")
+    return False
+
+
+def _bmff_has_c2pa(fh: BinaryIO) -> bool:
+    """Whether an ISO BMFF file (HEIF, AVIF) has a top-level C2PA ``uuid`` box, found by
+    seeking from box header to box header (32- or 64-bit sizes; 0 runs to the end)."""
+    fh.seek(0)
+    for _ in range(10_000):
+        start = fh.tell()
+        head = fh.read(8)
+        if len(head) < 8:
+            return False
+        size, kind = int.from_bytes(head[:4], "big"), head[4:]
+        if size == 1:
+            large = fh.read(8)
+            if len(large) < 8:
+                return False
+            size = int.from_bytes(large, "big")
+        if kind == b"uuid" and fh.read(16) == _C2PA_UUID:
+            return True
+        if size < 8:  # 0: the last box, to the end of the file; below 8: malformed
+            return False
+        fh.seek(start + size)
     return False
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, features
 
 from aiscan.scanner.evidence import Evidence, read_evidence
 from tests.conftest import encode, jpeg_bytes, photo
@@ -216,6 +216,33 @@ def test_editor_software_is_context_only() -> None:
 def test_c2pa_in_webp(signer: Any) -> None:
     data = _signed(signer, encode(photo(96, 64), "WEBP"), "image/webp", AI_TYPE)
     assert _evidence(data, "WEBP").kind == "ai-declared"
+
+
+def _bmff(fmt: str) -> bytes:
+    if fmt == "HEIF":
+        pillow_heif = pytest.importorskip("pillow_heif")
+        pillow_heif.register_heif_opener()
+    elif not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF encoder")
+    return encode(photo(96, 64), fmt)
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("HEIF", "image/heic"), ("AVIF", "image/avif")])
+def test_c2pa_in_heif_and_avif(signer: Any, fmt: str, mime: str) -> None:
+    data = _bmff(fmt)
+    assert _evidence(data, fmt).kind == "none"
+    signed = _signed(signer, data, mime, AI_TYPE)
+    ev = _evidence(signed, fmt)
+    assert ev.kind == "ai-declared" and ev.detail.startswith("C2PA manifest, valid")
+    tampered = bytearray(signed)
+    tampered[-40] ^= 0xFF  # in the image data (mdat), which the manifest hashes
+    assert _evidence(bytes(tampered), fmt).kind == "c2pa-invalid"
+
+
+def test_a_bmff_file_with_broken_boxes_is_not_a_crash() -> None:
+    head = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+    for tail in (b"", b"\x00\x00\x00\x04junk", b"\x00\x00\x00\x01uuid\x00\x00", b"\xff" * 7):
+        assert _evidence(head + tail, "HEIF").kind == "none"
 
 
 def test_generator_software_tag() -> None:
