@@ -70,6 +70,9 @@ for v in fp16 int8; do
 done
 # CIFAKE: a generator (and a 32 px format) that no training source holds
 [ -f "$final/cifake/eval_test.json" ] || aiscan-eval "$final/model.onnx" "$data/cifake" --out "$final/cifake"
+# the test split's metrics into the model's metadata (changes its sha256; last, so that the
+# reports above name the model as exported)
+[ -f "$final/embed/eval_test.json" ] || aiscan-eval "$final" --embed --out "$final/embed"
 
 # -- 4. the model card's tables ------------------------------------------------------------
 python train/recipes/protocol_table.py "$runs"
