@@ -1,15 +1,14 @@
 """``aiscan report``: one self-contained HTML page a moderator can open offline.
 
 From a verdict file of any format (streamed, so a million rows is fine) and its run
-summary when it lies beside it: counts by status, verdict and evidence; the p_ai
-histogram with the threshold; first, the files where the metadata and the model disagree
-(declared AI but scored real, or a claimed camera capture scored AI: the cases a reviewer
-should see, and the data the next model should learn from); the folders that hold most
-flagged images; a gallery of the flagged images, highest p_ai first, with small embedded
-thumbnails (both bounded in number and size, so the page stays a few MB); the run
-summary. No external scripts, styles,
-fonts or images: a Content-Security-Policy in the page forbids them.
-"""
+summary when it lies beside it: counts by status, verdict and evidence, and the run
+summary; then, before anything else, the files where the metadata and the model
+disagree (declared AI but scored real, or a claimed camera capture scored AI: the cases
+a reviewer should see, and the data the next model should learn from); the p_ai
+histogram with the threshold; the folders that hold most flagged images; a gallery of
+the flagged images, highest p_ai first. Both galleries carry small embedded thumbnails,
+bounded in number and size, so the page stays a few MB. No external scripts, styles,
+fonts or images: a Content-Security-Policy in the page forbids them."""
 
 from __future__ import annotations
 
