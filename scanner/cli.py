@@ -174,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rate(p: Progress) -> float:
+    return p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
+
+
+def _every(seconds: float, fn: Callable[[Progress], None]) -> Callable[[Progress], None]:
+    """``fn``, called at most once per ``seconds`` (the first call always goes through)."""
+    last = [0.0]
+
+    def call(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= seconds:
+            last[0] = now
+            fn(p)
+
+    return call
+
+
 def _progress_printer(
     console: Console, quiet: bool, log_json: bool = False
 ) -> tuple[Callable[[Progress], None], Callable[[], None]]:
@@ -182,18 +199,13 @@ def _progress_printer(
     if quiet:
         return (lambda _p: None), (lambda: None)
     if log_json:
-        last_json = [0.0]
 
         def log_line(p: Progress) -> None:
-            now = time.monotonic()
-            if now - last_json[0] >= 10.0:
-                last_json[0] = now
-                rate = p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
-                record = {"event": "progress", "files": p.done, "total": p.total}
-                record |= {"statuses": dict(p.statuses), "images_per_s": round(rate, 2)}
-                print(json.dumps(record), file=sys.stderr, flush=True)
+            record = {"event": "progress", "files": p.done, "total": p.total}
+            record |= {"statuses": dict(p.statuses), "images_per_s": round(_rate(p), 2)}
+            print(json.dumps(record), file=sys.stderr, flush=True)
 
-        return log_line, (lambda: None)
+        return _every(10.0, log_line), (lambda: None)
     if console.is_terminal:
         from rich.progress import (
             BarColumn,
@@ -221,24 +233,18 @@ def _progress_printer(
         bar.start()
 
         def show(p: Progress) -> None:
-            rate = p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
-            bar.update(task, completed=p.done, total=p.total, rate=rate)
+            bar.update(task, completed=p.done, total=p.total, rate=_rate(p))
 
         return show, bar.stop
-    last = [0.0]
 
     def log(p: Progress) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 10.0:
-            last[0] = now
-            rate = p.ok_images / p.elapsed_s if p.elapsed_s else 0.0
-            total = f"/{p.total}" if p.total is not None else ""
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(p.statuses.items()))
-            console.print(
-                f"aiscan: {p.done}{total} files ({counts}), {rate:.1f} img/s", highlight=False
-            )
+        total = f"/{p.total}" if p.total is not None else ""
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(p.statuses.items()))
+        console.print(
+            f"aiscan: {p.done}{total} files ({counts}), {_rate(p):.1f} img/s", highlight=False
+        )
 
-    return log, lambda: None
+    return _every(10.0, log), lambda: None
 
 
 def render_summary(console: Console, s: ScanSummary) -> None:
