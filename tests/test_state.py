@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,30 +123,46 @@ def test_schema_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         state_mod.ScanState(junk, "m", 0.5)
 
 
+def _rows_in(db: Path) -> int:
+    """Files the state database holds now, read beside a live writer (WAL: no lock taken)."""
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:  # the schema is not written yet
+        return 0
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun(tiny_model: Path, tmp_path: Path) -> None:
-    """Kill the nightly command at random moments, rerun it until it finishes: every file
-    once in tonight's output, every file in the state, and the next night scans nothing."""
+    """Kill the nightly command at random points of its progress, rerun it until it
+    finishes: every file once in tonight's output, every file in the state, and the next
+    night scans nothing. The kill points follow the state's row count, not the clock, so a
+    fast machine is killed as often as a slow one."""
     tree, db, out = tmp_path / "store", tmp_path / "scans.db", tmp_path / "tonight.csv"
-    files = _tree(tree, 2500)
+    files = _tree(tree, 2000)
     cmd = [sys.executable, "-m", "aiscan.scanner.cli", str(tree), "--out", str(out)]
     cmd += ["--model", str(tiny_model), "--state", str(db), "--batch-size", "4", "-q"]
     rng = random.Random(5)
     kills = 0
-    for _ in range(30):
+    while kills < 4:
+        target = _rows_in(db) + rng.randint(20, 150)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=rng.uniform(0.8, 2.5))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == EXIT_OK
-        break
-    else:
-        pytest.fail("the nightly command never finished")
-    assert kills >= 2, "the scan finished before it could be killed often enough"
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and _rows_in(db) < target:
+            assert time.monotonic() < deadline, "the nightly command made no progress"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.2))  # land anywhere in a batch, not just after a commit
+        if proc.poll() is not None:
+            pytest.fail(f"the scan ended (exit {proc.returncode}) before kill {kills + 1}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, timeout=600).returncode == EXIT_OK
     got = [r.path for r in read_rows(out)]
     assert len(got) == len(set(got)) == len(files)
     con = sqlite3.connect(db)
