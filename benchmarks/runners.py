@@ -248,11 +248,17 @@ def inference_only(
 
 
 def _torch_model(arch: str) -> Any:
+    """Untrained eager model of ``arch`` (an ensemble's ``a+b``: its members, averaged)."""
     import timm
     import torch
 
+    from aiscan.export.ensemble import mean_of_members, member_archs
+
     torch.manual_seed(0)
-    return timm.create_model(arch, num_classes=2, pretrained=False).eval()
+    models = [timm.create_model(a, num_classes=2, pretrained=False) for a in member_archs(arch)]
+    if len(models) == 1:
+        return models[0].eval()
+    return mean_of_members(models, [([1.0] * 3, [0.0] * 3)] * len(models)).eval()
 
 
 def _pil_input(path: Path, spec: Preprocessing) -> np.ndarray:

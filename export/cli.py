@@ -1,4 +1,5 @@
-"""``aiscan-export``: a training run, or a timm arch + checkpoint, to an aiscan ONNX model."""
+"""``aiscan-export``: a training run, an ensemble of runs, or a timm arch + checkpoint, to an
+aiscan ONNX model."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiscan-export", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="an aiscan-train run folder (uses its best.pth)")
+    src.add_argument(
+        "--ensemble",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="two or more runs of one split: one model, the mean of their probabilities",
+    )
     src.add_argument("--checkpoint", type=Path, help="state_dict (.pth) of a trained model")
     src.add_argument(
         "--random-init",
@@ -22,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model-id", help="name written into the model (default: from the arch)")
-    run = p.add_argument_group("with --run")
+    run = p.add_argument_group("with --run or --ensemble")
     run.add_argument(
         "--target-fpr",
         type=float,
@@ -32,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         metavar="JSON[:EPOCH]",
         help="aiscan-protocol folds report of this recipe: its summary (at EPOCH, default "
-        "the run's epoch count) goes into the model's metadata",
+        "the run's epoch count) goes into the model's metadata; with --ensemble, an "
+        "aiscan-protocol ensemble report",
     )
     run.add_argument(
         "--threshold-from",
@@ -40,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="validation",
         help="validation: max F1 (or --target-fpr) on the run's validation split; protocol: "
         "best balanced accuracy on the protocol's out-of-source scores",
+    )
+    run.add_argument(
+        "--fp32-weights",
+        action="store_true",
+        help="with --ensemble: store weights in float32 (default: float16, computed in fp32)",
     )
     run.add_argument(
         "--variants",
@@ -62,13 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _protocol(spec: str | None, run: Path) -> dict[str, Any] | None:
-    """The summary of one epoch of an ``aiscan-protocol folds`` report."""
+def _protocol(spec: str | None, run: Path | None) -> dict[str, Any] | None:
+    """The summary of one epoch of an ``aiscan-protocol folds`` report, or of an
+    ``aiscan-protocol ensemble`` report."""
     if spec is None:
         return None
     path, _, epoch = spec.partition(":")
-    epochs = json.loads(Path(path).read_text())["epochs"]
+    report = json.loads(Path(path).read_text())
+    if "summary" in report and "members" in report:
+        if epoch:
+            raise ValueError(f"{path} is an ensemble report: it has no epochs to choose from")
+        return dict(report["summary"], report=str(path))
+    if "epochs" not in report:
+        raise ValueError(f"{path} is not an aiscan-protocol folds or ensemble report")
+    epochs = report["epochs"]
     if not epoch:
+        if run is None:
+            raise ValueError(f"{path}: say which epoch (JSON:EPOCH)")
         epoch = str(json.loads((run / "config.json").read_text())["epochs"])
     if epoch not in epochs:
         raise ValueError(f"{path} has no epoch {epoch} (it has {', '.join(epochs)})")
@@ -76,17 +100,23 @@ def _protocol(spec: str | None, run: Path) -> dict[str, Any] | None:
 
 
 def _from_run(args: argparse.Namespace) -> int:
+    from aiscan.export.ensemble import export_ensemble
     from aiscan.export.from_run import export_run, export_variant
 
     try:
-        info = export_run(
-            args.run,
-            args.out,
-            model_id=args.model_id,
-            target_fpr=args.target_fpr,
-            protocol=_protocol(args.protocol, args.run),
-            protocol_threshold=args.threshold_from == "protocol",
-        )
+        protocol = _protocol(args.protocol, args.run)
+        common: dict[str, Any] = {
+            "model_id": args.model_id,
+            "target_fpr": args.target_fpr,
+            "protocol": protocol,
+            "protocol_threshold": args.threshold_from == "protocol",
+        }
+        if args.ensemble:
+            info = export_ensemble(
+                args.ensemble, args.out, fp16_weights=not args.fp32_weights, **common
+            )
+        else:
+            info = export_run(args.run, args.out, **common)
     except (ValueError, OSError) as exc:
         print(f"aiscan-export: error: {exc}", file=sys.stderr)
         return 2
@@ -96,15 +126,20 @@ def _from_run(args: argparse.Namespace) -> int:
         f"val AUC {val['roc_auc']:.4f}, acc {val['accuracy']:.4f}; max |p_ai torch - onnx| "
         f"{par['max_abs_diff_p_ai']:.2e} on {par['images']} images"
     )
+    run_dir = args.run or args.out.parent  # an ensemble's folder holds its split
+    fp32 = args.out.with_name(f"{args.out.stem}.fp32.onnx")
+    source = fp32 if args.ensemble and fp32.exists() else args.out
     for variant in filter(None, args.variants.split(",")):
-        path = export_variant(args.run, args.out, variant, args.calibration_images)
+        path = export_variant(run_dir, source, variant, args.calibration_images)
+        if source != args.out:  # name it after the shipped file, not its fp32 source
+            path = path.replace(args.out.with_name(f"{args.out.stem}.{variant}.onnx"))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.run:
+    if args.run or args.ensemble:
         return _from_run(args)
     import timm
     import torch

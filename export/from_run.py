@@ -14,7 +14,7 @@ from aiscan.scanner.modelmeta import ModelInfo
 from aiscan.scanner.preprocess import Preprocessing
 
 
-def _data_summary(split: dict[str, Any]) -> dict[str, Any]:
+def data_summary(split: dict[str, Any]) -> dict[str, Any]:
     return {
         name: {
             "images": len(samples),
@@ -25,8 +25,11 @@ def _data_summary(split: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parity(model: Any, onnx_path: Path, samples: list[Any], spec: Preprocessing) -> float:
-    """Max |p_ai(PyTorch fp32) - p_ai(ONNX Runtime)| over real images."""
+def parity(
+    model: Any, onnx_path: Path, samples: list[Any], spec: Preprocessing, softmax: bool = True
+) -> float:
+    """Max |p_ai(PyTorch fp32) - p_ai(ONNX Runtime)| over real images (``softmax``: the
+    torch model gives logits, else probabilities)."""
     import torch
 
     from aiscan.scanner.infer import Classifier
@@ -34,9 +37,28 @@ def parity(model: Any, onnx_path: Path, samples: list[Any], spec: Preprocessing)
 
     batch = normalize_batch([load_pixels(s.path, spec).pixels for s in samples], spec)
     with torch.no_grad():
-        ref = torch.softmax(model.eval()(torch.from_numpy(batch)), dim=1)[:, 0].numpy()
+        out = model.eval()(torch.from_numpy(batch))
+        ref = (torch.softmax(out, dim=1) if softmax else out)[:, 0].numpy()
     got = Classifier(onnx_path, "cpu").predict(batch)
     return float(np.abs(ref - got).max())
+
+
+def choose(
+    val: Any, protocol: dict[str, Any] | None, target_fpr: float | None
+) -> tuple[float, str]:
+    """(threshold, the rule that chose it): the protocol's best balanced threshold when its
+    summary is given, else max F1 (or the lowest with FPR <= ``target_fpr``) on ``val``
+    (validation scores from :func:`aiscan.train.predict.score`)."""
+    from aiscan.train.metrics import choose_threshold
+
+    if protocol is not None:
+        rule = "best balanced accuracy on out-of-source scores (grouped cross-validation)"
+        return float(protocol["best_balanced_threshold"]), rule
+    threshold = choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], target_fpr)
+    rule = (
+        f"lowest with FPR <= {target_fpr} on validation" if target_fpr else "max F1 on validation"
+    )
+    return threshold, rule
 
 
 def export_run(
@@ -61,7 +83,7 @@ def export_run(
     import torch
 
     from aiscan.train.data import LABELS, load_split
-    from aiscan.train.metrics import binary_metrics, choose_threshold
+    from aiscan.train.metrics import binary_metrics
     from aiscan.train.model import create
     from aiscan.train.predict import score
 
@@ -83,24 +105,15 @@ def export_run(
             "training": {
                 "config": best["config"],
                 "best_epoch": best["epoch"] + 1,
-                "data": _data_summary(split),
+                "data": data_summary(split),
             }
         },
     )
+    if protocol_threshold and protocol is None:
+        raise ValueError("a threshold from the protocol needs its summary (--protocol)")
     out = export_onnx(model, info, out)
     val = score(out, split["val"])
-    if protocol_threshold:
-        if protocol is None:
-            raise ValueError("a threshold from the protocol needs its summary (--protocol)")
-        threshold = float(protocol["best_balanced_threshold"])
-        rule = "best balanced accuracy on out-of-source scores (grouped cross-validation)"
-    else:
-        threshold = choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], target_fpr)
-        rule = (
-            f"lowest with FPR <= {target_fpr} on validation"
-            if target_fpr
-            else "max F1 on validation"
-        )
+    threshold, rule = choose(val, protocol if protocol_threshold else None, target_fpr)
     diff = parity(model, out, split["val"][:parity_images], spec)
     extra = dict(info.extra)
     extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)

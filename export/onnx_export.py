@@ -32,7 +32,8 @@ def write_metadata(path: str | Path, info: ModelInfo) -> None:
 def export_onnx(
     model: torch.nn.Module, info: ModelInfo, out: str | Path, *, opset: int = OPSET
 ) -> Path:
-    """Export ``model`` (NCHW float input, logits output) with ``info`` as its metadata.
+    """Export ``model`` (NCHW float input; output as ``info.output`` says: logits or
+    probabilities) with ``info`` as its metadata.
 
     The batch axis is dynamic; height and width are fixed by ``info.preprocessing``.
     """
@@ -50,8 +51,8 @@ def export_onnx(
             (torch.zeros(1, 3, h, w),),
             str(tmp),
             input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=[info.output],
+            dynamic_axes={"input": {0: "batch"}, info.output: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )

@@ -113,7 +113,12 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration_files: Sequence[
     )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(src), str(prepared))
+        try:
+            quant_pre_process(str(src), str(prepared))
+        except Exception:  # ORT's symbolic shape inference raises a bare Exception
+            # it gives up on some graphs (an ensemble's stacked outputs); ONNX's own shape
+            # inference is enough for static quantization
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(dst),

@@ -100,3 +100,21 @@ def test_probe_never_trains_on_the_source_it_scores() -> None:
     assert np.abs(again.p_ai[:40] - scored.p_ai[:40]).mean() < 0.15
     grouped = probe(samples, feats_arr, groups="2")
     assert set(grouped.fold.tolist()) == {0, 1}
+
+
+def test_an_ensembles_scores_are_the_mean_of_its_members_image_by_image() -> None:
+    from aiscan.train.protocol import mean_of
+
+    a = _scored({(0, "gan"): [0.9, 0.2], (1, "photos"): [0.4, 0.1]})
+    # the same images in another order, scored by the same folds
+    order = [3, 1, 0, 2]
+    b = Scored([a.samples[i] for i in order], np.array([0.3, 0.6, 0.5, 0.0]), a.fold[order])
+    both = mean_of([a, b])
+    assert [s.path for s in both.samples] == [s.path for s in a.samples]
+    assert both.p_ai == pytest.approx([0.7, 0.4, 0.2, 0.2])
+    assert list(both.fold) == list(a.fold)
+    moved = Scored(b.samples, b.p_ai, 1 - b.fold)  # an image held out by another fold
+    with pytest.raises(ValueError, match="folds differ"):
+        mean_of([a, moved])
+    with pytest.raises(ValueError, match="different images"):
+        mean_of([a, Scored(b.samples[:3], b.p_ai[:3], b.fold[:3])])

@@ -375,6 +375,19 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
     assert info.extra["generalisation"]["mean_fold_auc"] == pytest.approx(last["mean_fold_auc"])
     assert "per_source" not in info.extra["generalisation"]
     assert export_main([*args[:-1], f"{out}:9"]) == 2  # no such epoch: one clear error
+    # an ensemble of two recipes (here one recipe's two epochs) on the same folds
+    ens = tmp_path / "ensemble.json"
+    assert main(["ensemble", f"{tmp_path}:2", f"{tmp_path}:1", "--out", str(ens)]) == 0
+    report = json.loads(ens.read_text())
+    assert [m["epoch"] for m in report["members"]] == [2, 1]
+    assert report["summary"]["images"] == 24 * 2
+    assert report["members"][0]["summary"]["pooled_auc"] == pytest.approx(last["pooled_auc"])
+    assert main(["ensemble", f"{tmp_path}:2", f"{tmp_path}:7"]) == 2  # no such epoch
+    assert main(["ensemble", f"{tmp_path}:2"]) == 2  # one member is no ensemble
+    args = ["--run", runs[0], "--out", str(model), "--protocol", str(ens)]
+    assert export_main([*args, "--threshold-from", "protocol"]) == 0
+    info = Classifier(model, "cpu").info
+    assert info.threshold == pytest.approx(report["summary"]["best_balanced_threshold"])
 
 
 @pytest.mark.parametrize("resize", ["squash", "crop"])
@@ -399,3 +412,72 @@ def test_training_tensor_equals_the_scanners_bit_for_bit(tmp_path: Path, resize:
     items = [decoder(Found(p)) for p in paths]
     scan_batch = normalize_batch([it.pixels for it in items], spec)
     np.testing.assert_array_equal(train_batch.numpy(), scan_batch)
+
+
+def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) -> None:
+    """Two runs of one split, with different input normalisations, exported as one model:
+    its p_ai is the mean of the members' own exports, its weights stored in float16 fit
+    half the file, and runs of another split are refused."""
+    from aiscan.export.cli import main as export_main
+    from aiscan.export.ensemble import export_ensemble
+    from aiscan.export.from_run import export_run
+    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.train.evaluate import evaluate
+    from aiscan.train.loop import TrainConfig, train
+
+    data = _dataset(tmp_path / "data", per_class=24)
+    base = TrainConfig(
+        data_dirs=(str(data),),
+        out_dir="",
+        arch="test_efficientnet",
+        epochs=1,
+        batch_size=8,
+        lr=2e-3,
+        input_size=32,
+        resize="crop",
+        workers=0,
+        head_init="small",
+    )
+    runs = []
+    for name, norm in (("a", "half"), ("b", "imagenet")):
+        train(dataclasses.replace(base, out_dir=str(tmp_path / name), norm=norm))
+        export_run(tmp_path / name, tmp_path / name / "model.onnx")
+        runs.append(tmp_path / name)
+    out = tmp_path / "ens" / "model.onnx"
+    info = export_ensemble(runs, out, fp16_weights=False)
+    assert info.output == "probabilities" and info.arch == "test_efficientnet+test_efficientnet"
+    assert info.extra["parity"]["max_abs_diff_p_ai"] < 1e-5
+    assert len(info.extra["training"]["members"]) == 2
+    test = load_split(tmp_path / "a" / "split.csv")["test"]
+    members = [Classifier(r / "model.onnx", "cpu") for r in runs]
+    ens = Classifier(out, "cpu")
+    expect = np.mean(
+        [
+            m.predict(
+                normalize_batch(
+                    [load_pixels(s.path, m.info.preprocessing).pixels for s in test],
+                    m.info.preprocessing,
+                )
+            )
+            for m in members
+        ],
+        axis=0,
+    )
+    spec = ens.info.preprocessing
+    got = ens.predict(normalize_batch([load_pixels(s.path, spec).pixels for s in test], spec))
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    # the folder is a run for aiscan-eval: the members' split, the ensemble's model
+    assert evaluate(tmp_path / "ens")["metrics"]["n"] == len(test)
+    # float16 storage: fp32 arithmetic on rounded weights, a smaller file
+    half = tmp_path / "half" / "model.onnx"
+    assert export_main(["--ensemble", *map(str, runs), "--out", str(half)]) == 0
+    fp32 = half.with_name("model.fp32.onnx")
+    assert half.stat().st_size < 0.6 * fp32.stat().st_size
+    assert Classifier(half, "cpu").info.extra["weight_storage"] == "float16"
+    assert Classifier(half, "cpu").info.extra["parity"]["max_abs_diff_p_ai"] < 1e-2
+    # another split (other seed): the ensemble's test images would be seen by a member
+    train(dataclasses.replace(base, out_dir=str(tmp_path / "c"), seed=1))
+    with pytest.raises(ValueError, match="split the data differently"):
+        export_ensemble([runs[0], tmp_path / "c"], tmp_path / "bad" / "model.onnx")
+    assert export_main(["--ensemble", str(runs[0]), str(tmp_path / "c"), "--out", str(half)]) == 2

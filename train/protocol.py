@@ -1,11 +1,12 @@
 """Generalisation to unseen sources: every score comes from a model that never saw the
 image's source.
 
-Two producers of such out-of-source scores share one summary (:func:`summarize`):
+Three producers of such out-of-source scores share one summary (:func:`summarize`):
 
 - grouped cross-validation of a training recipe (``aiscan-train --fold I/K``): each fold's
   run scores its held-out sources after every epoch (``RUN/holdout/epoch_N.csv``);
   :func:`load_folds` pools the K runs epoch by epoch;
+- an ensemble of such recipes (:func:`mean_of`): the mean of their held-out scores;
 - a frozen-feature probe (:func:`probe`): pooled features of a pretrained backbone, a
   logistic regression trained without one source (or one fold) at a time. Cheap: it
   screens backbones and preprocessing before full fine-tuning runs.
@@ -180,6 +181,26 @@ def load_folds(run_dirs: Sequence[str | Path], column: str = "p_ai") -> dict[int
     if not out:
         raise ValueError("no epoch is finished by every run")
     return out
+
+
+def mean_of(members: Sequence[Scored]) -> Scored:
+    """Out-of-source scores of an ensemble: per image, the mean p_ai of its members.
+
+    Each member's scores must cover the same images, each scored by the same fold (so that
+    no member's fold model saw the image's source); the first member's order is kept.
+    """
+    first = members[0]
+    paths = [s.path for s in first.samples]
+    total = first.p_ai.astype(np.float64).copy()
+    for other in members[1:]:
+        where = {s.path: i for i, s in enumerate(other.samples)}
+        if len(where) != len(paths) or not all(p in where for p in paths):
+            raise ValueError("the members were scored on different images: not one protocol")
+        order = np.array([where[p] for p in paths])
+        if not np.array_equal(other.fold[order], first.fold):
+            raise ValueError("the members' folds differ: an image was held out by different folds")
+        total += other.p_ai[order]
+    return Scored(first.samples, total / len(members), first.fold)
 
 
 # -- frozen-feature probe --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``aiscan-protocol``: how a recipe or a backbone does on sources it never saw.
 
 aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
+aiscan-protocol ensemble RECIPE_DIR:EPOCH RECIPE_DIR:EPOCH ... [--out protocol.json]
 aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
 """
 
@@ -40,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--column", default="p_ai", help="p_ai, or p_ai_3crop (test-time 3 crops)")
     f.add_argument("--out", help="JSON report (default: print only)")
     f.add_argument("--threshold", type=float, default=0.5)
+    e = sub.add_parser(
+        "ensemble", help="the mean of several recipes' held-out scores, each at one epoch"
+    )
+    e.add_argument(
+        "recipes",
+        nargs="+",
+        metavar="RECIPE_DIR:EPOCH",
+        help="a folder of fold runs (RECIPE_DIR/fold*, same folds for every recipe) and the "
+        "epoch to take from it",
+    )
+    e.add_argument("--out", help="JSON report (default: print only)")
+    e.add_argument("--threshold", type=float, default=0.5)
     q = sub.add_parser("probe", help="frozen features + logistic regression, out of source")
     q.add_argument("data_dirs", nargs="+", metavar="DATA_DIR")
     q.add_argument("--arch", required=True, help="timm architecture")
@@ -80,6 +93,39 @@ def _folds(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         f"held-out sources, {args.column}",
         {f"epoch {e}": s for e, s in report["epochs"].items()},
     )
+    return report
+
+
+def _ensemble(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    from aiscan.train.protocol import aspect_is_square, load_folds, mean_of, summarize
+
+    if len(args.recipes) < 2:
+        raise ValueError("an ensemble needs two or more recipes")
+    members, scored = [], []
+    for spec in args.recipes:
+        folder, sep, epoch = spec.rpartition(":")
+        if not sep or not epoch.isdigit():
+            raise ValueError(f"{spec!r}: expected RECIPE_DIR:EPOCH, e.g. runs/ft-b0-robust:1")
+        runs = sorted(str(p) for p in Path(folder).glob("fold*") if p.is_dir())
+        if not runs:
+            raise ValueError(f"{folder} has no fold* run folders")
+        pooled = load_folds(runs)
+        if int(epoch) not in pooled:
+            raise ValueError(f"{folder} has no epoch {epoch} finished by every fold")
+        scored.append(pooled[int(epoch)])
+        members.append({"recipe": folder, "epoch": int(epoch), "runs": runs})
+    ensemble = mean_of(scored)
+    square = aspect_is_square(ensemble.samples)
+    for member, one in zip(members, scored, strict=True):
+        member["summary"] = summarize(one, args.threshold, square)
+    report = {
+        "members": members,
+        "combine": "mean p_ai",
+        "summary": summarize(ensemble, args.threshold, square),
+    }
+    rows = {f"{Path(m['recipe']).name} @{m['epoch']}": m["summary"] for m in members}
+    rows["ensemble (mean p_ai)"] = report["summary"]
+    _table(console, "held-out sources, ensemble", rows)
     return report
 
 
@@ -125,7 +171,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        report = _folds(args, console) if args.command == "folds" else _probe(args, console)
+        run = {"folds": _folds, "ensemble": _ensemble, "probe": _probe}[args.command]
+        report = run(args, console)
     except ValueError as exc:
         Console(stderr=True).print(
             f"[red]aiscan-protocol: error:[/] {escape(str(exc))}", highlight=False
