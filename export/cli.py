@@ -128,7 +128,7 @@ def _from_run(args: argparse.Namespace) -> int:
     )
     run_dir = args.run or args.out.parent  # an ensemble's folder holds its split
     fp32 = args.out.with_name(f"{args.out.stem}.fp32.onnx")
-    source = fp32 if args.ensemble and fp32.exists() else args.out
+    source = fp32 if args.ensemble and not args.fp32_weights else args.out
     for variant in filter(None, args.variants.split(",")):
         path = export_variant(run_dir, source, variant, args.calibration_images)
         if source != args.out:  # name it after the shipped file, not its fp32 source

@@ -141,7 +141,7 @@ def test_shipped_default_model_is_trained_and_complete() -> None:
     info = clf.info
     assert info.trained and info.labels == ("ai", "real") and 0 < info.threshold < 1
     assert info.preprocessing.input_size == (224, 224)
-    assert {"training", "validation", "parity"} <= set(info.extra)
+    assert {"training", "validation", "parity", "test_metrics", "generalisation"} <= set(info.extra)
     x = np.zeros((2, 3, 224, 224), np.float32)
     p = clf.predict(x)
     assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))

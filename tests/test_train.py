@@ -471,10 +471,24 @@ def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) 
     assert evaluate(tmp_path / "ens")["metrics"]["n"] == len(test)
     # float16 storage: fp32 arithmetic on rounded weights, a smaller file
     half = tmp_path / "half" / "model.onnx"
-    assert export_main(["--ensemble", *map(str, runs), "--out", str(half)]) == 0
+    assert (
+        export_main(["--ensemble", *map(str, runs), "--out", str(half), "--variants", "fp16"]) == 0
+    )
     fp32 = half.with_name("model.fp32.onnx")
+    assert Classifier(half.with_name("model.fp16.onnx"), "cpu").info.extra["precision"] == "fp16"
     assert half.stat().st_size < 0.6 * fp32.stat().st_size
     assert Classifier(half, "cpu").info.extra["weight_storage"] == "float16"
+    # ONNX Runtime folds every weight cast when the session loads: fp32 arithmetic, no
+    # per-batch conversion
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(half), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimised.onnx")).graph
+    assert not [n for n in graph.node if any(i.endswith("__fp16") for i in n.input)]
+    assert any(t.name.endswith("__fp16") for t in onnx.load(str(half)).graph.initializer)
     assert Classifier(half, "cpu").info.extra["parity"]["max_abs_diff_p_ai"] < 1e-2
     # another split (other seed): the ensemble's test images would be seen by a member
     train(dataclasses.replace(base, out_dir=str(tmp_path / "c"), seed=1))

@@ -3,7 +3,8 @@
 python train/recipes/protocol_table.py RUNS_DIR
 
 Reads RUNS_DIR/probes/probe_*.json (frozen-feature probes) and RUNS_DIR/*/protocol.json
-(fine-tuning recipes, one row per epoch), and prints markdown tables.
+(fine-tuning recipes, one row per epoch; an ensemble report, one row), and prints markdown
+tables.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def main(runs: Path) -> None:
     recipes: dict[str, dict[str, Any]] = {}
     for path in sorted(runs.glob("*/protocol*.json")):
         report = json.loads(path.read_text())
+        if "members" in report:  # aiscan-protocol ensemble
+            members = " + ".join(
+                f"{Path(m['recipe']).name} @{m['epoch']}" for m in report["members"]
+            )
+            recipes[f"{path.parent.name}: {members}"] = report["summary"]
+            continue
         tag = "" if report.get("column", "p_ai") == "p_ai" else f" ({report['column']})"
         for epoch, summary in report["epochs"].items():
             recipes[f"{path.parent.name}{tag}, epoch {epoch}"] = summary
