@@ -177,9 +177,10 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
 
 def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int) -> Plan:
     from aiscan.benchmarks import runners
-    from aiscan.scanner.infer import Classifier, cuda_device_count
+    from aiscan.model.meta import read_info
+    from aiscan.scanner.infer import cuda_device_count
 
-    info = Classifier(model, "cpu").info
+    info = read_info(model)
     spec, batch, folder = info.preprocessing, args.batch_size, files[0].parent.parent
     have_torch = all(importlib.util.find_spec(m) for m in ("torch", "timm"))
     plan: Plan = []
@@ -232,7 +233,7 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
             )
         )
     for m in [model, *[Path(x) for x in filter(None, args.models.split(","))]]:
-        precision = Classifier(m, "cpu").info.extra.get("precision", "fp32")
+        precision = read_info(m).extra.get("precision", "fp32")
         plan.append(
             (
                 "inference",
@@ -473,8 +474,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     from aiscan.benchmarks.runners import machine
+    from aiscan.model.meta import read_info
     from aiscan.scanner.config import ConfigError, resolve_model
-    from aiscan.scanner.infer import Classifier
 
     if args.quick:
         args.images, args.repeats = args.images or "8", 1
@@ -492,7 +493,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "quick": args.quick,
-        "precision": Classifier(model, "cpu").info.extra.get("precision", "fp32"),
+        "precision": read_info(model).extra.get("precision", "fp32"),
     }
     results.update(
         _report(args, console)

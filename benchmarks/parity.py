@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from aiscan.benchmarks.corpus import SIZES, mosaic, photo_sources
-from aiscan.scanner.preprocess import Preprocessing, load_pixels, normalize_batch, reference_pixels
+from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.preprocess import load_pixels, normalize_batch, reference_pixels
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aiscan.scanner.preprocess import INTERPOLATIONS, Preprocessing, normalize_batch
+from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.preprocess import INTERPOLATIONS, normalize_batch
 
 
 @dataclass(frozen=True)
@@ -249,16 +250,12 @@ def inference_only(
 
 def _torch_model(arch: str) -> Any:
     """Untrained eager model of ``arch`` (an ensemble's ``a+b``: its members, averaged)."""
-    import timm
     import torch
 
-    from aiscan.export.ensemble import mean_of_members, member_archs
+    from aiscan.model.factory import create
 
     torch.manual_seed(0)
-    models = [timm.create_model(a, num_classes=2, pretrained=False) for a in member_archs(arch)]
-    if len(models) == 1:
-        return models[0].eval()
-    return mean_of_members(models, [([1.0] * 3, [0.0] * 3)] * len(models)).eval()
+    return create(arch).eval()
 
 
 def _pil_input(path: Path, spec: Preprocessing) -> np.ndarray:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 
 def steps_per_s(arch: str, size: int, channels_last: bool, bf16: bool, steps: int = 5) -> float:
-    import timm
     import torch
 
+    from aiscan.model.factory import create
+
     torch.manual_seed(0)
-    model = timm.create_model(arch, num_classes=2).train()
+    model = create(arch).train()
     x, y = torch.randn(32, 3, size, size), torch.randint(0, 2, (32,))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -141,15 +141,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run or args.ensemble:
         return _from_run(args)
-    import timm
     import torch
 
     from aiscan.export.onnx_export import export_onnx
-    from aiscan.scanner.modelmeta import ModelInfo
-    from aiscan.scanner.preprocess import Preprocessing
+    from aiscan.model.factory import create
+    from aiscan.model.meta import ModelInfo
+    from aiscan.model.preprocessing import Preprocessing
 
     torch.manual_seed(args.seed)
-    model = timm.create_model(args.arch, num_classes=2, pretrained=False)
+    model = create(args.arch)
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("model", state))

@@ -22,42 +22,10 @@ from typing import Any
 import numpy as np
 
 from aiscan.export.from_run import choose, data_summary, parity
-from aiscan.export.onnx_export import export_onnx, write_metadata
-from aiscan.scanner.modelmeta import ModelInfo
-from aiscan.scanner.preprocess import Preprocessing
-
-#: Separates the members' architectures in an ensemble's ``aiscan.arch``.
-ARCH_SEPARATOR = "+"
-
-
-def member_archs(arch: str) -> list[str]:
-    """The timm architectures of a model's ``aiscan.arch`` (one for a single model)."""
-    return arch.split(ARCH_SEPARATOR)
-
-
-def mean_of_members(models: Sequence[Any], affine: Sequence[tuple[Any, Any]]) -> Any:
-    """A torch module: mean softmax of ``models``, member i fed ``x * scale_i + shift_i``.
-
-    ``affine`` holds per-channel (scale, shift) sequences of 3 floats, one pair per member.
-    """
-    import torch
-
-    class MeanOfMembers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = torch.nn.ModuleList(models)
-            for i, (scale, shift) in enumerate(affine):
-                self.register_buffer(f"scale{i}", torch.tensor(scale).view(1, 3, 1, 1))
-                self.register_buffer(f"shift{i}", torch.tensor(shift).view(1, 3, 1, 1))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            probs = [
-                torch.softmax(m(x * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")), 1)
-                for i, m in enumerate(self.members)
-            ]
-            return torch.stack(probs).mean(0)
-
-    return MeanOfMembers()
+from aiscan.export.onnx_export import export_onnx
+from aiscan.model.factory import ARCH_SEPARATOR, mean_of_members
+from aiscan.model.meta import ModelInfo, write_info
+from aiscan.model.preprocessing import Preprocessing
 
 
 def renormalize(src: Preprocessing, dst: Preprocessing) -> tuple[list[float], list[float]]:
@@ -149,7 +117,8 @@ def export_ensemble(
     """
     import torch
 
-    from aiscan.train.data import LABELS, save_split
+    from aiscan.model.meta import LABELS
+    from aiscan.train.data import save_split
     from aiscan.train.metrics import binary_metrics
     from aiscan.train.model import create
     from aiscan.train.predict import score
@@ -210,7 +179,7 @@ def export_ensemble(
     if fp16_weights:
         store_weights_fp16(fp32, out)
         info = dataclasses.replace(info, extra=dict(info.extra, weight_storage="float16"))
-        write_metadata(out, info)
+        write_info(out, info)
     val = score(out, split["val"])
     threshold, rule = choose(val, protocol if protocol_threshold else None, target_fpr)
     extra = dict(info.extra)
@@ -225,7 +194,7 @@ def export_ensemble(
     }
     final = dataclasses.replace(info, threshold=threshold, extra=extra)
     for path in {fp32, out}:
-        write_metadata(path, final)
+        write_info(path, final)
     if not (out.parent / "split.csv").exists():
         save_split(split, out.parent / "split.csv")
     elif (out.parent / "split.csv").resolve() not in {(r / "split.csv").resolve() for r in runs}:

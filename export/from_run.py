@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.export.onnx_export import export_onnx, write_metadata
-from aiscan.scanner.modelmeta import ModelInfo
-from aiscan.scanner.preprocess import Preprocessing
+from aiscan.export.onnx_export import export_onnx
+from aiscan.model.meta import LABELS, ModelInfo, p_ai, write_info
+from aiscan.model.preprocessing import Preprocessing
 
 
 def data_summary(split: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +37,8 @@ def parity(
 
     batch = normalize_batch([load_pixels(s.path, spec).pixels for s in samples], spec)
     with torch.no_grad():
-        out = model.eval()(torch.from_numpy(batch))
-        ref = (torch.softmax(out, dim=1) if softmax else out)[:, 0].numpy()
+        out = model.eval()(torch.from_numpy(batch)).numpy()
+    ref = p_ai(out, LABELS, "logits" if softmax else "probabilities")
     got = Classifier(onnx_path, "cpu").predict(batch)
     return float(np.abs(ref - got).max())
 
@@ -82,7 +82,7 @@ def export_run(
     """
     import torch
 
-    from aiscan.train.data import LABELS, load_split
+    from aiscan.train.data import load_split
     from aiscan.train.metrics import binary_metrics
     from aiscan.train.model import create
     from aiscan.train.predict import score
@@ -122,7 +122,7 @@ def export_run(
         extra["generalisation"] = {k: v for k, v in protocol.items() if k != "per_source"}
     extra["parity"] = {"images": min(parity_images, len(split["val"])), "max_abs_diff_p_ai": diff}
     final = ModelInfo(info.model_id, info.arch, spec, LABELS, threshold, extra=extra)
-    write_metadata(out, final)
+    write_info(out, final)
     (run / "export.json").write_text(json.dumps(final.to_metadata(), indent=2) + "\n")
     return final
 

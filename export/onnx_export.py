@@ -6,27 +6,12 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiscan.scanner.modelmeta import ModelInfo
+from aiscan.model.meta import ModelInfo, write_info
 
 if TYPE_CHECKING:
     import torch
 
 OPSET = 17
-
-
-def write_metadata(path: str | Path, info: ModelInfo) -> None:
-    """Replace the aiscan entries of an ONNX file's ``metadata_props`` with ``info``'s."""
-    import onnx
-
-    model = onnx.load(str(path))
-    keep = [p for p in model.metadata_props if not p.key.startswith("aiscan.")]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for key, value in info.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def export_onnx(
@@ -56,6 +41,6 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
-    write_metadata(tmp, info)
+    write_info(tmp, info)
     tmp.replace(out)
     return out

@@ -14,17 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.export.onnx_export import write_metadata
-from aiscan.scanner.modelmeta import ModelInfo
-from aiscan.scanner.preprocess import Preprocessing, load_pixels, normalize_batch
+from aiscan.model.meta import ModelInfo, read_info, write_info
+from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.preprocess import load_pixels, normalize_batch
 
 VARIANTS = ("fp16", "int8")
 
 
 def _info_with_precision(src: Path, precision: str) -> ModelInfo:
-    from aiscan.scanner.infer import Classifier
-
-    info = Classifier(src, "cpu", threads=1).info
+    info = read_info(src)
     extra = dict(info.extra, precision=precision)
     return ModelInfo(
         info.model_id + f"-{precision}",
@@ -48,7 +46,7 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     _topological_sort(model.graph)  # the converter appends its input casts at the end
     onnx.save(model, str(dst))
-    write_metadata(dst, info)
+    write_info(dst, info)
     return dst
 
 
@@ -128,5 +126,5 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration_files: Sequence[
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-    write_metadata(dst, info)
+    write_info(dst, info)
     return dst

@@ -429,9 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export_state_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
+    from aiscan.model.meta import ModelError
     from aiscan.scanner.config import ConfigError, ScanConfig
     from aiscan.scanner.infer import DeviceError, default_threads
-    from aiscan.scanner.modelmeta import ModelError
     from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
     from aiscan.scanner.pipeline import scan
     from aiscan.scanner.state import StateError

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.preprocess import (
     DecodeLimits,
-    Preprocessing,
     Source,
     centre_region,
     check_limits,

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import UnidentifiedImageError, features
 
+from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.evidence import Evidence, read_evidence
 from aiscan.scanner.preprocess import (
@@ -24,7 +25,6 @@ from aiscan.scanner.preprocess import (
     DecodeLimits,
     ImageDataEndsEarlyError,
     ImageTooLargeError,
-    Preprocessing,
     Source,
     load_pixels,
     open_image,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.scanner.modelmeta import ModelError, ModelInfo
+from aiscan.model.meta import ModelError, ModelInfo, read_info
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,12 @@ def provider_plan(
     return [(p, o) for p, o in plan if p in available]
 
 
-def _input_profile(ort: Any, path: Path) -> tuple[str, int, int]:
-    """Input name and size of a model, from a short-lived CPU session (for TensorRT)."""
-    session = ort.InferenceSession(str(path), providers=[_CPU])
-    info = ModelInfo.from_metadata(dict(session.get_modelmeta().custom_metadata_map))
-    h, w = info.preprocessing.input_size
-    return session.get_inputs()[0].name, h, w
+def _input_profile(path: Path) -> tuple[str, int, int]:
+    """Input name and size of a model, read from the file (for TensorRT's profile)."""
+    import onnx
+
+    h, w = read_info(path).preprocessing.input_size
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name, h, w
 
 
 def file_sha256(path: str | Path) -> str:
@@ -192,7 +192,7 @@ class Classifier:
                 cuda_devices=1,
                 tensorrt_loadable=True,
                 trt_cache_dir=trt_cache_dir,
-                trt_profile=_input_profile(ort, path),
+                trt_profile=_input_profile(path),
             )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(0, threads)
@@ -293,17 +293,7 @@ class Classifier:
         return np.concatenate(parts)
 
     def _p_ai(self, out: np.ndarray) -> np.ndarray:
-        if out.ndim != 2 or out.shape[1] != len(self.info.labels):
-            raise ModelError(
-                f"model output has shape {list(out.shape)}; its metadata names "
-                f"{len(self.info.labels)} labels"
-            )
-        if self.info.output == "logits":
-            out = out - out.max(axis=1, keepdims=True)
-            np.exp(out, out=out)
-            out /= out.sum(axis=1, keepdims=True)
-        p: np.ndarray = out[:, self.info.positive_index]
-        return p
+        return self.info.p_ai(out)
 
 
 def default_batch_size(provider: str) -> int:

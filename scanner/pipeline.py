@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner import __version__
 from aiscan.scanner.config import ConfigError, ScanConfig, resolve_model
 from aiscan.scanner.dali import DaliDecoder, DaliProbe, dali_available
@@ -33,7 +34,7 @@ from aiscan.scanner.discover import Found, discover, in_shard
 from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
 from aiscan.scanner.output import Row, VerdictWriter, iter_rows
 from aiscan.scanner.pool import DaemonPool, Task
-from aiscan.scanner.preprocess import Preprocessing, normalize_batch
+from aiscan.scanner.preprocess import normalize_batch
 from aiscan.scanner.state import DRIFT_BOUNDS, ScanState
 
 

@@ -15,87 +15,24 @@ the final resize needs. ``tests/test_preprocess.py`` holds the two within a stat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
+from aiscan.model.preprocessing import Preprocessing
+
 # aiscan enforces its own pixel limit (DecodeLimits.max_pixels) with a clear message;
 # Pillow's global limit would otherwise warn or raise first, with a different one.
 Image.MAX_IMAGE_PIXELS = None
 
-PREPROCESS_VERSION = "aiscan-preprocess/1"
-RESIZE_POLICIES = ("squash", "crop")
+#: Pillow's filter for each of :data:`~aiscan.model.preprocessing.INTERPOLATION_NAMES`.
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the model expects: written by export, read by the scanner.
-
-    Attributes:
-        input_size: (height, width) of the model input.
-        mean: per-channel mean, applied after scaling pixels to [0, 1].
-        std: per-channel standard deviation.
-        resize: "squash" resizes the whole image to ``input_size`` ignoring aspect (the
-            report's recipe: a non-square image is stretched); "crop" keeps the aspect: the
-            largest centred region of the input's aspect is resized to ``input_size``
-            (for a square input, the centred square of side min(width, height)).
-        interpolation: Pillow filter used for the resize, antialiased when shrinking.
-        background: grey level that transparent pixels are composited on.
-    """
-
-    input_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    resize: str = "squash"
-    interpolation: str = "bilinear"
-    background: int = 255
-    version: str = field(default=PREPROCESS_VERSION)
-
-    def __post_init__(self) -> None:
-        h, w = self.input_size
-        if not (16 <= h <= 4096 and 16 <= w <= 4096):
-            raise ValueError(f"input_size must be within 16..4096 pixels, got {self.input_size}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std need exactly 3 values (RGB)")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
-        if self.resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
-            )
-        if not 0 <= self.background <= 255:
-            raise ValueError(f"background must be a grey level 0..255, got {self.background}")
-        if self.version != PREPROCESS_VERSION:
-            raise ValueError(
-                f"preprocessing version {self.version!r} is not supported by this aiscan "
-                f"(it knows {PREPROCESS_VERSION!r})"
-            )
-
-    def to_json(self) -> str:
-        """Canonical JSON: the same definition always gives the same text (and hash)."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> Preprocessing:
-        raw: dict[str, Any] = json.loads(text)
-        raw["input_size"] = tuple(raw["input_size"])
-        raw["mean"] = tuple(float(v) for v in raw["mean"])
-        raw["std"] = tuple(float(v) for v in raw["std"])
-        return cls(**raw)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
 @dataclass(frozen=True)

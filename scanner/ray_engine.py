@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.config import ScanConfig
 from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found
 from aiscan.scanner.evidence import Evidence
 from aiscan.scanner.infer import Classifier
 from aiscan.scanner.output import ROW_FIELDS, Row
-from aiscan.scanner.preprocess import DecodeLimits, Preprocessing
+from aiscan.scanner.preprocess import DecodeLimits
 
 #: Item fields that travel between the decode tasks and the inference actors as columns.
 _ITEM_COLUMNS = ("path", "status", "error", "format", "width", "height", "bytes", "sha256")

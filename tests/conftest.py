@@ -60,8 +60,8 @@ def _tiny(folder: Path, resize: str) -> Path:
     timm = pytest.importorskip("timm")
     torch = pytest.importorskip("torch")
     from aiscan.export.onnx_export import export_onnx
-    from aiscan.scanner.modelmeta import ModelInfo
-    from aiscan.scanner.preprocess import Preprocessing
+    from aiscan.model.meta import ModelInfo
+    from aiscan.model.preprocessing import Preprocessing
 
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", num_classes=2, pretrained=False)

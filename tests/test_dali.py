@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.output import read_rows
-from aiscan.scanner.preprocess import (
-    RESIZE_POLICIES,
-    DecodeLimits,
-    Preprocessing,
-    normalize_batch,
-    reference_pixels,
-)
+from aiscan.scanner.preprocess import DecodeLimits, normalize_batch, reference_pixels
 from tests.conftest import encode, jpeg_bytes, photo
 
 pytest.importorskip("nvidia.dali")

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 
 
 def test_write_metadata_replaces_only_aiscan_keys(tiny_model: Path, tmp_path: Path) -> None:
-    from aiscan.export.onnx_export import write_metadata
+    from aiscan.model.meta import write_info
 
     path = tmp_path / "m.onnx"
     path.write_bytes(tiny_model.read_bytes())
@@ -24,7 +24,7 @@ def test_write_metadata_replaces_only_aiscan_keys(tiny_model: Path, tmp_path: Pa
     entry.key, entry.value = "owner", "someone"
     onnx.save(model, str(path))
     info = Classifier(path, "cpu").info
-    write_metadata(path, replace(info, threshold=0.25, extra={"note": "x"}))
+    write_info(path, replace(info, threshold=0.25, extra={"note": "x"}))
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert props["owner"] == "someone" and props["aiscan.threshold"] == "0.25"
     again = Classifier(path, "cpu").info

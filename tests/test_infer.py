@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aiscan.model.meta import ModelError
 from aiscan.scanner.infer import Classifier, DeviceError, cuda_device_count, provider_plan
-from aiscan.scanner.modelmeta import ModelError
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from aiscan.scanner.modelmeta import ModelError, ModelInfo
-from aiscan.scanner.preprocess import Preprocessing
+from aiscan.model.meta import ModelError, ModelInfo
+from aiscan.model.preprocessing import Preprocessing
 
 
 def _info(**kw: object) -> ModelInfo:
@@ -50,3 +52,33 @@ def test_missing_or_edited_metadata_is_refused() -> None:
     broken = dict(props, **{"aiscan.threshold": "high"})
     with pytest.raises(ModelError, match="invalid"):
         ModelInfo.from_metadata(broken)
+
+
+def test_p_ai_from_logits_or_probabilities_whatever_the_label_order() -> None:
+    from aiscan.model.meta import p_ai
+
+    logits = np.array([[2.0, 0.0], [0.0, 0.0], [-1.0, 3.0]], np.float32)
+    expect = 1 / (1 + np.exp(-(logits[:, 0] - logits[:, 1])))
+    np.testing.assert_allclose(p_ai(logits), expect, rtol=1e-6)
+    np.testing.assert_allclose(p_ai(logits[:, ::-1], ("real", "ai")), expect, rtol=1e-6)
+    probs = np.array([[0.7, 0.3], [0.1, 0.9]], np.float32)
+    np.testing.assert_allclose(p_ai(probs, output="probabilities"), [0.7, 0.1])
+    info = ModelInfo("m", "a", Preprocessing(), labels=("real", "ai"), output="probabilities")
+    np.testing.assert_allclose(info.p_ai(probs), [0.3, 0.9])
+    with pytest.raises(ModelError, match="3 labels"):
+        p_ai(probs, ("ai", "real", "other"))
+    with pytest.raises(ModelError, match="output must be"):
+        p_ai(probs, output="odds")
+
+
+def test_read_info_reads_the_file_without_a_session(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.model.meta import read_info
+    from aiscan.scanner.infer import Classifier
+
+    assert read_info(tiny_model) == Classifier(tiny_model, "cpu").info
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\xff not a protobuf" * 10)
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        read_info(junk)
+    with pytest.raises(OSError):
+        read_info(tmp_path / "missing.onnx")

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.preprocess import (
-    RESIZE_POLICIES,
     DecodeLimits,
     ImageTooLargeError,
-    Preprocessing,
     load_pixels,
     normalize_batch,
     reference_pixels,
@@ -269,3 +268,10 @@ def test_mpo_camera_files_take_the_fast_jpeg_path() -> None:
     as_jpeg = load_pixels(jpeg_bytes(first), spec).pixels  # the same first picture alone
     np.testing.assert_array_equal(fast.pixels, as_jpeg)
     assert not np.array_equal(fast.pixels, load_pixels(mpo, spec, fast=False).pixels)
+
+
+def test_every_interpolation_the_definition_allows_has_a_pillow_filter() -> None:
+    from aiscan.model.preprocessing import INTERPOLATION_NAMES
+    from aiscan.scanner.preprocess import INTERPOLATIONS
+
+    assert tuple(INTERPOLATIONS) == INTERPOLATION_NAMES

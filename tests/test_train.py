@@ -254,7 +254,7 @@ def test_source_balanced_weights_give_each_class_half() -> None:
 def test_random_regions_have_the_policy_aspect_and_stay_inside() -> None:
     import random
 
-    from aiscan.scanner.preprocess import Preprocessing
+    from aiscan.model.preprocessing import Preprocessing
     from aiscan.train.augment import RandomRegion
 
     random.seed(0)
@@ -393,9 +393,10 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
 @pytest.mark.parametrize("resize", ["squash", "crop"])
 def test_training_tensor_equals_the_scanners_bit_for_bit(tmp_path: Path, resize: str) -> None:
     """What evaluation in training feeds the model is what the CPU scanner feeds it."""
+    from aiscan.model.preprocessing import Preprocessing
     from aiscan.scanner.decode import CpuDecoder
     from aiscan.scanner.discover import Found
-    from aiscan.scanner.preprocess import Preprocessing, normalize_batch
+    from aiscan.scanner.preprocess import normalize_batch
     from aiscan.train.data import ImageDataset, make_collate
     from tests.conftest import jpeg_bytes, photo
 

@@ -6,7 +6,8 @@ import math
 import random
 from typing import Any
 
-from aiscan.scanner.preprocess import Box, Preprocessing, centre_region
+from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.preprocess import Box, centre_region
 
 
 class RandomRegion:

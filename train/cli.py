@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from aiscan.scanner.preprocess import RESIZE_POLICIES
+from aiscan.model.preprocessing import RESIZE_POLICIES
 from aiscan.train.loop import NORMS
 
 

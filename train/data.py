@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiscan.model.meta import LABELS, POSITIVE_LABEL
+from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.discover import discover
-from aiscan.scanner.modelmeta import POSITIVE_LABEL
-from aiscan.scanner.preprocess import Preprocessing, RegionFn, load_pixels, normalize_batch
+from aiscan.scanner.preprocess import RegionFn, load_pixels, normalize_batch
 from aiscan.scanner.sniff import claims_image
 
-#: Output order of every model this module trains. AI is index 0, as in the report, and
-#: the positive class of every metric (see aiscan.scanner.modelmeta.POSITIVE_LABEL).
-LABELS = ("ai", "real")
 #: The report's split: 72.25% train, 12.75% validation, 15% test.
 SPLIT_FRACTIONS = {"train": 0.7225, "val": 0.1275, "test": 0.15}
 

@@ -162,10 +162,9 @@ def embed(model: str | Path, report: dict[str, Any]) -> None:
     """Write a report's metrics into the model's own metadata (``aiscan.test_metrics``)."""
     from dataclasses import replace
 
-    from aiscan.export.onnx_export import write_metadata
-    from aiscan.scanner.infer import Classifier
+    from aiscan.model.meta import read_info, write_info
 
-    info = Classifier(model, "cpu", threads=1).info
+    info = read_info(model)
     extra = dict(
         info.extra,
         test_metrics={
@@ -176,4 +175,4 @@ def embed(model: str | Path, report: dict[str, Any]) -> None:
             "reencode_jpeg_q90_delta": report.get("reencode_jpeg_q90", {}).get("delta"),
         },
     )
-    write_metadata(model, replace(info, extra=extra))
+    write_info(model, replace(info, extra=extra))

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.scanner.preprocess import Preprocessing, RegionFn
+from aiscan.model.meta import LABELS, POSITIVE_LABEL, p_ai
+from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.preprocess import RegionFn
 from aiscan.train.augment import RandomRegion, report_augmentations
 from aiscan.train.data import (
-    LABELS,
     ImageDataset,
     Sample,
     find_samples,
@@ -248,11 +249,10 @@ def predict(model: Any, loader: Any, device: Any, dtype: Any) -> tuple[np.ndarra
 
     model.eval()
     scores, labels = [], []
-    ai = LABELS.index("ai")
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for x, y in loader:
             logits = model(x.to(device, memory_format=torch.channels_last)).float()
-            scores.append(torch.softmax(logits, dim=1)[:, ai].cpu().numpy())
+            scores.append(p_ai(logits.cpu().numpy(), LABELS, "logits"))
             labels.append(y.numpy())
     return np.concatenate(scores), np.concatenate(labels)
 
@@ -323,7 +323,7 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
             emit,
         )
         scores, labels = predict(model, val_loader, device, dtype)
-        val = binary_metrics(labels == LABELS.index("ai"), scores, threshold=0.5)
+        val = binary_metrics(labels == LABELS.index(POSITIVE_LABEL), scores, threshold=0.5)
         row = {
             "epoch": epoch,
             "train_loss": loss,

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiscan.train.data import LABELS
-
 #: Classifier tensors of source checkpoints, left out when matching by order:
 #: lukemelas EfficientNet (``_fc``), torchvision (``classifier.1``).
 _SOURCE_HEADS = ("_fc", "classifier.")
@@ -66,10 +64,11 @@ def create(
     ``head_init="small"`` redraws the head's weights from N(0, 0.01) with zero bias, so
     training starts near p = 0.5 rather than from timm's large random logits.
     """
-    import timm
     import torch
 
-    model: Any = timm.create_model(arch, num_classes=len(LABELS), pretrained=False)
+    from aiscan.model.factory import create as create_untrained
+
+    model: Any = create_untrained(arch)
     if head_init == "small":
         head = model.get_classifier()
         torch.nn.init.normal_(head.weight, std=0.01)

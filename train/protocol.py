@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.train.data import LABELS, Sample, source_folds, source_groups
+from aiscan.model.meta import LABELS
+from aiscan.train.data import Sample, source_folds, source_groups
 from aiscan.train.metrics import binary_metrics
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aiscan.scanner.preprocess import RESIZE_POLICIES
+from aiscan.model.preprocessing import RESIZE_POLICIES
 
 #: Summary figures shown in tables, in order.
 SHOWN = (
@@ -132,7 +132,7 @@ def _ensemble(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
-    from aiscan.scanner.preprocess import Preprocessing
+    from aiscan.model.preprocessing import Preprocessing
     from aiscan.train.data import find_samples
     from aiscan.train.loop import NORMS
     from aiscan.train.protocol import aspect_is_square, extract_features, probe, summarize

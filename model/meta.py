@@ -1,22 +1,54 @@
-"""What an aiscan ONNX model says about itself, in its ``metadata_props``.
+"""What an aiscan ONNX model says about itself, in its ``metadata_props``, and what its
+output means.
 
-Export writes these keys (:func:`ModelInfo.to_metadata`); the scanner reads them
-(:func:`ModelInfo.from_metadata`) and nowhere else takes preprocessing, labels or the
-threshold from.
+Export writes these keys (:func:`write_info`, :func:`ModelInfo.to_metadata`); the scanner
+and every other tool read them (:func:`read_info`, :func:`ModelInfo.from_metadata`) and
+take preprocessing, labels or the threshold from nowhere else. :func:`p_ai` is the one
+way from a model's output to the probability that an image is AI-generated.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from aiscan.scanner.preprocess import Preprocessing
+import numpy as np
+
+from aiscan.model.preprocessing import Preprocessing
 
 PREFIX = "aiscan."
 FORMAT_VERSION = "1"
+#: Class names in the output order of every model aiscan trains (AI first, as in the
+#: report); a model's own order is its metadata's ``labels``.
+LABELS = ("ai", "real")
 POSITIVE_LABEL = "ai"
 OUTPUTS = ("logits", "probabilities")
+
+
+def p_ai(out: np.ndarray, labels: Sequence[str] = LABELS, output: str = "logits") -> np.ndarray:
+    """Probability of the AI class for each row of a (batch, classes) model output.
+
+    Args:
+        out: the model's output, one row per image.
+        labels: class names in output order (must contain :data:`POSITIVE_LABEL`).
+        output: "logits" (a softmax is applied) or "probabilities" (used as they are).
+    """
+    out = np.asarray(out, dtype=np.float32)
+    if out.ndim != 2 or out.shape[1] != len(labels):
+        raise ModelError(
+            f"model output has shape {list(out.shape)}; its metadata names {len(labels)} labels"
+        )
+    if output == "logits":
+        out = out - out.max(axis=1, keepdims=True)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+    elif output != "probabilities":
+        raise ModelError(f"output must be one of {OUTPUTS}, got {output!r}")
+    result: np.ndarray = out[:, list(labels).index(POSITIVE_LABEL)]
+    return result
 
 
 class ModelError(ValueError):
@@ -41,7 +73,7 @@ class ModelInfo:
     model_id: str
     arch: str
     preprocessing: Preprocessing
-    labels: tuple[str, ...] = ("ai", "real")
+    labels: tuple[str, ...] = LABELS
     threshold: float = 0.5
     output: str = "logits"
     trained: bool = True
@@ -63,6 +95,10 @@ class ModelInfo:
     def positive_index(self) -> int:
         """Index of the AI-generated class in the model's output."""
         return self.labels.index(POSITIVE_LABEL)
+
+    def p_ai(self, out: np.ndarray) -> np.ndarray:
+        """:func:`p_ai` of this model's raw output."""
+        return p_ai(out, self.labels, self.output)
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries that describe this model."""
@@ -133,3 +169,36 @@ class ModelInfo:
             )
         except (ValueError, TypeError) as exc:
             raise ModelError(f"aiscan metadata is invalid: {exc}") from exc
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of an ONNX file, read with ``onnx`` (no inference session).
+
+    Raises:
+        ModelError: not an ONNX model, or its aiscan metadata is missing or invalid.
+        OSError: the file cannot be read.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError:
+        raise
+    except Exception as exc:  # protobuf's DecodeError, and onnx's own errors
+        raise ModelError(f"{path} is not an ONNX model: {exc}") from exc
+    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def write_info(path: str | Path, info: ModelInfo) -> None:
+    """Replace the aiscan entries of an ONNX file's ``metadata_props`` with ``info``'s."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in info.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
