@@ -154,18 +154,22 @@ class _Counter(threading.Thread):
         super().__init__(name="aiscan-count", daemon=True)
         self._files = files
         self.total: int | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         n = 0
         for _ in self._files():
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
             n += 1
         self.total = n
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Stop counting and wait (at most ``wait_s``) for the thread to end: it may be
+        reading the state database, which the caller is about to close."""
+        self._halt.set()
+        if self.is_alive():
+            self.join(wait_s)
 
 
 class _Rows:

@@ -147,6 +147,7 @@ class ScanState:
             self._lock.release()
             raise
         self._mutex = threading.Lock()
+        self._closed = False
         self._seen: list[tuple[int, bytes]] = []
         self.stats = StateStats()
         self.figures = NightFigures()
@@ -193,6 +194,8 @@ class ScanState:
         except OSError:
             return True  # the decode stage says why
         with self._mutex:
+            if self._closed:  # only the progress counter can still ask, and it may guess
+                return True
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run "
                 "FROM files WHERE path = ?",
@@ -310,7 +313,9 @@ class ScanState:
     def close(self) -> None:
         if self._seen:
             self._flush_seen()
-        self._db.close()
+        with self._mutex:  # never under a query of another thread (the progress counter)
+            self._db.close()
+            self._closed = True
         self._lock.release()
 
 

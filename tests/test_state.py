@@ -253,3 +253,37 @@ def test_metrics_file_and_json_log_lines(
     assert 'aiscan_exit_status{model="tiny-test"} 1' in text
     for line in text.splitlines():  # the exposition format: comments or name{labels} value
         assert line.startswith("# ") or re.fullmatch(r"aiscan_\w+\{[^}]*\} [-0-9.e+]+", line)
+
+
+def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -> None:
+    """The progress counter asks the state from its own thread; closing the database under
+    it (a second night that ends at once) once crashed the process (SIGSEGV in CI). Now
+    close waits for a running query, and a question after close gets an answer, not an
+    exception."""
+    import threading
+
+    from aiscan.scanner.discover import Found
+
+    files = _tree(tmp_path / "store", 20)
+    state = state_mod.ScanState(tmp_path / "scans.db", "m", 0.5)
+    state.begin([str(tmp_path / "store")])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def count() -> None:
+        try:
+            while not stop.is_set():
+                for f in files:
+                    state.needs_scan(Found(str(f)), count=False)
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    reader = threading.Thread(target=count)
+    reader.start()
+    time.sleep(0.05)
+    state.close()
+    time.sleep(0.05)
+    stop.set()
+    reader.join(10)
+    assert not errors
+    assert state.needs_scan(Found(str(files[0])), count=False) is True
