@@ -6,6 +6,7 @@ import builtins
 import errno
 import functools
 import hashlib
+import io
 import os
 import stat
 import struct
@@ -70,6 +71,20 @@ class Item:
     tensor: np.ndarray | None = None
     evidence: Evidence = field(default_factory=Evidence)
     reused_p_ai: float | None = None
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An image file held in memory.
+
+    Attributes:
+        path: the name its row shows (a file name, an upload id); its extension counts
+            as a file's does (an image extension on non-image bytes is an error row).
+        data: the file's bytes.
+    """
+
+    path: str
+    data: builtins.bytes
 
 
 @dataclass(eq=False)
@@ -177,47 +192,61 @@ class CpuDecoder:
             item.status, item.error, item.pixels = "error", explain(exc), None
         return item
 
+    def decode_blob(self, blob: Blob) -> Item:
+        """An image already in memory, decoded as a file of that name would be."""
+        item = Item(blob.path)
+        try:
+            self._decode_open(item, io.BytesIO(blob.data), len(blob.data))
+        except Exception as exc:  # see __call__
+            item.status, item.error, item.pixels = "error", explain(exc), None
+        return item
+
     def _decode_into(self, item: Item) -> None:
         with open(item.path, "rb") as fh:
             st = os.fstat(fh.fileno())
-            item.bytes = st.st_size
             if not stat.S_ISREG(st.st_mode):
+                item.bytes = st.st_size
                 item.status, item.error = "skipped", "not a regular file"
                 return
-            head = fh.read(SNIFF_BYTES)
-            fmt = sniff(head)
-            if fmt is None:
-                item.status = "error" if claims_image(item.path) else "skipped"
-                item.error = describe_non_image(head, st.st_size)
-                if item.status == "error":
-                    item.error = f"has an image extension but is not an image: {item.error}"
-                return
-            item.format = fmt
-            if not _plugin_available(fmt):
-                item.status = "error"
-                item.error = f"{fmt} image, but no {fmt} decoder is installed: {_PLUGINS[fmt]}"
-                return
-            if st.st_size > self.limits.max_file_bytes:
-                item.status = "error"
-                item.error = (
-                    f"file is {st.st_size / 2**20:.0f} MB, over the limit of "
-                    f"{self.limits.max_file_bytes / 2**20:.0f} MB (see --max-file-size)"
-                )
-                return
-            if self.evidence:
-                item.evidence = read_evidence(fh, fmt)
+            self._decode_open(item, fh, st.st_size)
+
+    def _decode_open(self, item: Item, fh: BinaryIO, size: int) -> None:
+        """Sniff, check, read evidence, hash and decode an open file of ``size`` bytes."""
+        item.bytes = size
+        head = fh.read(SNIFF_BYTES)
+        fmt = sniff(head)
+        if fmt is None:
+            item.status = "error" if claims_image(item.path) else "skipped"
+            item.error = describe_non_image(head, size)
+            if item.status == "error":
+                item.error = f"has an image extension but is not an image: {item.error}"
+            return
+        item.format = fmt
+        if not _plugin_available(fmt):
+            item.status = "error"
+            item.error = f"{fmt} image, but no {fmt} decoder is installed: {_PLUGINS[fmt]}"
+            return
+        if size > self.limits.max_file_bytes:
+            item.status = "error"
+            item.error = (
+                f"file is {size / 2**20:.0f} MB, over the limit of "
+                f"{self.limits.max_file_bytes / 2**20:.0f} MB (see --max-file-size)"
+            )
+            return
+        if self.evidence:
+            item.evidence = read_evidence(fh, fmt)
+        fh.seek(0)
+        if self.hash_files:
+            item.sha256 = _sha256(fh)
             fh.seek(0)
-            if self.hash_files:
-                item.sha256 = _sha256(fh)
-                fh.seek(0)
-                if self.known is not None:
-                    item.reused_p_ai = self.known(item.sha256)
-                    if item.reused_p_ai is not None:  # judged by this model before
-                        with open_image(fh) as img:
-                            item.width, item.height = oriented_size(img)
-                        return
-            source: Source = fh.read() if self.keep_bytes else fh
-            self._decode(item, source, fmt)
+            if self.known is not None:
+                item.reused_p_ai = self.known(item.sha256)
+                if item.reused_p_ai is not None:  # judged by this model before
+                    with open_image(fh) as img:
+                        item.width, item.height = oriented_size(img)
+                    return
+        source: Source = fh.read() if self.keep_bytes else fh
+        self._decode(item, source, fmt)
 
     def _decode(self, item: Item, source: Source, fmt: str) -> None:
         """Decode a sniffed image into ``item.pixels`` (overridden by the DALI probe)."""

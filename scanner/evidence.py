@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from aiscan.scanner.preprocess import open_image
+
 #: The values of the ``evidence`` column, strongest first.
 KINDS = ("ai-declared", "c2pa-invalid", "c2pa-signed", "c2pa-unverified", "camera-claimed", "none")
 
@@ -114,7 +116,7 @@ def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
             return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
     fh.seek(0)
     try:
-        img = Image.open(fh)
+        img = open_image(fh)
     except Exception:  # the decode stage reports unreadable files
         return _decide(sig) if sig.c2pa else Evidence()
     with img:

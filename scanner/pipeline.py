@@ -16,12 +16,12 @@ import platform
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -108,15 +108,25 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _submit_ahead(
+class Named(Protocol):
+    """An input of the decode stage: a discovered file, or an image in memory."""
+
+    @property
+    def path(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+def submit_ahead(
     pool: DaemonPool,
-    decode: Callable[[Found], Item],
-    found: Iterable[Found],
+    decode: Callable[[N], Item],
+    found: Iterable[N],
     batch_size: int,
     prefetch: int,
-) -> Iterator[list[tuple[Found, Task[Item]]]]:
+) -> Iterator[list[tuple[N, Task[Item]]]]:
     """Yield batches of decode tasks, keeping ``prefetch`` more batches in flight."""
-    window: deque[tuple[Found, Task[Item]]] = deque()
+    window: deque[tuple[N, Task[Item]]] = deque()
     source = iter(found)
     limit = batch_size * (prefetch + 1)
     exhausted = False
@@ -140,8 +150,8 @@ def _timed_out(path: str, timeout_s: float) -> Item:
     )
 
 
-def _collect(
-    pool: DaemonPool, tasks: list[tuple[Found, Task[Item]]], timeout_s: float
+def collect_batch(
+    pool: DaemonPool, tasks: Sequence[tuple[Named, Task[Item]]], timeout_s: float
 ) -> list[Item]:
     """The decoded items of a batch, in order; a file past its time is an error row."""
     return [pool.result(t, timeout_s, partial(_timed_out, f.path, timeout_s)) for f, t in tasks]
@@ -172,7 +182,7 @@ class _Counter(threading.Thread):
             self.join(wait_s)
 
 
-class _Rows:
+class RowMaker:
     """Turns decoded items and probabilities into verdict rows.
 
     With the "override" evidence policy, a file whose metadata declares it AI-made
@@ -221,7 +231,7 @@ def _host_tensor(items: list[Item], spec: Preprocessing) -> np.ndarray:
     return np.stack([it.tensor if it.tensor is not None else next(normed) for it in items])
 
 
-def _classify(batch: Batch, classifier: Classifier, make_row: _Rows) -> list[Row]:
+def classify_batch(batch: Batch, classifier: Classifier, make_row: RowMaker) -> list[Row]:
     """Run the model on every ready item of a batch; one row per item, in order."""
     on_device = {id(it) for it in batch.device_items}
     host = [
@@ -302,10 +312,10 @@ def _batches(
     """Decoded batches in order; the batch stage of batch N+1 runs while N is classified."""
 
     def batch_stage(tasks: list[tuple[Found, Task[Item]]]) -> Batch:
-        return stages.per_batch(_collect(decode_pool, tasks, config.decode_timeout))
+        return stages.per_batch(collect_batch(decode_pool, tasks, config.decode_timeout))
 
     pending: deque[Task[Batch]] = deque()
-    for tasks in _submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
+    for tasks in submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
         pending.append(batch_pool.submit(batch_stage, tasks))
         if len(pending) > 1:
             yield pending.popleft().future.result()
@@ -341,7 +351,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         if state is not None:
             state.close()
         raise
-    make_row = _Rows(classifier.model_label, threshold, config.evidence_policy)
+    make_row = RowMaker(classifier.model_label, threshold, config.evidence_policy)
     state_stats = None
     try:
         if state is not None:
@@ -442,7 +452,7 @@ def _run(
     stages: _Stages,
     classifier: Classifier,
     writer: VerdictWriter,
-    make_row: _Rows,
+    make_row: RowMaker,
     batch_size: int,
     on_progress: Callable[[Progress], None] | None,
     state: ScanState | None = None,
@@ -499,7 +509,7 @@ def _local_rows(
     stages: _Stages,
     files: Iterable[Found],
     classifier: Classifier,
-    make_row: _Rows,
+    make_row: RowMaker,
     batch_size: int,
 ) -> Generator[tuple[list[Row], int], None, None]:
     """The local engine: (rows, files whose verdict was reused) per batch, in order."""
@@ -508,7 +518,7 @@ def _local_rows(
     try:
         for batch in _batches(config, stages, files, batch_size, decode_pool, batch_pool):
             reused = sum(it.reused_p_ai is not None for it in batch.items)
-            yield _classify(batch, classifier, make_row), reused
+            yield classify_batch(batch, classifier, make_row), reused
     finally:
         for pool in (batch_pool, decode_pool):
             pool.shutdown(wait_s=2.0)  # never waits on a stuck decode

@@ -27,10 +27,6 @@ from PIL import Image, ImageOps, JpegImagePlugin
 
 from aiscan.model.preprocessing import Preprocessing
 
-# aiscan enforces its own pixel limit (DecodeLimits.max_pixels) with a clear message;
-# Pillow's global limit would otherwise warn or raise first, with a different one.
-Image.MAX_IMAGE_PIXELS = None
-
 #: Pillow's filter for each of :data:`~aiscan.model.preprocessing.INTERPOLATION_NAMES`.
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -131,7 +127,16 @@ Source = str | bytes | BinaryIO
 
 
 def open_image(source: Source, formats: list[str] | None = None) -> Image.Image:
-    """Open (not decode) an image from a path, an open binary file or bytes already read."""
+    """Open (not decode) an image from a path, an open binary file or bytes already read.
+
+    aiscan enforces its own pixel limit (:class:`DecodeLimits`, checked by
+    :func:`check_limits`) with a clear message; Pillow's process-wide one would warn or
+    refuse first, with another. So the first image aiscan opens lifts Pillow's limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) for the process: decoding with aiscan changes it,
+    importing aiscan does not.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None:
+        Image.MAX_IMAGE_PIXELS = None
     fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
     return Image.open(fp, formats=formats)
 

@@ -4,7 +4,7 @@ The driver lists the files (the same discovery, resume, shard and state filters 
 local engine) and streams them through Ray Data: ``map_batches`` with a decode task
 (:class:`~aiscan.scanner.decode.CpuDecoder`, the local engine's per-file stage) on CPU
 workers, then ``map_batches`` with an actor pool (:class:`_Classify`), each actor holding
-one ONNX Runtime session and running the local engine's own :func:`_classify`; with
+one ONNX Runtime session and running the local engine's own :func:`classify_batch`; with
 ``num_gpus`` per actor where the cluster has GPUs. Rows come back to the driver in order
 and go through the same writer (and state), so the verdict file is the same as a local
 run's, byte for byte in its schema. A task or actor that dies is retried by Ray; rows are
@@ -100,7 +100,7 @@ class _Classify:
     ) -> None:
         import ray
 
-        from aiscan.scanner.pipeline import _Rows
+        from aiscan.scanner.pipeline import RowMaker
 
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="aiscan-model-")
@@ -110,10 +110,10 @@ class _Classify:
             self.classifier = Classifier(path, device, threads=threads)
         finally:
             os.unlink(path)  # the session and the model's hash are made: no longer needed
-        self.make_row = _Rows(self.classifier.model_label, threshold, policy)
+        self.make_row = RowMaker(self.classifier.model_label, threshold, policy)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from aiscan.scanner.pipeline import _classify
+        from aiscan.scanner.pipeline import classify_batch
 
         items = []
         for i in range(len(batch["path"])):
@@ -136,7 +136,7 @@ class _Classify:
             if batch["has_pixels"][i]:
                 item.pixels = batch["pixels"][i]
             items.append(item)
-        rows = _classify(Batch(items), self.classifier, self.make_row)
+        rows = classify_batch(Batch(items), self.classifier, self.make_row)
         return {
             name: np.array([_encode(getattr(r, name)) for r in rows], dtype=object)
             for name in ROW_FIELDS

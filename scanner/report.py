@@ -24,10 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from aiscan.scanner.output import Row, iter_rows
-from aiscan.scanner.preprocess import DecodeLimits, check_limits, is_jpeg
+from aiscan.scanner.preprocess import DecodeLimits, check_limits, is_jpeg, open_image
 
 BINS = 20
 
@@ -112,7 +112,7 @@ def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
 def thumbnail(path: str, size: int) -> str | None:
     """A JPEG data URI of at most ``size`` pixels a side, or None if unreadable."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             check_limits(img, DecodeLimits())
             if is_jpeg(img):
                 img.draft("RGB", (size, size))

@@ -58,3 +58,33 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
         "def f():\n    from aiscan.train.data import LABELS\n    return LABELS\n"
     )
     assert _imports("pkg", tmp_path) == {"train": {"pkg/a.py"}}
+
+
+def test_importing_every_module_changes_no_process_wide_setting() -> None:
+    """A library user (or a Ray worker) may import aiscan beside their own code: importing
+    must not lift Pillow's decompression-bomb limit or touch other global state; decoding
+    with aiscan may (it enforces its own limit instead)."""
+    import subprocess
+    import sys
+
+    modules = [
+        f"aiscan.{p}.{f.stem}"
+        for p in ("model", "scanner")
+        for f in sorted((ROOT / p).glob("*.py"))
+        if f.stem not in ("__init__", "__main__")
+    ]
+    code = (
+        "from PIL import Image\n"
+        "before = Image.MAX_IMAGE_PIXELS\n"
+        "import importlib\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "assert Image.MAX_IMAGE_PIXELS == before, Image.MAX_IMAGE_PIXELS\n"
+        "from aiscan.scanner.preprocess import open_image\n"
+        "import io\n"
+        "buf = io.BytesIO(); Image.new('RGB', (4, 4)).save(buf, 'PNG')\n"
+        "open_image(buf.getvalue()).close()\n"
+        "assert Image.MAX_IMAGE_PIXELS is None\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

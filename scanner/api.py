@@ -1,0 +1,93 @@
+"""Classify images from Python, without an output file: a list of files, or images already
+in memory (an upload service's bytes).
+
+::
+
+    from aiscan.scanner.api import Detector
+
+    detector = Detector()  # the embedded default model, on the best device available
+    for row in detector.classify_files(["a.jpg", "b.png"]):
+        print(row.path, row.status, row.p_ai, row.verdict, row.error)
+    for row in detector.classify_bytes([("upload-17.jpg", data)]):
+        ...
+
+Rows come back in input order, one per input, with the scanner's own decoding, limits,
+error contract (a bad file is a row with a status and an error, never an exception) and
+full-precision ``p_ai``. A :class:`Detector` holds one ONNX Runtime session; build it once
+and reuse it. Its methods may be called from one thread at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from aiscan.scanner.config import resolve_model
+from aiscan.scanner.decode import Batch, Blob, CpuDecoder, Item
+from aiscan.scanner.discover import Found
+from aiscan.scanner.infer import Classifier, default_batch_size, default_threads
+from aiscan.scanner.output import Row
+from aiscan.scanner.pipeline import N, RowMaker, classify_batch, collect_batch, submit_ahead
+from aiscan.scanner.pool import DaemonPool
+from aiscan.scanner.preprocess import DecodeLimits
+
+
+class Detector:
+    """A model, ready to classify images.
+
+    Args:
+        model: an aiscan ONNX model (default: the embedded one).
+        device: "auto", "cpu", "cuda" or "tensorrt", as ``aiscan --device``.
+        threshold: p_ai at or above which the verdict is "ai" (default: the model's own).
+        batch_size: images per inference call (default: 8 on a CPU, 128 on a GPU).
+        workers: decode threads (default: the cores this process may use).
+        limits: pixel, file size and decode memory limits.
+        decode_timeout: seconds one image may take to decode before it becomes an error row.
+        evidence: read provenance metadata (C2PA, generator tags, camera EXIF).
+
+    Raises:
+        ConfigError, ModelError, DeviceError: as ``aiscan`` would, before any image is read.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "auto",
+        threshold: float | None = None,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        limits: DecodeLimits | None = None,
+        decode_timeout: float = 60.0,
+        evidence: bool = True,
+    ) -> None:
+        self.classifier = Classifier(resolve_model(model), device, threads=default_threads())
+        info = self.classifier.info
+        self.threshold = info.threshold if threshold is None else threshold
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
+        provider = self.classifier.report.providers[0]
+        self.batch_size = batch_size or default_batch_size(provider)
+        self.workers = workers or default_threads()
+        self.decode_timeout = decode_timeout
+        self._decoder = CpuDecoder(info.preprocessing, limits, evidence=evidence)
+        self._rows = RowMaker(self.classifier.model_label, self.threshold)
+
+    def classify_files(self, paths: Iterable[str | Path]) -> Iterator[Row]:
+        """One row per path, in order (no folder walk: a folder is an error row)."""
+        found = (Found(str(p)) for p in paths)
+        return self._run(found, self._decoder)
+
+    def classify_bytes(self, images: Iterable[tuple[str, bytes]]) -> Iterator[Row]:
+        """One row per ``(name, data)`` pair, in order; ``name`` is the row's ``path``."""
+        blobs = (Blob(name, data) for name, data in images)
+        return self._run(blobs, self._decoder.decode_blob)
+
+    def _run(self, inputs: Iterable[N], decode: Callable[[N], Item]) -> Iterator[Row]:
+        pool = DaemonPool(self.workers, "aiscan-api")
+        try:
+            for tasks in submit_ahead(pool, decode, inputs, self.batch_size, prefetch=1):
+                items = collect_batch(pool, tasks, self.decode_timeout)
+                yield from classify_batch(Batch(items), self.classifier, self._rows)
+        finally:
+            pool.shutdown(wait_s=2.0)
