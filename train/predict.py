@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,41 +37,28 @@ def score(
     batch_size: int = 32,
     reencode_quality: int | None = None,
 ) -> Scores:
-    """Run ``aiscan`` (decode, batching, ONNX Runtime) over ``samples``.
+    """Score ``samples`` through the scanner's own decode, batching and ONNX Runtime
+    (:class:`aiscan.scanner.api.Detector`, on the CPU), at full precision.
 
-    With ``reencode_quality``, every image is first re-saved as a JPEG of that quality
-    (in a temporary folder), to see whether the model leans on file format.
+    With ``reencode_quality``, every image is first re-saved in memory as a JPEG of that
+    quality, to see whether the model leans on file format.
     """
-    from aiscan.scanner.config import ScanConfig
-    from aiscan.scanner.output import read_rows
-    from aiscan.scanner.pipeline import scan
+    from aiscan.scanner.api import Detector
 
-    with tempfile.TemporaryDirectory(prefix="aiscan-eval-") as tmp:
-        paths = [s.path for s in samples]
-        if reencode_quality is not None:
-            paths = _reencode(paths, Path(tmp) / "jpeg", reencode_quality)
-        out = Path(tmp) / "scores.csv"
-        scan(
-            ScanConfig(
-                paths=tuple(paths), out=out, model=Path(model), batch_size=batch_size, device="cpu"
-            )
-        )
-        rows = {r.path: r for r in read_rows(out)}
-    p_ai = np.array([np.nan if rows[p].p_ai is None else rows[p].p_ai for p in paths])
-    errors = {
-        s.path: rows[p].error for s, p in zip(samples, paths, strict=True) if rows[p].status != "ok"
-    }
+    detector = Detector(model, device="cpu", batch_size=batch_size, evidence=False)
+    paths = [s.path for s in samples]
+    if reencode_quality is None:
+        rows = list(detector.classify_files(paths))
+    else:
+        rows = list(detector.classify_bytes(_reencoded(paths, reencode_quality)))
+    p_ai = np.array([np.nan if r.p_ai is None else r.p_ai for r in rows])
+    errors = {s.path: r.error for s, r in zip(samples, rows, strict=True) if r.status != "ok"}
     return Scores(list(samples), p_ai, errors)
 
 
-def _reencode(paths: list[str], folder: Path, quality: int) -> list[str]:
-    folder.mkdir(parents=True)
-    out = []
-    for i, path in enumerate(paths):
-        target = folder / f"{i:07d}.jpg"
+def _reencoded(paths: list[str], quality: int) -> Iterator[tuple[str, bytes]]:
+    for path in paths:
         with Image.open(path) as img:
             buf = io.BytesIO()
             img.convert("RGB").save(buf, "JPEG", quality=quality)
-        target.write_bytes(buf.getvalue())
-        out.append(str(target))
-    return out
+        yield f"{path}.q{quality}.jpg", buf.getvalue()
