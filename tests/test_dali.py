@@ -12,7 +12,7 @@ from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.output import read_rows
 from aiscan.scanner.preprocess import DecodeLimits, normalize_batch, reference_pixels
-from tests.conftest import encode, jpeg_bytes, photo
+from tests.conftest import SHARED_DATA, encode, jpeg_bytes, photo
 
 pytest.importorskip("nvidia.dali")
 from aiscan.scanner.dali import DaliDecoder, DaliProbe
@@ -135,3 +135,53 @@ def test_gpu_decode_and_cuda_inference_match_cpu(gpu_model: Path, tmp_path: Path
     p_gpu = Classifier(gpu_model, "cuda").predict_device(batch.device)
     p_cpu = Classifier(gpu_model, "cpu").predict(ref)
     assert np.abs(p_gpu - p_cpu).max() < 0.02
+
+
+#: Largest |p_ai| difference allowed between decoders for the shipped model: DALI's
+#: operators, the CPU fast path (DCT-scaled JPEG decode) and the full reference decode.
+#: The pixel bounds above allow up to 16/255 per pixel; this is what reaches the verdict.
+P_AI_TOLERANCE = 0.05
+
+
+def _p_ai_three_ways(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shipped model's p_ai through the CPU fast path, DALI and the reference decode."""
+    from aiscan.scanner.config import default_model_path
+    from aiscan.scanner.decode import Batch, CpuDecoder
+    from aiscan.scanner.infer import Classifier
+
+    model = default_model_path()
+    if model is None:
+        pytest.skip("this build ships no default model")
+    clf = Classifier(model, "cpu")
+    spec = clf.info.preprocessing
+    cpu = CpuDecoder(spec, evidence=False)
+    fast = clf.predict(normalize_batch([cpu(Found(p)).pixels for p in paths], spec))
+    ref = clf.predict(normalize_batch([reference_pixels(p, spec) for p in paths], spec))
+    probe, dali = DaliProbe(spec, DecodeLimits(), evidence=False), DaliDecoder(spec, 8, 2, None)
+    items = []
+    for start in range(0, len(paths), 8):
+        items += dali([probe(Found(p)) for p in paths[start : start + 8]]).items
+    assert all(it.tensor is not None for it in items), "DALI fell back to the CPU"
+    via_dali = clf.predict(np.stack([it.tensor for it in Batch(items).items]))
+    return fast, via_dali, ref
+
+
+@pytest.mark.slow
+def test_shipped_model_gives_the_same_p_ai_through_every_decoder(tmp_path: Path) -> None:
+    sizes = [(1024, 768), (768, 1024), (640, 480), (2000, 1500), (300, 300), (500, 260)]
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        paths.append(str(_write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(w, h, seed=i))).path))
+    fast, via_dali, ref = _p_ai_three_ways(paths)
+    assert np.abs(via_dali - fast).max() <= P_AI_TOLERANCE
+    assert np.abs(fast - ref).max() <= P_AI_TOLERANCE
+
+
+@pytest.mark.slow
+def test_shipped_model_same_p_ai_through_every_decoder_on_real_photos() -> None:
+    found = sorted((SHARED_DATA / "train-v2").glob("*/*/*.jpg"))[::60][:32]
+    if not found:
+        pytest.skip(f"no shared data at {SHARED_DATA} (real JPEGs for this check)")
+    fast, via_dali, ref = _p_ai_three_ways([str(p) for p in found])
+    assert np.abs(via_dali - ref).max() <= P_AI_TOLERANCE
+    assert np.abs(fast - ref).max() <= P_AI_TOLERANCE
