@@ -172,7 +172,8 @@ class DaliDecoder:
 
     def __call__(self, items: list[Item]) -> Batch:
         batch = Batch(items)
-        todo = [it for it in items if it.encoded is not None]
+        at = [i for i, it in enumerate(items) if it.encoded is not None]
+        todo = [items[i] for i in at]
         if not todo:
             return batch
         with self._lock:
@@ -186,7 +187,7 @@ class DaliDecoder:
                 (out,) = self._pipe.run()
                 if self.on_gpu:
                     # Stays on the GPU: the classifier binds its memory (IO binding).
-                    batch.device, batch.device_items = out.as_tensor(), todo
+                    batch.device, batch.on_device = out.as_tensor(), at
                 else:
                     for it, tensor in zip(todo, out.as_array(), strict=True):
                         it.tensor = tensor

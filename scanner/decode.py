@@ -21,6 +21,7 @@ from PIL import UnidentifiedImageError, features
 from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.evidence import Evidence, read_evidence
+from aiscan.scanner.output import Status
 from aiscan.scanner.preprocess import (
     DecodeBudget,
     DecodeLimits,
@@ -59,7 +60,7 @@ class Item:
     """
 
     path: str
-    status: str = "ok"
+    status: Status = "ok"
     error: str = ""
     pixels: np.ndarray | None = None
     format: str = ""
@@ -93,14 +94,16 @@ class Batch:
 
     Attributes:
         items: every item of the batch, whatever its status.
-        device: a GPU tensor (N, 3, H, W) holding the inputs of ``device_items``, when a
-            GPU batch decoder produced them; every other ready item carries host pixels.
-        device_items: the items whose inputs are rows of ``device``.
+        device: a GPU tensor (N, 3, H, W) holding the inputs of the items at
+            ``on_device``, when a GPU batch decoder produced them; every other ready item
+            carries host pixels.
+        on_device: indices into ``items`` of the items whose inputs are rows of
+            ``device``, in the same order.
     """
 
     items: list[Item]
     device: Any = None
-    device_items: list[Item] = field(default_factory=list)
+    on_device: list[int] = field(default_factory=list)
 
 
 @functools.cache

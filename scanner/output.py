@@ -19,10 +19,21 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, get_args
 
 FORMATS = ("csv", "jsonl", "parquet")
-STATUSES = ("ok", "skipped", "error")
+#: What became of a file: "ok" (classified), "skipped" (deliberately not scanned: not an
+#: image, not a regular file) or "error" (an image that could not be classified).
+Status = Literal["ok", "skipped", "error"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+
+def as_status(value: str) -> Status:
+    """``value`` as a :data:`Status`; ValueError if it is none of them."""
+    for status in STATUSES:
+        if value == status:
+            return status
+    raise ValueError(f"status must be one of {STATUSES}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,7 @@ class Row:
     """One verdict. The column order of the file is the field order here."""
 
     path: str
-    status: str
+    status: Status
     p_ai: float | None
     verdict: str
     error: str

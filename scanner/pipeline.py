@@ -233,32 +233,32 @@ def _host_tensor(items: list[Item], spec: Preprocessing) -> np.ndarray:
 
 def classify_batch(batch: Batch, classifier: Classifier, make_row: RowMaker) -> list[Row]:
     """Run the model on every ready item of a batch; one row per item, in order."""
-    on_device = {id(it) for it in batch.device_items}
+    items, on_device = batch.items, set(batch.on_device)
     host = [
-        it
-        for it in batch.items
+        i
+        for i, it in enumerate(items)
         if it.status == "ok"
-        and id(it) not in on_device
+        and i not in on_device
         and (it.tensor is not None or it.pixels is not None)
     ]
-    scores = {id(it): it.reused_p_ai for it in batch.items if it.reused_p_ai is not None}
+    scores: dict[int, float] = {
+        i: it.reused_p_ai for i, it in enumerate(items) if it.reused_p_ai is not None
+    }
     failure = ""
     try:
         if host:
-            probs = classifier.predict(_host_tensor(host, classifier.info.preprocessing))
-            scores.update((id(it), float(p)) for it, p in zip(host, probs, strict=True))
-        if batch.device_items:
+            inputs = _host_tensor([items[i] for i in host], classifier.info.preprocessing)
+            scores.update(zip(host, map(float, classifier.predict(inputs)), strict=True))
+        if batch.on_device:
             probs = classifier.predict_device(batch.device)
-            scores.update(
-                (id(it), float(p)) for it, p in zip(batch.device_items, probs, strict=True)
-            )
+            scores.update(zip(batch.on_device, map(float, probs), strict=True))
     except Exception as exc:  # the runtime's own errors: the batch's rows say so
         failure = f"inference failed: {type(exc).__name__}: {exc}"
-    ready = {id(it) for it in host} | on_device | set(scores)
+    ready = set(host) | on_device | set(scores)
     rows = [
-        make_row(it, scores.get(id(it)), failure if id(it) in ready else "") for it in batch.items
+        make_row(it, scores.get(i), failure if i in ready else "") for i, it in enumerate(items)
     ]
-    for it in batch.items:
+    for it in items:
         it.pixels = it.tensor = None  # free the batch's memory as soon as it is written
     batch.device = None
     return rows

@@ -30,7 +30,7 @@ from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found
 from aiscan.scanner.evidence import Evidence
 from aiscan.scanner.infer import Classifier
-from aiscan.scanner.output import ROW_FIELDS, Row
+from aiscan.scanner.output import ROW_FIELDS, Row, as_status
 from aiscan.scanner.preprocess import DecodeLimits
 
 #: Item fields that travel between the decode tasks and the inference actors as columns.
@@ -120,7 +120,7 @@ class _Classify:
             width, height, nbytes = (_size(batch[c][i]) for c in ("width", "height", "bytes"))
             item = Item(
                 str(batch["path"][i]),
-                status=str(batch["status"][i]),
+                status=as_status(str(batch["status"][i])),
                 error=str(batch["error"][i]),
                 format=str(batch["format"][i]),
                 width=width,

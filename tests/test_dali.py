@@ -128,7 +128,7 @@ def test_gpu_decode_and_cuda_inference_match_cpu(gpu_model: Path, tmp_path: Path
     spec = Classifier(gpu_model, "cpu").info.preprocessing
     probe = DaliProbe(spec, DecodeLimits())
     batch = DaliDecoder(spec, 8, 2, 0)([probe(f) for f in found])
-    assert batch.device is not None and len(batch.device_items) == 6
+    assert batch.device is not None and len(batch.on_device) == 6
     host = np.asarray(batch.device.as_cpu())
     ref = normalize_batch([reference_pixels(f.path, spec) for f in found], spec)
     assert np.abs(host - ref).mean() * 127.5 <= DALI_TOLERANCE["mean"]
