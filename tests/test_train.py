@@ -496,3 +496,18 @@ def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) 
     with pytest.raises(ValueError, match="split the data differently"):
         export_ensemble([runs[0], tmp_path / "c"], tmp_path / "bad" / "model.onnx")
     assert export_main(["--ensemble", str(runs[0]), str(tmp_path / "c"), "--out", str(half)]) == 2
+
+
+def test_train_cli_defaults_are_the_configs() -> None:
+    """Each aiscan-train option's default is TrainConfig's own, declared once."""
+    from aiscan.train.cli import _config, build_parser
+    from aiscan.train.loop import TrainConfig
+
+    args = build_parser().parse_args(["data", "--out", "run"])
+    assert _config(args) == TrainConfig(data_dirs=("data",), out_dir="run")
+    args = build_parser().parse_args(
+        ["d1", "d2", "--out", "r", "--epochs", "2", "--degrade", "0.5"]
+    )
+    cfg = _config(args)
+    assert (cfg.data_dirs, cfg.epochs, cfg.degrade) == (("d1", "d2"), 2, 0.5)
+    assert set(TrainConfig.CHOICES) <= set(vars(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from aiscan.model.preprocessing import RESIZE_POLICIES
-from aiscan.train.loop import NORMS
+from aiscan.train.loop import TrainConfig
+
+#: Every option's default is :class:`TrainConfig`'s: declared once, there.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,21 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="folders with ai/ and real/ class folders (any depth); several are pooled",
     )
     p.add_argument("--out", required=True, help="run folder (split, checkpoints, history)")
-    p.add_argument("--arch", default="efficientnet_b0", help="any timm model name")
+    p.add_argument("--arch", default=DEFAULTS["arch"], help="any timm model name")
     p.add_argument("--init", help="local weights to start from (.pth); default random init")
     p.add_argument(
         "--freeze-backbone",
         action="store_true",
         help="train the classifier only (the report's ablation)",
     )
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    p.add_argument("--input-size", type=int, default=DEFAULTS["input_size"])
     p.add_argument(
         "--resize",
-        default="squash",
+        default=DEFAULTS["resize"],
         choices=RESIZE_POLICIES,
         help="squash: whole image to the input size (stretches); crop: keep the aspect, "
         "centred region at scan time, random regions in training",
@@ -45,32 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--crop-scale",
         type=float,
-        default=1.0,
+        default=DEFAULTS["crop_scale"],
         metavar="S",
         help="with --resize crop: random crops of S..1 times the largest side that fits",
     )
     p.add_argument(
-        "--norm", default="half", choices=tuple(NORMS), help="the backbone's input normalisation"
+        "--norm",
+        default=DEFAULTS["norm"],
+        choices=TrainConfig.CHOICES["norm"],
+        help="the backbone's input normalisation",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="DataLoader processes")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--workers", type=int, default=DEFAULTS["workers"], help="DataLoader processes")
     p.add_argument(
         "--amp",
-        default="auto",
-        choices=("auto", "off"),
+        default=DEFAULTS["amp"],
+        choices=TrainConfig.CHOICES["amp"],
         help="bf16 autocast where supported (auto) or full fp32 (off)",
     )
     p.add_argument(
         "--anti-shortcut",
         type=float,
-        default=0.0,
+        default=DEFAULTS["anti_shortcut"],
         metavar="P",
         help="probability of random JPEG re-encode and down-up rescale",
     )
     p.add_argument(
         "--degrade",
         type=float,
-        default=0.0,
+        default=DEFAULTS["degrade"],
         metavar="P",
         help="probability of Gaussian blur (sigma 0-3) and of JPEG re-encode (q 30-100), "
         "both classes (Wang et al. 2020)",
@@ -78,25 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--body-lr-scale",
         type=float,
-        default=1.0,
+        default=DEFAULTS["body_lr_scale"],
         help="learning rate of the body relative to --lr (the head's)",
     )
     p.add_argument(
         "--head-init",
-        default="timm",
-        choices=("timm", "small"),
+        default=DEFAULTS["head_init"],
+        choices=TrainConfig.CHOICES["head_init"],
         help="classifier initialisation: timm's default or N(0, 0.01) with zero bias",
     )
     p.add_argument(
         "--balance",
-        default="none",
-        choices=("none", "source"),
+        default=DEFAULTS["balance"],
+        choices=TrainConfig.CHOICES["balance"],
         help="source: classes drawn equally, sources within a class by sqrt(size)",
     )
     p.add_argument(
         "--select",
-        default="val_auc",
-        choices=("val_auc", "last"),
+        default=DEFAULTS["select"],
+        choices=TrainConfig.CHOICES["select"],
         help="epoch kept as best.pth: best validation AUC, or the last",
     )
     p.add_argument(
@@ -106,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test split, scored every epoch into RUN/holdout/",
     )
     p.add_argument("--limit", type=int, help="at most N images per split (quick runs)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default=DEFAULTS["device"], choices=TrainConfig.CHOICES["device"])
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
@@ -155,36 +162,9 @@ def _printer(console: Console) -> Any:
     return on_event
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from aiscan.train.loop import TrainConfig
-
-    return TrainConfig(
-        data_dirs=tuple(args.data_dirs),
-        out_dir=args.out,
-        arch=args.arch,
-        init=args.init,
-        freeze_backbone=args.freeze_backbone,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        input_size=args.input_size,
-        resize=args.resize,
-        crop_scale=args.crop_scale,
-        norm=args.norm,
-        seed=args.seed,
-        workers=args.workers,
-        amp=args.amp,
-        anti_shortcut=args.anti_shortcut,
-        degrade=args.degrade,
-        body_lr_scale=args.body_lr_scale,
-        head_init=args.head_init,
-        balance=args.balance,
-        select=args.select,
-        fold=args.fold,
-        limit=args.limit,
-        device=args.device,
-    )
+def _config(args: argparse.Namespace) -> TrainConfig:
+    given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+    return TrainConfig(**{**given, "data_dirs": tuple(args.data_dirs), "out_dir": args.out})
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

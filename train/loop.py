@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -101,16 +101,18 @@ class TrainConfig:
     limit: int | None = None
     device: str = "auto"
 
+    #: The allowed values of the fields that take a name (``aiscan-train`` offers these).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "amp": ("auto", "off"),
+        "device": ("auto", "cpu", "cuda"),
+        "norm": tuple(NORMS),
+        "head_init": ("timm", "small"),
+        "balance": ("none", "source"),
+        "select": ("val_auc", "last"),
+    }
+
     def __post_init__(self) -> None:
-        choices = {
-            "amp": ("auto", "off"),
-            "device": ("auto", "cpu", "cuda"),
-            "norm": tuple(NORMS),
-            "head_init": ("timm", "small"),
-            "balance": ("none", "source"),
-            "select": ("val_auc", "last"),
-        }
-        for name, allowed in choices.items():
+        for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("anti_shortcut", "degrade"):
