@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from aiscan.scanner.dali import dali_available
+from aiscan.scanner.extras import error_line
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Runner = Callable[[Sequence[Path]], None]
@@ -483,12 +483,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         model = resolve_model(args.model)
     except ConfigError as exc:
-        console.print(
-            f"[red]aiscan-bench: error:[/] {escape(str(exc))} (any aiscan model will do for speed: "
-            "aiscan-export --random-init --out bench.onnx)",
-            highlight=False,
+        return error_line(
+            "aiscan-bench",
+            f"{exc} (any aiscan model will do for speed: aiscan-export --random-init "
+            "--out bench.onnx)",
         )
-        return 2
     results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aiscan.scanner.extras import error_line
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiscan-export", description=__doc__)
@@ -118,8 +120,7 @@ def _from_run(args: argparse.Namespace) -> int:
         else:
             info = export_run(args.run, args.out, **common)
     except (ValueError, OSError) as exc:
-        print(f"aiscan-export: error: {exc}", file=sys.stderr)
-        return 2
+        return error_line("aiscan-export", exc)
     val, par = info.extra["validation"], info.extra["parity"]
     print(
         f"wrote {args.out}: threshold {info.threshold:.4f} ({info.extra['threshold_rule']}), "
@@ -141,6 +142,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run or args.ensemble:
         return _from_run(args)
+    try:
+        out = _from_checkpoint(args)
+    except (ValueError, OSError, RuntimeError) as exc:  # no such file or arch, wrong weights
+        return error_line("aiscan-export", exc)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _from_checkpoint(args: argparse.Namespace) -> Path:
+    """A timm architecture with a checkpoint's (or random) weights, exported."""
     import torch
 
     from aiscan.export.onnx_export import export_onnx
@@ -162,9 +173,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         threshold=args.threshold,
         trained=not args.random_init,
     )
-    out = export_onnx(model, info, args.out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    return 0
+    return export_onnx(model, info, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,14 @@
-"""What to install when an optional dependency is missing: one line, never a traceback.
+"""The console scripts' error contract: a user's mistake, or a missing optional
+dependency, is one line on stderr (``TOOL: error: ...``) and exit 2, never a traceback.
 
-The scanner needs only numpy, Pillow, rich and ONNX Runtime; training, evaluation,
+The scanner needs only numpy, Pillow, rich, onnx and ONNX Runtime; training, evaluation,
 export, GPU decode and Parquet come with extras. Each console script turns a
-:class:`ModuleNotFoundError` for one of those into :func:`install_hint`'s line and exit 2.
+:class:`ModuleNotFoundError` for one of those into :func:`install_hint`'s line and exit 2
+(:func:`run_cli`), and its own errors into :func:`error_line`'s.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 
 _TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan[train]'"
@@ -16,7 +17,6 @@ HINTS = {
     "torch": _TORCH,
     "torchvision": _TORCH,
     "timm": "pip install 'aiscan[train]' (after torch: " + _TORCH.split(", then")[0] + ")",
-    "onnx": "pip install 'aiscan[train]'",
     "onnxscript": "pip install 'aiscan[train]'",
     "sklearn": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
     "matplotlib": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
@@ -36,6 +36,20 @@ def install_hint(tool: str, exc: ModuleNotFoundError) -> str:
     return f"{tool} needs the Python module {name!r}, which is not installed: {hint}"
 
 
+def error_line(tool: str, message: object) -> int:
+    """Print ``TOOL: error: MESSAGE`` as one line on stderr (never wrapped, never read as
+    markup; a multi-line message keeps its first line) and return exit status 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    text = str(message).strip().splitlines()
+    line = text[0] if text else type(message).__name__
+    Console(stderr=True, soft_wrap=True, highlight=False).print(
+        f"[red]{tool}: error:[/] {escape(line)}"
+    )
+    return 2
+
+
 def run_cli(
     tool: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
 ) -> int:
@@ -43,5 +57,4 @@ def run_cli(
     try:
         return body(argv)
     except ModuleNotFoundError as exc:
-        print(f"{tool}: error: {install_hint(tool, exc)}", file=sys.stderr)
-        return 2
+        return error_line(tool, install_hint(tool, exc))

@@ -59,3 +59,18 @@ def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path
         assert p.shape == ref.shape and np.isfinite(p).all()
     np.testing.assert_allclose(Classifier(fp16, "cpu").predict(x), ref, atol=2e-2)
     assert fp16.stat().st_size < tiny_model.stat().st_size
+
+
+def test_export_and_eval_user_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiscan.export.cli import main as export_main
+    from aiscan.train.eval_cli import main as eval_main
+
+    out = str(tmp_path / "m.onnx")
+    assert export_main(["--checkpoint", str(tmp_path / "none.pth"), "--out", out]) == 2
+    assert export_main(["--random-init", "--arch", "no_such_arch", "--out", out]) == 2
+    assert eval_main([str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all("error:" in line for line in err), err
+    assert "no such run folder or model file" in err[-1]

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from aiscan.model.preprocessing import RESIZE_POLICIES
+from aiscan.scanner.extras import error_line
 from aiscan.train.loop import TrainConfig
 
 #: Every option's default is :class:`TrainConfig`'s: declared once, there.
@@ -177,19 +177,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _config(args)
     except ValueError as exc:
-        console.print(f"[red]aiscan-train: error:[/] {escape(str(exc))}", highlight=False)
-        return 2
+        return error_line("aiscan-train", exc)
     if (Path(args.out) / "checkpoint_last.pth").exists() and not args.resume:
-        console.print(
-            f"[red]aiscan-train: error:[/] {escape(args.out)} already has a checkpoint: "
-            "pass --resume to continue it, or choose another --out"
+        return error_line(
+            "aiscan-train",
+            f"{args.out} already has a checkpoint: pass --resume to continue it, or choose "
+            "another --out",
         )
-        return 2
     try:
         history = train(cfg, _printer(console))
     except ValueError as exc:
-        console.print(f"[red]aiscan-train: error:[/] {escape(str(exc))}", highlight=False)
-        return 2
+        return error_line("aiscan-train", exc)
     console.print(
         f"best epoch {history.best_epoch + 1}: val AUC {history.best_val_auc:.4f}; "
         f"checkpoints in {args.out}"

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from aiscan.scanner.extras import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +55,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
         )
     except ValueError as exc:
-        Console(stderr=True).print(
-            f"[red]aiscan-eval: error:[/] {escape(str(exc))}", highlight=False
-        )
-        return 2
+        return error_line("aiscan-eval", exc)
     if args.embed:
         from aiscan.train.evaluate import embed
 

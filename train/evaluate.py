@@ -20,6 +20,8 @@ def resolve(
     """(model, samples): a run folder gives its model.onnx (or ``model``) and its saved
     split; a model file needs a data folder, all of which is evaluated."""
     target = Path(target)
+    if not target.exists():
+        raise ValueError(f"{target}: no such run folder or model file")
     if target.is_dir():
         model = Path(model) if model else target / "model.onnx"
         if not model.is_file():

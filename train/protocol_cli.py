@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from aiscan.model.preprocessing import RESIZE_POLICIES
+from aiscan.scanner.extras import error_line
 
 #: Summary figures shown in tables, in order.
 SHOWN = (
@@ -174,10 +174,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         run = {"folds": _folds, "ensemble": _ensemble, "probe": _probe}[args.command]
         report = run(args, console)
     except ValueError as exc:
-        Console(stderr=True).print(
-            f"[red]aiscan-protocol: error:[/] {escape(str(exc))}", highlight=False
-        )
-        return 2
+        return error_line("aiscan-protocol", exc)
     target = args.out
     if args.command == "probe":
         target = Path(args.out) / f"probe_{args.arch}_{args.resize}_{args.groups}.json"
