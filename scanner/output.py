@@ -16,12 +16,12 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
-FORMATS = ("csv", "jsonl", "parquet")
+FORMATS = ("csv", "jsonl", "parquet")  # the keys of _FORMATS, for the CLI
 #: What became of a file: "ok" (classified), "skipped" (deliberately not scanned: not an
 #: image, not a regular file) or "error" (an image that could not be classified).
 Status = Literal["ok", "skipped", "error"]
@@ -249,40 +249,107 @@ class _Lines:
             yield raw.decode("utf-8", "surrogateescape")
 
 
-def _scan_journal(path: Path, fmt: str, found: Recovered) -> int:
-    """Collect the complete records of a journal; return the byte length they span."""
-    with path.open("rb") as fh:
-        lines = _Lines(fh)
+class _Csv:
+    """CSV: a header, then one record per row; the journal is the file itself."""
+
+    name = "csv"
+    journal_suffix = ".partial"
+    #: a journal with no complete record still needs this format's header
+    header = True
+
+    def encode(self, rows: Iterable[Row], header: bool = False) -> str:
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf, lineterminator="\r\n")
+        if header:
+            writer.writerow(COLUMNS)
+        writer.writerows([_csv_cell(v) for v in _record(r).values()] for r in rows)
+        return buf.getvalue()
+
+    def scan(self, path: Path, lines: _Lines, found: Recovered) -> int:
+        """Collect a journal's complete records; return the byte length they span."""
+        reader = csv.reader(lines)
         valid = 0
-        if fmt == "csv":
-            reader = csv.reader(lines)
+        try:
+            header = next(reader, None)
+            if header != list(COLUMNS):
+                raise VerdictFileError(_foreign(path, header))
+            valid = lines.offset
+            for rec in reader:
+                if not lines.complete or len(rec) != len(COLUMNS):
+                    break
+                found.add(unescape_path(rec[0], rec[-1] == "true"), rec[1], rec[3])
+                valid = lines.offset
+        except csv.Error:
+            pass  # a torn quoted field at the very end
+        return valid
+
+    def read(self, path: Path) -> Iterator[Row]:
+        with path.open(encoding="utf-8", newline="") as fh:
+            yield from (row_from_record(r) for r in csv.DictReader(fh))
+
+    def publish(self, journal: Path, out: Path) -> None:
+        journal.replace(out)
+
+    def reopen(self, out: Path, journal: Path, start: Callable[[list[Row]], None]) -> None:
+        """Make a finished output the journal again, so that new rows extend it."""
+        tmp = journal.with_name(journal.name + ".tmp")
+        shutil.copyfile(out, tmp)
+        tmp.replace(journal)
+
+
+class _Jsonl(_Csv):
+    """JSON lines: one object per row; the journal is the file itself."""
+
+    name = "jsonl"
+    journal_suffix = ".partial.jsonl"
+    header = False
+
+    def encode(self, rows: Iterable[Row], header: bool = False) -> str:
+        return "".join(json.dumps(_record(r), ensure_ascii=False) + "\n" for r in rows)
+
+    def scan(self, path: Path, lines: _Lines, found: Recovered) -> int:
+        valid = 0
+        for line in lines:
             try:
-                header = next(reader, None)
-                if header != list(COLUMNS):
-                    raise VerdictFileError(_foreign(path, header))
-                valid = lines.offset
-                for rec in reader:
-                    if not lines.complete or len(rec) != len(COLUMNS):
-                        break
-                    found.add(unescape_path(rec[0], rec[-1] == "true"), rec[1], rec[3])
-                    valid = lines.offset
-            except csv.Error:
-                pass  # a torn quoted field at the very end
-        else:
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if not lines.complete:
-                    break
-                if "path_escaped" not in rec:
-                    raise VerdictFileError(_foreign(path, list(rec)))
-                found.add(
-                    unescape_path(rec["path"], rec["path_escaped"]), rec["status"], rec["verdict"]
-                )
-                valid = lines.offset
-    return valid
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not lines.complete:
+                break
+            if "path_escaped" not in rec:
+                raise VerdictFileError(_foreign(path, list(rec)))
+            found.add(
+                unescape_path(rec["path"], rec["path_escaped"]), rec["status"], rec["verdict"]
+            )
+            valid = lines.offset
+        return valid
+
+    def read(self, path: Path) -> Iterator[Row]:
+        with path.open(encoding="utf-8") as fh:
+            yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
+
+
+class _Parquet(_Jsonl):
+    """Parquet: journalled as JSON lines, converted when the scan finishes."""
+
+    name = "parquet"
+
+    def read(self, path: Path) -> Iterator[Row]:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+            yield from (row_from_record(rec) for rec in batch.to_pylist())
+
+    def publish(self, journal: Path, out: Path) -> None:
+        _jsonl_to_parquet(journal, out)
+        journal.unlink()
+
+    def reopen(self, out: Path, journal: Path, start: Callable[[list[Row]], None]) -> None:
+        start(list(self.read(out)))
+
+
+#: One writer and reader per output format, behind one interface.
+_FORMATS: dict[str, _Csv] = {f.name: f for f in (_Csv(), _Jsonl(), _Parquet())}
 
 
 def _foreign(path: Path, columns: list[str] | None) -> str:
@@ -316,9 +383,8 @@ class VerdictWriter:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
         self.out = Path(out)
         self.fmt = fmt
-        self.journal = self.out.with_name(
-            self.out.name + (".partial" if fmt == "csv" else ".partial.jsonl")
-        )
+        self._format = _FORMATS[fmt]
+        self.journal = self.out.with_name(self.out.name + self._format.journal_suffix)
         self.recovered = Recovered()
         self._last_sync = 0.0
         self._lock = OutputLock(self.out)  # before looking at what is there
@@ -356,14 +422,10 @@ class VerdictWriter:
             )
         if not self.journal.exists():
             # A finished output: it becomes the journal again, so new rows extend it.
-            tmp = self.journal.with_name(self.journal.name + ".tmp")
-            if self.fmt == "parquet":
-                self._start_journal(read_rows(self.out))
-            else:
-                shutil.copyfile(self.out, tmp)
-                tmp.replace(self.journal)
-        valid = _scan_journal(self.journal, self.fmt, self.recovered)
-        if valid == 0 and self.fmt == "csv":
+            self._format.reopen(self.out, self.journal, self._start_journal)
+        with self.journal.open("rb") as fh:
+            valid = self._format.scan(self.journal, _Lines(fh), self.recovered)
+        if valid == 0 and self._format.header:
             self._start_journal([])
         elif valid < self.journal.stat().st_size:
             with self.journal.open("r+b") as fh:
@@ -371,16 +433,7 @@ class VerdictWriter:
                 os.fsync(fh.fileno())
 
     def _encode(self, rows: Iterable[Row], header: bool = False) -> str:
-        buf = io.StringIO(newline="")
-        if self.fmt == "csv":
-            writer = csv.writer(buf, lineterminator="\r\n")
-            if header:
-                writer.writerow(COLUMNS)
-            writer.writerows([_csv_cell(v) for v in _record(r).values()] for r in rows)
-        else:
-            for r in rows:
-                buf.write(json.dumps(_record(r), ensure_ascii=False) + "\n")
-        return buf.getvalue()
+        return self._format.encode(rows, header)
 
     def write(self, rows: list[Row]) -> None:
         """Append a batch of rows; flushed now, fsynced at most once a second."""
@@ -397,11 +450,7 @@ class VerdictWriter:
         """Publish the output: fsync, convert if needed, rename over ``out``; unlock."""
         self._close_journal()
         try:
-            if self.fmt == "parquet":
-                _jsonl_to_parquet(self.journal, self.out)
-                self.journal.unlink()
-            else:
-                self.journal.replace(self.out)
+            self._format.publish(self.journal, self.out)
         finally:
             self._lock.release()
         return self.out
@@ -458,18 +507,7 @@ def _jsonl_to_parquet(src: Path, dst: Path) -> None:
 def iter_rows(path: str | Path) -> Iterator[Row]:
     """Stream the rows of a finished verdict file of any format (bounded memory)."""
     path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-            yield from (row_from_record(rec) for rec in batch.to_pylist())
-        return
-    with path.open(encoding="utf-8", newline="") as fh:
-        if fmt == "jsonl":
-            yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
-        else:
-            yield from (row_from_record(r) for r in csv.DictReader(fh))
+    return _FORMATS[detect_format(path)].read(path)
 
 
 def chunked(rows: Iterable[Row], size: int = 10_000) -> Iterator[list[Row]]:
