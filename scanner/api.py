@@ -1,5 +1,5 @@
-"""Classify images from Python, without an output file: a list of files, or images already
-in memory (an upload service's bytes).
+"""Classify images from Python, without an output file: a folder tree, a list of files, or
+images already in memory (an upload service's bytes).
 
 ::
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiscan.scanner.config import resolve_model
 from aiscan.scanner.decode import Batch, Blob, CpuDecoder, Item
-from aiscan.scanner.discover import Found
+from aiscan.scanner.discover import Found, discover
 from aiscan.scanner.infer import Classifier, default_batch_size, default_threads
 from aiscan.scanner.output import Row
 from aiscan.scanner.pipeline import N, RowMaker, classify_batch, collect_batch, submit_ahead
@@ -77,6 +77,11 @@ class Detector:
         """One row per path, in order (no folder walk: a folder is an error row)."""
         found = (Found(str(p)) for p in paths)
         return self._run(found, self._decoder)
+
+    def classify_tree(self, roots: Iterable[str | Path]) -> Iterator[Row]:
+        """One row per file below ``roots`` (folders or files), as ``aiscan`` walks them:
+        each file once, in a stable order, absolute paths; no output file, no state."""
+        return self._run(discover(str(r) for r in roots), self._decoder)
 
     def classify_bytes(self, images: Iterable[tuple[str, bytes]]) -> Iterator[Row]:
         """One row per ``(name, data)`` pair, in order; ``name`` is the row's ``path``."""

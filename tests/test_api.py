@@ -57,3 +57,14 @@ def test_bytes_in_memory_are_judged_as_the_same_files(
 def test_a_bad_threshold_is_refused_before_any_image(tiny_model: Path) -> None:
     with pytest.raises(ValueError, match="threshold"):
         Detector(tiny_model, device="cpu", threshold=1.5)
+
+
+def test_a_tree_in_memory_gives_the_scans_rows(
+    tiny_model: Path, bad_tree: dict[str, str], tmp_path: Path
+) -> None:
+    root = Path(next(iter(bad_tree))).parent
+    rows = list(Detector(tiny_model, device="cpu").classify_tree([root, root / "a_good.jpg"]))
+    assert {r.path: r.status for r in rows} == bad_tree  # each file once
+    out = tmp_path / "v.csv"
+    main([str(root), "--out", str(out), "--model", str(tiny_model), "-q"])
+    assert [r.path for r in rows] == [r.path for r in read_rows(out)]
