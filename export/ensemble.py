@@ -24,7 +24,7 @@ import numpy as np
 from aiscan.export.from_run import choose, data_summary, parity
 from aiscan.export.onnx_export import export_onnx
 from aiscan.model.factory import ARCH_SEPARATOR, mean_of_members
-from aiscan.model.meta import ModelInfo, write_info
+from aiscan.model.meta import LABELS, ModelInfo, write_info
 from aiscan.model.preprocessing import Preprocessing
 
 
@@ -92,6 +92,45 @@ def _same_split(runs: Sequence[Path]) -> dict[str, Any]:
     return first
 
 
+def _load_members(
+    runs: Sequence[Path],
+) -> tuple[list[Any], list[Preprocessing], list[dict[str, Any]]]:
+    """Each run's best.pth as an eval-mode model, its preprocessing and its summary;
+    ValueError if the labels differ from aiscan's or the preprocessing does beyond mean and
+    std (one decoded image must fit every member)."""
+    import torch
+
+    from aiscan.train.model import create
+
+    models, specs, members = [], [], []
+    for run in runs:
+        best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
+        if tuple(best["labels"]) != LABELS:
+            raise ValueError(
+                f"{run}: checkpoint labels {best['labels']} differ from {list(LABELS)}"
+            )
+        model = create(best["arch"])
+        model.load_state_dict(best["model"])
+        models.append(model.eval())
+        specs.append(Preprocessing.from_json(best["preprocessing"]))
+        members.append(
+            {
+                "run": str(run),
+                "arch": best["arch"],
+                "config": best["config"],
+                "best_epoch": best["epoch"] + 1,
+                "preprocessing": best["preprocessing"],
+            }
+        )
+    for run, other in zip(runs[1:], specs[1:], strict=True):
+        if dataclasses.replace(other, mean=specs[0].mean, std=specs[0].std) != specs[0]:
+            raise ValueError(
+                f"{run} preprocesses images differently from {runs[0]} (beyond mean and "
+                f"std): {other.to_json()} against {specs[0].to_json()}"
+            )
+    return models, specs, members
+
+
 def export_ensemble(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -115,12 +154,8 @@ def export_ensemble(
         protocol_threshold: threshold with the best balanced accuracy on the protocol's
             out-of-source scores instead of one chosen on validation.
     """
-    import torch
-
-    from aiscan.model.meta import LABELS
     from aiscan.train.data import save_split
     from aiscan.train.metrics import binary_metrics
-    from aiscan.train.model import create
     from aiscan.train.predict import score
 
     runs = [Path(r) for r in run_dirs]
@@ -130,33 +165,8 @@ def export_ensemble(
         raise ValueError("a threshold from the protocol needs its summary (--protocol)")
     out = Path(out)
     split = _same_split(runs)
-    models, specs, members = [], [], []
-    for run in runs:
-        best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
-        if tuple(best["labels"]) != LABELS:
-            raise ValueError(
-                f"{run}: checkpoint labels {best['labels']} differ from {list(LABELS)}"
-            )
-        model = create(best["arch"])
-        model.load_state_dict(best["model"])
-        models.append(model.eval())
-        specs.append(Preprocessing.from_json(best["preprocessing"]))
-        members.append(
-            {
-                "run": str(run),
-                "arch": best["arch"],
-                "config": best["config"],
-                "best_epoch": best["epoch"] + 1,
-                "preprocessing": best["preprocessing"],
-            }
-        )
+    models, specs, members = _load_members(runs)
     spec = specs[0]
-    for run, other in zip(runs[1:], specs[1:], strict=True):
-        if dataclasses.replace(other, mean=spec.mean, std=spec.std) != spec:
-            raise ValueError(
-                f"{run} preprocesses images differently from {runs[0]} (beyond mean and "
-                f"std): {other.to_json()} against {spec.to_json()}"
-            )
     ensemble = mean_of_members(models, [renormalize(spec, s) for s in specs])
     info = ModelInfo(
         model_id=model_id or "aiscan-ensemble-" + "-".join(r.name for r in runs),
@@ -193,8 +203,10 @@ def export_ensemble(
         "max_abs_diff_p_ai": parity(ensemble, out, shown, spec, softmax=False),
     }
     final = dataclasses.replace(info, threshold=threshold, extra=extra)
-    for path in {fp32, out}:
-        write_info(path, final)
+    write_info(out, final)
+    if fp32 != out:  # the same model, its weights unrounded
+        unrounded = {k: v for k, v in extra.items() if k != "weight_storage"}
+        write_info(fp32, dataclasses.replace(final, extra=unrounded))
     if not (out.parent / "split.csv").exists():
         save_split(split, out.parent / "split.csv")
     elif (out.parent / "split.csv").resolve() not in {(r / "split.csv").resolve() for r in runs}:

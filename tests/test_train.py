@@ -479,6 +479,7 @@ def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) 
     assert Classifier(half.with_name("model.fp16.onnx"), "cpu").info.extra["precision"] == "fp16"
     assert half.stat().st_size < 0.6 * fp32.stat().st_size
     assert Classifier(half, "cpu").info.extra["weight_storage"] == "float16"
+    assert "weight_storage" not in Classifier(fp32, "cpu").info.extra
     # ONNX Runtime folds every weight cast when the session loads: fp32 arithmetic, no
     # per-batch conversion
     import onnx
