@@ -37,6 +37,9 @@ ROBUST=(--epochs 2 --resize crop --crop-scale 0.8 --head-init small --lr 1e-3
   --body-lr-scale 0.1 --balance source --degrade 0.5)
 folds ft-lite0-robust 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}"
 folds ft-b0-robust 2 --arch efficientnet_b0 --init "$w/b0.pth" --norm imagenet "${ROBUST[@]}"
+# single-lever ablation: ROBUST without Wang et al.'s blur + JPEG (the last --degrade wins)
+folds ft-lite0-nodegrade 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}" \
+  --degrade 0
 # Not run on the 2-core machine: the report's recipe as a fold baseline (AISCAN_FULL=1).
 if [ "${AISCAN_FULL:-0}" = 1 ]; then
   folds ft-lite0-squash 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" --epochs 2
