@@ -40,6 +40,10 @@ folds ft-b0-robust 2 --arch efficientnet_b0 --init "$w/b0.pth" --norm imagenet "
 # single-lever ablation: ROBUST without Wang et al.'s blur + JPEG (the last --degrade wins)
 folds ft-lite0-nodegrade 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}" \
   --degrade 0
+# ablation: ROBUST without the small head and the 0.1x body learning rate (timm's head,
+# lr 1e-4 everywhere, the report's); not finished on the 2-core machine yet
+folds ft-lite0-plainhead 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}" \
+  --head-init timm --lr 1e-4 --body-lr-scale 1.0
 # Not run on the 2-core machine: the report's recipe as a fold baseline (AISCAN_FULL=1).
 if [ "${AISCAN_FULL:-0}" = 1 ]; then
   folds ft-lite0-squash 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" --epochs 2
