@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.model.meta import ModelError, ModelInfo, read_info
+from aiscan.model.meta import ModelError, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,10 @@ def _input_profile(path: Path) -> tuple[str, int, int]:
     """Input name and size of a model, read from the file (for TensorRT's profile)."""
     import onnx
 
-    h, w = read_info(path).preprocessing.input_size
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name, h, w
+    model = onnx.load(str(path), load_external_data=False)
+    info = ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props})
+    h, w = info.preprocessing.input_size
+    return model.graph.input[0].name, h, w
 
 
 def file_sha256(path: str | Path) -> str:
