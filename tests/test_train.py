@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,6 +43,25 @@ def _dataset(root: Path, per_class: int = 24) -> Path:
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
     (root / "ai" / "notes.txt").write_text("not an image")
     return root
+
+
+def _tiny_config(data: Path, out: Path, **overrides: object) -> Any:
+    """A TrainConfig that trains timm's tiny test model on ``_dataset`` in seconds."""
+    from aiscan.train.loop import TrainConfig
+
+    settings: dict[str, object] = {
+        "arch": "test_efficientnet",
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "input_size": 32,
+        "workers": 0,
+        # timm's 2-class head starts with logits so large that this tiny model, in bf16 on
+        # a CPU with AMX, does not learn within 2 epochs; the small head does, everywhere
+        "head_init": "small",
+    }
+    settings.update(overrides)
+    return TrainConfig(data_dirs=(str(data),), out_dir=str(out), **settings)
 
 
 def test_label_mapping_ai_is_index_0_and_positive() -> None:
@@ -107,23 +127,10 @@ def test_tiny_run_learns_resumes_exports_and_evaluates(tmp_path: Path) -> None:
     from aiscan.export.from_run import export_run
     from aiscan.scanner.infer import Classifier
     from aiscan.train.evaluate import evaluate
-    from aiscan.train.loop import TrainConfig, train
+    from aiscan.train.loop import train
 
     data = _dataset(tmp_path / "data", per_class=40)
-    cfg = TrainConfig(
-        data_dirs=(str(data),),
-        out_dir=str(tmp_path / "run"),
-        arch="test_efficientnet",
-        epochs=2,
-        batch_size=8,
-        lr=2e-3,
-        input_size=32,
-        workers=0,
-        seed=3,
-        # timm's 2-class head starts with logits so large that this tiny model, in bf16 on
-        # a CPU with AMX, does not learn within 2 epochs; the small head does, everywhere
-        head_init="small",
-    )
+    cfg = _tiny_config(data, tmp_path / "run", seed=3)
     first = train(cfg)
     assert len(first.epochs) == 2
     other = dataclasses.replace(cfg, lr=1e-3)
@@ -329,25 +336,13 @@ def test_degrade_augmentation_blurs_and_reencodes() -> None:
 
 @pytest.mark.slow
 def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
-    from aiscan.train.loop import TrainConfig, train
+    from aiscan.train.loop import train
     from aiscan.train.protocol_cli import main
 
     data = _dataset(tmp_path / "data", per_class=24)
     runs = []
     for i in (1, 2):
-        cfg = TrainConfig(
-            data_dirs=(str(data),),
-            out_dir=str(tmp_path / f"fold{i}"),
-            arch="test_efficientnet",
-            epochs=2,
-            batch_size=8,
-            lr=2e-3,
-            input_size=32,
-            resize="crop",
-            workers=0,
-            head_init="small",
-            fold=f"{i}/2",
-        )
+        cfg = _tiny_config(data, tmp_path / f"fold{i}", resize="crop", fold=f"{i}/2")
         history = train(cfg)
         assert all("holdout_auc" in e for e in history.epochs)
         runs.append(str(tmp_path / f"fold{i}"))
@@ -425,21 +420,10 @@ def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) 
     from aiscan.scanner.infer import Classifier
     from aiscan.scanner.preprocess import load_pixels, normalize_batch
     from aiscan.train.evaluate import evaluate
-    from aiscan.train.loop import TrainConfig, train
+    from aiscan.train.loop import train
 
     data = _dataset(tmp_path / "data", per_class=24)
-    base = TrainConfig(
-        data_dirs=(str(data),),
-        out_dir="",
-        arch="test_efficientnet",
-        epochs=1,
-        batch_size=8,
-        lr=2e-3,
-        input_size=32,
-        resize="crop",
-        workers=0,
-        head_init="small",
-    )
+    base = _tiny_config(data, tmp_path, epochs=1, resize="crop")
     runs = []
     for name, norm in (("a", "half"), ("b", "imagenet")):
         train(dataclasses.replace(base, out_dir=str(tmp_path / name), norm=norm))
