@@ -102,7 +102,7 @@ def _protocol(spec: str | None, run: Path | None) -> dict[str, Any] | None:
 
 
 def _from_run(args: argparse.Namespace) -> int:
-    from aiscan.export.ensemble import export_ensemble
+    from aiscan.export.ensemble import export_ensemble, fp32_companion
     from aiscan.export.from_run import export_run, export_variant
 
     try:
@@ -128,8 +128,7 @@ def _from_run(args: argparse.Namespace) -> int:
         f"{par['max_abs_diff_p_ai']:.2e} on {par['images']} images"
     )
     run_dir = args.run or args.out.parent  # an ensemble's folder holds its split
-    fp32 = args.out.with_name(f"{args.out.stem}.fp32.onnx")
-    source = fp32 if args.ensemble and not args.fp32_weights else args.out
+    source = fp32_companion(args.out) if args.ensemble and not args.fp32_weights else args.out
     for variant in filter(None, args.variants.split(",")):
         path = export_variant(run_dir, source, variant, args.calibration_images)
         if source != args.out:  # name it after the shipped file, not its fp32 source

@@ -77,6 +77,11 @@ def store_weights_fp16(src: str | Path, dst: str | Path) -> int:
     return before - sum(len(t.raw_data) or t.ByteSize() for t in graph.initializer)
 
 
+def fp32_companion(out: Path) -> Path:
+    """Where an fp16-stored ensemble's fp32 file goes: ``<stem>.fp32.onnx`` beside it."""
+    return out.with_name(f"{out.stem}.fp32.onnx")
+
+
 def _same_split(runs: Sequence[Path]) -> dict[str, Any]:
     from aiscan.train.data import load_split
 
@@ -184,7 +189,7 @@ def export_ensemble(
         },
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    fp32 = out.with_name(f"{out.stem}.fp32.onnx") if fp16_weights else out
+    fp32 = fp32_companion(out) if fp16_weights else out
     export_onnx(ensemble, info, fp32)
     if fp16_weights:
         store_weights_fp16(fp32, out)
