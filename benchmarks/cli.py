@@ -219,7 +219,7 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
         (
             "decode",
             "decode PIL full (reference)",
-            lambda: runners.decode_only(spec, workers, fast=False),
+            lambda: runners.decode_only(spec, workers, decode="full"),
         ),
         ("evidence", "evidence metadata (1 thread)", runners.evidence_only),
     ]

@@ -197,13 +197,14 @@ def aiscan_scan(
 
 
 def decode_only(
-    spec: Preprocessing, workers: int, *, fast: bool = True
+    spec: Preprocessing, workers: int, *, decode: str | None = None
 ) -> Callable[[Sequence[Path]], None]:
-    """aiscan's decode stage alone, on its thread pool (``fast=False``: reference decode)."""
+    """aiscan's decode stage alone, on its thread pool (``decode="full"``: every pixel,
+    as the reference decode; default: the model's own mode)."""
     from aiscan.scanner.decode import CpuDecoder
     from aiscan.scanner.discover import Found
 
-    decoder = CpuDecoder(spec, fast=fast)
+    decoder = CpuDecoder(spec, decode=decode)
 
     def run(files: Sequence[Path]) -> None:
         with ThreadPoolExecutor(workers) as pool:
@@ -319,10 +320,10 @@ def decode_dali(
     spec: Preprocessing, workers: int, batch: int, device_id: int | None
 ) -> Callable[[Sequence[Path]], None]:
     """aiscan's DALI path alone: header probe on the thread pool, then DALI per batch."""
-    from aiscan.scanner.dali import DaliDecoder, DaliProbe
+    from aiscan.scanner.dali import DaliDecoder, dali_probe
     from aiscan.scanner.discover import Found
 
-    probe = DaliProbe(spec)
+    probe = dali_probe(spec)
     dali = DaliDecoder(spec, batch, workers, device_id)
 
     def run(files: Sequence[Path]) -> None:

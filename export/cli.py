@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aiscan.model.preprocessing import DECODE_MODES, RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.extras import error_line
 
 
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     arch = p.add_argument_group("with --checkpoint or --random-init")
     arch.add_argument("--arch", default="efficientnet_b0", help="timm model name")
     arch.add_argument("--input-size", type=int, default=224)
-    arch.add_argument("--resize", default="squash", choices=("squash", "crop"))
+    arch.add_argument("--resize", default="squash", choices=RESIZE_POLICIES)
+    arch.add_argument("--decode", default="draft", choices=DECODE_MODES, help="JPEG decoding")
     arch.add_argument("--threshold", type=float, default=0.5)
     arch.add_argument("--seed", type=int, default=0)
     return p
@@ -156,7 +158,6 @@ def _from_checkpoint(args: argparse.Namespace) -> Path:
     from aiscan.export.onnx_export import export_onnx
     from aiscan.model.factory import create
     from aiscan.model.meta import ModelInfo
-    from aiscan.model.preprocessing import Preprocessing
 
     torch.manual_seed(args.seed)
     model = create(args.arch)
@@ -168,7 +169,9 @@ def _from_checkpoint(args: argparse.Namespace) -> Path:
     info = ModelInfo(
         model_id=args.model_id or f"aiscan-{args.arch}{suffix}",
         arch=args.arch,
-        preprocessing=Preprocessing(input_size=(size, size), resize=args.resize),
+        preprocessing=Preprocessing(
+            input_size=(size, size), resize=args.resize, decode=args.decode
+        ),
         threshold=args.threshold,
         trained=not args.random_init,
     )

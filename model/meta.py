@@ -9,6 +9,7 @@ way from a model's output to the probability that an image is AI-generated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,7 +139,10 @@ class ModelInfo:
             spec = Preprocessing.from_json(meta["preprocessing"])
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelError(f"aiscan.preprocessing is invalid: {exc}") from exc
-        if meta.get("preprocessing_sha256", spec.sha256()) != spec.sha256():
+        # The hash covers the stored text: a model written with an earlier definition
+        # version keeps its own hash, while ``spec`` reads as the current version.
+        stored = hashlib.sha256(meta["preprocessing"].encode()).hexdigest()
+        if meta.get("preprocessing_sha256", stored) != stored:
             raise ModelError(
                 "aiscan.preprocessing_sha256 does not match aiscan.preprocessing: "
                 "the metadata was edited by hand or corrupted"

@@ -11,8 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PREPROCESS_VERSION = "aiscan-preprocess/1"
+PREPROCESS_VERSION = "aiscan-preprocess/2"
+#: Earlier definitions this aiscan still reads (:meth:`Preprocessing.from_json`).
+READABLE_VERSIONS = ("aiscan-preprocess/1", PREPROCESS_VERSION)
 RESIZE_POLICIES = ("squash", "crop")
+#: How a JPEG is decoded before the resize: "draft" lets libjpeg decode at a reduced DCT
+#: scale (1/2, 1/4 or 1/8), never below the model input size; "full" decodes every pixel.
+DECODE_MODES = ("draft", "full")
 #: Resize filters (Pillow's, antialiased when shrinking), by name.
 INTERPOLATION_NAMES = ("bilinear", "bicubic")
 
@@ -31,6 +36,9 @@ class Preprocessing:
             (for a square input, the centred square of side min(width, height)).
         interpolation: Pillow filter used for the resize, antialiased when shrinking.
         background: grey level that transparent pixels are composited on.
+        decode: how JPEGs are decoded, one of :data:`DECODE_MODES`: part of the
+            definition, because the two give pixels a few levels apart and a model
+            learns from the pixels it is trained on.
     """
 
     input_size: tuple[int, int] = (224, 224)
@@ -39,6 +47,7 @@ class Preprocessing:
     resize: str = "squash"
     interpolation: str = "bilinear"
     background: int = 255
+    decode: str = "draft"
     version: str = field(default=PREPROCESS_VERSION)
 
     def __post_init__(self) -> None:
@@ -56,6 +65,8 @@ class Preprocessing:
                 f"interpolation must be one of {list(INTERPOLATION_NAMES)}, "
                 f"got {self.interpolation!r}"
             )
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
         if not 0 <= self.background <= 255:
             raise ValueError(f"background must be a grey level 0..255, got {self.background}")
         if self.version != PREPROCESS_VERSION:
@@ -70,7 +81,18 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
+        """Parse a definition; version 1 (no decode mode: everything then trained and
+        scanned with "draft") is read as the same definition in version 2."""
         raw: dict[str, Any] = json.loads(text)
+        if raw.get("version") not in READABLE_VERSIONS:
+            raise ValueError(
+                f"preprocessing version {raw.get('version')!r} is not supported by this "
+                f"aiscan (it reads {', '.join(map(repr, READABLE_VERSIONS))})"
+            )
+        if raw["version"] == "aiscan-preprocess/1":
+            if "decode" in raw:
+                raise ValueError("aiscan-preprocess/1 has no decode field")
+            raw["version"], raw["decode"] = PREPROCESS_VERSION, "draft"
         raw["input_size"] = tuple(raw["input_size"])
         raw["mean"] = tuple(float(v) for v in raw["mean"])
         raw["std"] = tuple(float(v) for v in raw["std"])

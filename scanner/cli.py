@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument(
         "--exact-decode",
         action="store_true",
-        help="decode JPEGs at full resolution (reference pixels, slower)",
+        help="decode every JPEG pixel (reference pixels, slower) even where the model was "
+        "trained on draft decoding (its preprocessing says which)",
     )
     limits = p.add_argument_group("limits per file (each breach is an error row)")
     limits.add_argument(

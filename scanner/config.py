@@ -78,7 +78,8 @@ class ScanConfig:
         max_file_mb: refuse files over this many MiB (before reading them).
         decode_memory_mb: MiB that concurrent decodes may hold together.
         decode_timeout: seconds a file may take to decode before it becomes an error row.
-        exact_decode: full-resolution JPEG decode (the reference path; slower).
+        exact_decode: decode every JPEG pixel (the reference path; slower), whatever the
+            model's own decode mode; by default a scan decodes as the model was trained.
         evidence: read provenance metadata (C2PA, IPTC, generator chunks, camera EXIF).
         evidence_policy: "report" (evidence columns only) or "override" (declared-AI
             evidence sets the verdict to "ai"; p_ai stays the model's).
@@ -186,6 +187,11 @@ class ScanConfig:
             max_file_bytes=self.max_file_mb * 2**20,
             decode_memory=self.decode_memory_mb * 2**20,
         )
+
+    @property
+    def decode_override(self) -> str | None:
+        """The decode mode forced on the model's own (``None``: the model's own)."""
+        return "full" if self.exact_decode else None
 
     @property
     def shard_index_count(self) -> tuple[int, int]:

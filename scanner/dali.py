@@ -5,15 +5,18 @@ in one place (:class:`DaliDecoder`). ``device_id=None`` runs the same graph with
 CPU operators, which is how CI exercises it on machines without a GPU.
 
 DALI cannot skip a bad sample: one corrupt file fails the whole batch. So files are
-sniffed and their JPEG headers read first (:class:`DaliProbe`, per file, in the decode
-thread pool); only baseline/progressive RGB or greyscale JPEGs within the pixel limit go
-to DALI; everything else (PNG with alpha, CMYK, 16-bit, GIF...) takes the CPU path. When a
+sniffed and their JPEG headers read first (the CPU decoder with a :class:`DaliClaim`, per
+file, in the decode thread pool); only baseline/progressive RGB or greyscale JPEGs within
+the pixel limit go to DALI; everything else (PNG with alpha, CMYK, 16-bit, GIF...) takes
+the CPU path. When a
 DALI batch still fails, the pipeline is rebuilt and that batch's files are decoded one by
 one on the CPU path, so the bad file gets its error row and the others their verdicts.
 
 Parity with the reference preprocessing: DALI's antialiased linear resize against
 Pillow's bilinear filter, both from a full decode, differs by about 0.1/255 on average
-(``tests/test_dali.py`` states the bound).
+(``tests/test_dali.py`` states the bound). DALI decodes every pixel whatever the model's
+decode mode: for a model trained on draft decoding (all shipped so far) its tensors are
+held to the training tensors within a stated bound, and its p_ai to the CPU path's.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.preprocess import (
     DecodeLimits,
-    Source,
     centre_region,
     check_limits,
     open_image,
@@ -93,31 +95,37 @@ def _pipeline(spec: Preprocessing, device: str, **pipe_args: Any) -> Any:
     return pipe
 
 
-class DaliProbe(CpuDecoder):
-    """Per-file stage of the DALI path: sniff and read; keep DALI-safe JPEGs as bytes,
-    decode everything else on the CPU right away."""
+class DaliClaim:
+    """Takes the files DALI decodes as the reference does (RGB or greyscale JPEGs within
+    the limits, read from the header alone) for the batch stage; the CPU decoder decodes
+    the rest right away (:class:`~aiscan.scanner.decode.Claim`)."""
 
-    def __init__(
-        self,
-        spec: Preprocessing,
-        limits: DecodeLimits | None = None,
-        *,
-        hash_files: bool = False,
-        evidence: bool = True,
-    ) -> None:
-        super().__init__(spec, limits, hash_files=hash_files, fast=True, evidence=evidence)
-        self.keep_bytes = True
+    def __init__(self, limits: DecodeLimits | None = None) -> None:
+        self.limits = limits or DecodeLimits()
 
-    def _decode(self, item: Item, source: Source, fmt: str) -> None:
-        if fmt == "JPEG" and isinstance(source, bytes):
-            with open_image(source, ["JPEG"]) as img:
-                check_limits(img, self.limits, len(source))
-                if img.mode in _DALI_MODES:
-                    item.width, item.height = oriented_size(img)
-                    item.format = img.format or "JPEG"  # "MPO" as the CPU path says
-                    item.encoded = source
-                    return
-        super()._decode(item, source, fmt)
+    def __call__(self, item: Item, data: bytes, fmt: str) -> bool:
+        if fmt != "JPEG":
+            return False
+        with open_image(data, ["JPEG"]) as img:
+            check_limits(img, self.limits, len(data))
+            if img.mode not in _DALI_MODES:
+                return False
+            item.width, item.height = oriented_size(img)
+            item.format = img.format or "JPEG"  # "MPO" as the CPU path says
+            item.encoded = data
+            return True
+
+
+def dali_probe(
+    spec: Preprocessing,
+    limits: DecodeLimits | None = None,
+    *,
+    hash_files: bool = False,
+    evidence: bool = True,
+) -> CpuDecoder:
+    """The per-file stage of the DALI path: the CPU decoder, with DALI claiming its files."""
+    claim = DaliClaim(limits)
+    return CpuDecoder(spec, limits, hash_files=hash_files, evidence=evidence, claim=claim)
 
 
 class DaliDecoder:
@@ -148,7 +156,7 @@ class DaliDecoder:
             "exec_pipelined": False,
             "prefetch_queue_depth": 1,
         }
-        self._fallback = CpuDecoder(spec, limits, fast=True)
+        self._fallback = CpuDecoder(spec, limits)
         self._lock = threading.Lock()
         self._pipe = self._build()
         self.failed_batches = 0

@@ -13,12 +13,12 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from PIL import UnidentifiedImageError, features
 
-from aiscan.model.preprocessing import Preprocessing
+from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.evidence import Evidence, read_evidence
 from aiscan.scanner.output import Status
@@ -106,6 +106,18 @@ class Batch:
     on_device: list[int] = field(default_factory=list)
 
 
+class Claim(Protocol):
+    """A batch decoder's per-file claim (the DALI path's :class:`~aiscan.scanner.dali.DaliClaim`).
+
+    Given a sniffed file's whole bytes, it either takes the file for its batch decoder
+    (sets ``item.encoded``, ``width``, ``height`` and ``format``) and returns True, or
+    returns False and the file is decoded on the CPU as usual. It may raise as a decoder
+    does: the file becomes an error row.
+    """
+
+    def __call__(self, item: Item, data: builtins.bytes, fmt: str) -> bool: ...
+
+
 @functools.cache
 def _plugin_available(fmt: str) -> bool:
     if fmt == "AVIF":
@@ -159,8 +171,11 @@ class CpuDecoder:
         limits: input limits (pixels, file size, decode memory shared by all threads).
         hash_files: compute each file's sha256 (streamed: the file is read twice, never
             held whole for it).
-        fast: use DCT-domain downscaling for JPEG (see :mod:`aiscan.scanner.preprocess`).
+        decode: "draft" or "full" JPEG decoding; default: the model's own (``spec.decode``),
+            which is what training used (see :mod:`aiscan.scanner.preprocess`).
         evidence: read provenance metadata (:mod:`aiscan.scanner.evidence`).
+        claim: lets a batch decoder take files first; files are then read whole into
+            memory before decoding.
     """
 
     def __init__(
@@ -169,17 +184,19 @@ class CpuDecoder:
         limits: DecodeLimits | None = None,
         *,
         hash_files: bool = False,
-        fast: bool = True,
+        decode: str | None = None,
         evidence: bool = True,
+        claim: Claim | None = None,
     ) -> None:
         self.spec = spec
         self.evidence = evidence
         self.limits = limits or DecodeLimits()
         self.budget = DecodeBudget(self.limits.decode_memory)
         self.hash_files = hash_files
-        self.fast = fast
-        #: read whole files into memory before decoding (the DALI path needs the bytes)
-        self.keep_bytes = False
+        self.decode = decode or spec.decode
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
+        self.claim = claim
         #: sha256 -> p_ai already known for identical content (set by a state run)
         self.known: Callable[[str], float | None] | None = None
 
@@ -248,17 +265,21 @@ class CpuDecoder:
                     with open_image(fh) as img:
                         item.width, item.height = oriented_size(img)
                     return
-        source: Source = fh.read() if self.keep_bytes else fh
-        self._decode(item, source, fmt)
+        if self.claim is None:
+            self._decode(item, fh, fmt)
+            return
+        data = fh.read()
+        if not self.claim(item, data, fmt):
+            self._decode(item, data, fmt)
 
     def _decode(self, item: Item, source: Source, fmt: str) -> None:
-        """Decode a sniffed image into ``item.pixels`` (overridden by the DALI probe)."""
+        """Decode a sniffed image into ``item.pixels``, on the CPU."""
         formats = None if fmt in _PLUGINS else [fmt]
         decoded = load_pixels(
             source,
             self.spec,
             limits=self.limits,
-            fast=self.fast,
+            decode=self.decode,
             formats=formats,
             budget=self.budget,
         )
@@ -267,8 +288,9 @@ class CpuDecoder:
         item.format = decoded.format
 
     def decode_bytes(self, item: Item, data: bytes) -> None:
-        """Decode bytes already read, on the CPU path (status and error set on failure)."""
+        """Decode bytes already read, on the CPU path, never claimed (status and error
+        set on failure): a batch decoder's fallback for a batch it could not decode."""
         try:
-            CpuDecoder._decode(self, item, data, sniff(data[:SNIFF_BYTES]) or "")
+            self._decode(item, data, sniff(data[:SNIFF_BYTES]) or "")
         except Exception as exc:  # see __call__
             item.status, item.error, item.pixels = "error", explain(exc), None

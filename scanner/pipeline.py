@@ -28,7 +28,7 @@ import numpy as np
 from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner import __version__
 from aiscan.scanner.config import ConfigError, ScanConfig, resolve_model
-from aiscan.scanner.dali import DaliDecoder, DaliProbe, dali_available
+from aiscan.scanner.dali import DaliDecoder, dali_available, dali_probe
 from aiscan.scanner.decode import Batch, CpuDecoder, Item
 from aiscan.scanner.discover import Found, discover, in_shard
 from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
@@ -285,7 +285,7 @@ def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Sta
             spec,
             limits,
             hash_files=config.hash_files,
-            fast=not config.exact_decode,
+            decode=config.decode_override,
             evidence=config.evidence,
         )
         return _Stages("cpu", cpu, Batch, lambda: 0)
@@ -295,7 +295,7 @@ def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Sta
     dali = DaliDecoder(spec, batch_size, config.workers, device_id, limits)
     return _Stages(
         "dali-gpu" if dali.on_gpu else "dali-cpu",
-        DaliProbe(spec, limits, hash_files=config.hash_files, evidence=config.evidence),
+        dali_probe(spec, limits, hash_files=config.hash_files, evidence=config.evidence),
         dali,
         lambda: dali.failed_batches,
     )

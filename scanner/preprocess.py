@@ -7,9 +7,11 @@ module, so that the model sees at serving time what it saw in training.
 The *reference* decode (:func:`reference_pixels`) is the plain, slow, exact definition:
 full decode with Pillow, EXIF orientation applied, converted to RGB (alpha composited on a
 fixed background, 16-bit reduced to 8-bit), resized with Pillow's antialiased filter.
-The *fast* decode (:func:`load_pixels` with ``fast=True``) differs in one step only: a JPEG
-is decoded at a reduced scale in the DCT domain (libjpeg ``draft``), never below the size
-the final resize needs. ``tests/test_preprocess.py`` holds the two within a stated tolerance.
+The *draft* decode (``Preprocessing.decode == "draft"``, every model aiscan has shipped)
+differs in one step only: a JPEG is decoded at a reduced scale in the DCT domain (libjpeg
+``draft``), never below the size the final resize needs. ``tests/test_preprocess.py`` holds
+the two within a stated tolerance. Training decodes as its model's definition says, so a
+scan that follows the definition gives the model the pixels it was trained on, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from aiscan.model.preprocessing import Preprocessing
+from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
 
 #: Pillow's filter for each of :data:`~aiscan.model.preprocessing.INTERPOLATION_NAMES`.
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -291,7 +293,7 @@ def load_pixels(
     spec: Preprocessing,
     *,
     limits: DecodeLimits | None = None,
-    fast: bool = True,
+    decode: str | None = None,
     formats: list[str] | None = None,
     region: RegionFn | None = None,
     budget: DecodeBudget | None = None,
@@ -302,7 +304,8 @@ def load_pixels(
         source: file path, open binary file, or the whole file's bytes.
         spec: the model's preprocessing.
         limits: refuse images over these limits before decoding them.
-        fast: decode JPEGs at a reduced DCT scale (see the module docstring).
+        decode: "draft" or "full" (see the module docstring); default: the model's own,
+            ``spec.decode``.
         formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
         region: picks the source region to resize (default :func:`centre_region`, what the
             scanner uses; training passes random regions of the same policy).
@@ -316,11 +319,14 @@ def load_pixels(
         OSError, ValueError, and whatever else a decoder raises on corrupt data.
     """
     limits = limits or DecodeLimits()
+    mode = decode or spec.decode
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {mode!r}")
     with open_image(source, formats) as img:
         check_limits(img, limits, source_bytes(source))
         fmt = img.format or "unknown"
         stored = img.size
-        if fast and is_jpeg(img):
+        if mode == "draft" and is_jpeg(img):
             img.draft("RGB", draft_request(img.size, spec))
         with (budget or DecodeBudget(limits.decode_memory)).reserve(decode_bytes(img)):
             img.load()

@@ -43,7 +43,7 @@ def _decode_batch(
     limits: DecodeLimits,
     hash_files: bool,
     evidence: bool,
-    fast: bool,
+    decode: str | None,
 ) -> dict[str, np.ndarray]:
     """Decode task: the local engine's CPU decoder over one batch of found files."""
     _chaos()
@@ -51,7 +51,7 @@ def _decode_batch(
         Preprocessing.from_json(spec_json),
         limits,
         hash_files=hash_files,
-        fast=fast,
+        decode=decode,
         evidence=evidence,
     )
     found = [
@@ -196,7 +196,7 @@ def ray_rows(
             "limits": config.limits,
             "hash_files": config.hash_files,
             "evidence": config.evidence,
-            "fast": not config.exact_decode,
+            "decode": config.decode_override,
         },
     )
     ds = ds.map_batches(

@@ -15,7 +15,7 @@ from aiscan.scanner.preprocess import DecodeLimits, normalize_batch, reference_p
 from tests.conftest import SHARED_DATA, encode, jpeg_bytes, photo
 
 pytest.importorskip("nvidia.dali")
-from aiscan.scanner.dali import DaliDecoder, DaliProbe
+from aiscan.scanner.dali import DaliDecoder, dali_probe
 
 SPEC = Preprocessing()
 
@@ -31,7 +31,7 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Found:
 
 
 def _run(found: list[Found], spec: Preprocessing = SPEC, batch: int = 8):
-    probe = DaliProbe(spec, DecodeLimits())
+    probe = dali_probe(spec, DecodeLimits())
     items = [probe(f) for f in found]
     return DaliDecoder(spec, batch, 2, None)(items)
 
@@ -73,7 +73,7 @@ def test_formats_dali_would_get_wrong_take_the_cpu_path(tmp_path: Path) -> None:
             encode(Image.fromarray(np.full((20, 20), 40000, np.uint16)), "PNG"),
         ),
     ]
-    probe = DaliProbe(SPEC, DecodeLimits())
+    probe = dali_probe(SPEC, DecodeLimits())
     for item in map(probe, found):
         assert item.status == "ok" and item.encoded is None and item.pixels is not None
         np.testing.assert_array_equal(item.pixels, reference_pixels(item.path, SPEC))
@@ -83,7 +83,7 @@ def test_a_corrupt_file_fails_only_itself_and_the_pipeline_recovers(tmp_path: Pa
     good = jpeg_bytes(photo(640, 480))
     found = [_write(tmp_path, f"{i}.jpg", good) for i in range(3)]
     found.insert(1, _write(tmp_path, "torn.jpg", good[: len(good) // 3]))
-    probe = DaliProbe(SPEC, DecodeLimits())
+    probe = dali_probe(SPEC, DecodeLimits())
     items = [probe(f) for f in found]
     assert all(it.encoded is not None for it in items)  # the header alone looks fine
     dali = DaliDecoder(SPEC, 8, 2, None)
@@ -126,7 +126,7 @@ def test_gpu_decode_and_cuda_inference_match_cpu(gpu_model: Path, tmp_path: Path
 
     found = [_write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(1024, 768, seed=i))) for i in range(6)]
     spec = Classifier(gpu_model, "cpu").info.preprocessing
-    probe = DaliProbe(spec, DecodeLimits())
+    probe = dali_probe(spec, DecodeLimits())
     batch = DaliDecoder(spec, 8, 2, 0)([probe(f) for f in found])
     assert batch.device is not None and len(batch.on_device) == 6
     host = np.asarray(batch.device.as_cpu())
@@ -157,7 +157,7 @@ def _p_ai_three_ways(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     cpu = CpuDecoder(spec, evidence=False)
     fast = clf.predict(normalize_batch([cpu(Found(p)).pixels for p in paths], spec))
     ref = clf.predict(normalize_batch([reference_pixels(p, spec) for p in paths], spec))
-    probe, dali = DaliProbe(spec, DecodeLimits(), evidence=False), DaliDecoder(spec, 8, 2, None)
+    probe, dali = dali_probe(spec, DecodeLimits(), evidence=False), DaliDecoder(spec, 8, 2, None)
     items = []
     for start in range(0, len(paths), 8):
         items += dali([probe(Found(p)) for p in paths[start : start + 8]]).items

@@ -82,3 +82,26 @@ def test_read_info_reads_the_file_without_a_session(tiny_model: Path, tmp_path: 
         read_info(junk)
     with pytest.raises(OSError):
         read_info(tmp_path / "missing.onnx")
+
+
+def test_models_written_with_version_1_of_the_definition_still_load() -> None:
+    """Every model exported before the decode mode joined the definition (the shipped
+    default among them) keeps loading, read as draft decoding; its stored hash is checked
+    against its stored text, and a hand edit is still refused."""
+    from aiscan.model.meta import read_info
+    from aiscan.scanner.config import default_model_path
+    from tests.test_preprocess import V1_DEFAULT
+
+    props = _info().to_metadata()
+    old = dict(props)
+    old["aiscan.preprocessing"] = V1_DEFAULT
+    old["aiscan.preprocessing_sha256"] = (
+        "9a53fef266d65101d72ddac5a9accfcb7a5946ee349a6478f9995111623297a4"  # as stored then
+    )
+    assert ModelInfo.from_metadata(old).preprocessing == Preprocessing(decode="draft")
+    old["aiscan.preprocessing"] = V1_DEFAULT.replace("[0.5,", "[0.4,", 1)
+    with pytest.raises(ModelError, match="does not match"):
+        ModelInfo.from_metadata(old)
+    shipped = default_model_path()
+    assert shipped is not None
+    assert read_info(shipped).preprocessing.decode == "draft"

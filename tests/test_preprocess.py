@@ -132,7 +132,7 @@ def test_fast_jpeg_decode_stays_close_to_reference(size: tuple[int, int], resize
     assert diff.mean() <= bound["mean"]
     assert np.percentile(diff, 99) <= bound["p99"]
     assert diff.max() <= bound["max"]
-    exact = load_pixels(data, spec, fast=False).pixels
+    exact = load_pixels(data, spec, decode="full").pixels
     np.testing.assert_array_equal(exact, reference_pixels(data, spec))
 
 
@@ -160,16 +160,51 @@ def test_spec_round_trips_and_hash_is_stable() -> None:
     again = Preprocessing.from_json(spec.to_json())
     assert again == spec and again.sha256() == spec.sha256()
     assert spec.sha256() != Preprocessing().sha256()
-    # A fixed definition has a fixed hash, pinned here: models exported earlier store it,
-    # so a change to the canonical form would make every one of them unreadable.
+    assert Preprocessing(decode="full").sha256() != Preprocessing().sha256()
+    # A fixed definition has a fixed text and hash, pinned here: models store both, so a
+    # change to the canonical form must come with a new version (as decode's did).
     assert Preprocessing().to_json() == (
-        '{"background":255,"input_size":[224,224],"interpolation":"bilinear",'
-        '"mean":[0.5,0.5,0.5],"resize":"squash","std":[0.5,0.5,0.5],'
-        '"version":"aiscan-preprocess/1"}'
+        '{"background":255,"decode":"draft","input_size":[224,224],'
+        '"interpolation":"bilinear","mean":[0.5,0.5,0.5],"resize":"squash",'
+        '"std":[0.5,0.5,0.5],"version":"aiscan-preprocess/2"}'
     )
     assert Preprocessing().sha256() == (
-        "9a53fef266d65101d72ddac5a9accfcb7a5946ee349a6478f9995111623297a4"
+        "b1a0895df7f65dfaf622c70f6866351169120e54e2af29d7400a7272358be956"
     )
+
+
+#: Version 1's canonical text of the default definition, as models exported before the
+#: decode mode was part of the definition store it (the shipped default model among them).
+V1_DEFAULT = (
+    '{"background":255,"input_size":[224,224],"interpolation":"bilinear",'
+    '"mean":[0.5,0.5,0.5],"resize":"squash","std":[0.5,0.5,0.5],'
+    '"version":"aiscan-preprocess/1"}'
+)
+
+
+def test_version_1_reads_as_draft_decoding() -> None:
+    """Everything trained and scanned before version 2 used draft JPEG decoding."""
+    assert Preprocessing.from_json(V1_DEFAULT) == Preprocessing(decode="draft")
+    with pytest.raises(ValueError, match="no decode field"):
+        Preprocessing.from_json(V1_DEFAULT.replace('"input', '"decode":"full","input'))
+    with pytest.raises(ValueError, match="not supported"):
+        Preprocessing.from_json(V1_DEFAULT.replace("preprocess/1", "preprocess/9"))
+
+
+@pytest.mark.parametrize("resize", RESIZE_POLICIES)
+def test_the_decoder_follows_the_definitions_decode_mode(resize: str) -> None:
+    data = jpeg_bytes(photo(1600, 1200))
+    full = Preprocessing(resize=resize, decode="full")
+    draft = Preprocessing(resize=resize, decode="draft")
+    np.testing.assert_array_equal(load_pixels(data, full).pixels, reference_pixels(data, full))
+    drafted = load_pixels(data, draft).pixels
+    assert not np.array_equal(drafted, reference_pixels(data, draft))
+    # an explicit mode overrides the definition's (aiscan --exact-decode)
+    np.testing.assert_array_equal(
+        load_pixels(data, draft, decode="full").pixels, reference_pixels(data, draft)
+    )
+    with pytest.raises(ValueError, match="decode must be one of"):
+        load_pixels(data, draft, decode="exact")
 
 
 @pytest.mark.parametrize(
@@ -181,7 +216,8 @@ def test_spec_round_trips_and_hash_is_stable() -> None:
         {"interpolation": "nearest"},
         {"mean": (0.5, 0.5)},
         {"background": 300},
-        {"version": "aiscan-preprocess/0"},
+        {"version": "aiscan-preprocess/1"},
+        {"decode": "exact"},
     ],
 )
 def test_invalid_spec_raises(kwargs: dict[str, object]) -> None:
@@ -267,7 +303,7 @@ def test_mpo_camera_files_take_the_fast_jpeg_path() -> None:
     assert fast.format == "MPO" and (fast.width, fast.height) == (1600, 1200)
     as_jpeg = load_pixels(jpeg_bytes(first), spec).pixels  # the same first picture alone
     np.testing.assert_array_equal(fast.pixels, as_jpeg)
-    assert not np.array_equal(fast.pixels, load_pixels(mpo, spec, fast=False).pixels)
+    assert not np.array_equal(fast.pixels, load_pixels(mpo, spec, decode="full").pixels)
 
 
 def test_every_interpolation_the_definition_allows_has_a_pillow_filter() -> None:

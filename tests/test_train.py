@@ -385,9 +385,13 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
     assert info.threshold == pytest.approx(report["summary"]["best_balanced_threshold"])
 
 
+@pytest.mark.parametrize("decode", ["draft", "full"])
 @pytest.mark.parametrize("resize", ["squash", "crop"])
-def test_training_tensor_equals_the_scanners_bit_for_bit(tmp_path: Path, resize: str) -> None:
-    """What evaluation in training feeds the model is what the CPU scanner feeds it."""
+def test_training_tensor_equals_the_scanners_bit_for_bit(
+    tmp_path: Path, resize: str, decode: str
+) -> None:
+    """What evaluation in training feeds the model is what the CPU scanner feeds it, with
+    each decode mode the definition allows (the scanner follows the definition's)."""
     from aiscan.model.preprocessing import Preprocessing
     from aiscan.scanner.decode import CpuDecoder
     from aiscan.scanner.discover import Found
@@ -395,7 +399,7 @@ def test_training_tensor_equals_the_scanners_bit_for_bit(tmp_path: Path, resize:
     from aiscan.train.data import ImageDataset, make_collate
     from tests.conftest import jpeg_bytes, photo
 
-    spec = Preprocessing(input_size=(64, 64), resize=resize)
+    spec = Preprocessing(input_size=(64, 64), resize=resize, decode=decode)
     paths = []
     for i, size in enumerate([(640, 480), (300, 500), (96, 96)]):
         path = tmp_path / f"{i}.jpg"
@@ -496,3 +500,5 @@ def test_train_cli_defaults_are_the_configs() -> None:
     cfg = _config(args)
     assert (cfg.data_dirs, cfg.epochs, cfg.degrade) == (("d1", "d2"), 2, 0.5)
     assert set(TrainConfig.CHOICES) <= set(vars(args))
+    args = build_parser().parse_args(["d", "--out", "r", "--decode", "full"])
+    assert _config(args).spec().decode == "full"  # written into the exported model

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "centred region at scan time, random regions in training",
     )
     p.add_argument(
+        "--decode",
+        default=DEFAULTS["decode"],
+        choices=TrainConfig.CHOICES["decode"],
+        help="JPEG decoding, written into the model: draft (reduced DCT scale, never below "
+        "the input size; fast) or full (every pixel); the scanner decodes the same way",
+    )
+    p.add_argument(
         "--crop-scale",
         type=float,
         default=DEFAULTS["crop_scale"],

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aiscan.model.meta import LABELS, POSITIVE_LABEL, p_ai
-from aiscan.model.preprocessing import Preprocessing
+from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
 from aiscan.scanner.preprocess import RegionFn
 from aiscan.train.augment import RandomRegion, report_augmentations
 from aiscan.train.data import (
@@ -55,6 +55,8 @@ class TrainConfig:
         input_size: model input side in pixels.
         resize: the model's resize policy, "squash" or "crop" (see
             :class:`~aiscan.scanner.preprocess.Preprocessing`); crops are random in training.
+        decode: "draft" or "full" JPEG decoding (see
+            :class:`~aiscan.model.preprocessing.Preprocessing`): the scanner follows it.
         crop_scale: smallest side of a random training crop, relative to the largest
             that fits ("crop" policy; 1.0: full-size crops at random places).
         norm: input normalisation, a key of :data:`NORMS` (the backbone's own).
@@ -86,6 +88,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     input_size: int = 224
     resize: str = "squash"
+    decode: str = "draft"
     crop_scale: float = 1.0
     norm: str = "half"
     seed: int = 0
@@ -106,6 +109,7 @@ class TrainConfig:
         "amp": ("auto", "off"),
         "device": ("auto", "cpu", "cuda"),
         "norm": tuple(NORMS),
+        "decode": DECODE_MODES,
         "head_init": ("timm", "small"),
         "balance": ("none", "source"),
         "select": ("val_auc", "last"),
@@ -131,7 +135,11 @@ class TrainConfig:
         """The preprocessing the model is trained with (and exported with)."""
         mean, std = NORMS[self.norm]
         return Preprocessing(
-            input_size=(self.input_size, self.input_size), mean=mean, std=std, resize=self.resize
+            input_size=(self.input_size, self.input_size),
+            mean=mean,
+            std=std,
+            resize=self.resize,
+            decode=self.decode,
         )
 
 
