@@ -202,7 +202,7 @@ def _progress_printer(
     if log_json:
 
         def log_line(p: Progress) -> None:
-            record = {"event": "progress", "files": p.done, "total": p.total}
+            record = {"event": "progress", "files": p.done, "total": p.total, "found": p.found}
             record |= {"statuses": dict(p.statuses), "images_per_s": round(_rate(p), 2)}
             print(json.dumps(record), file=sys.stderr, flush=True)
 
@@ -239,7 +239,8 @@ def _progress_printer(
         return show, bar.stop
 
     def log(p: Progress) -> None:
-        total = f"/{p.total}" if p.total is not None else ""
+        # until the walk has ended, the files found so far: "120/4000+"
+        total = f"/{p.total}" if p.total is not None else (f"/{p.found}+" if p.found else "")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(p.statuses.items()))
         console.print(
             f"aiscan: {p.done}{total} files ({counts}), {_rate(p):.1f} img/s", highlight=False

@@ -61,7 +61,8 @@ class ScanConfig:
 
     Attributes:
         paths: files and folders to scan.
-        out: the verdict file to write.
+        out: the verdict file to write (:func:`~aiscan.scanner.pipeline.scan` needs one;
+            :func:`~aiscan.scanner.pipeline.iter_verdicts` writes no file).
         model: an aiscan ONNX model; None means the shipped default.
         fmt: "csv", "jsonl" or "parquet".
         batch_size: images per inference call; None: 8 on the CPU, 128 on a GPU.
@@ -93,7 +94,7 @@ class ScanConfig:
     """
 
     paths: tuple[str, ...]
-    out: Path
+    out: Path | None = None
     model: Path | None = None
     fmt: str = "csv"
     batch_size: int | None = None
@@ -124,9 +125,9 @@ class ScanConfig:
         missing = [p for p in self.paths if not os.path.lexists(p)]
         if missing:
             raise ConfigError(f"no such file or folder: {', '.join(missing)}")
-        if self.out.is_dir():
+        if self.out is not None and self.out.is_dir():
             raise ConfigError(f"--out {self.out} is a folder; give a file name")
-        if not self.out.parent.is_dir() and str(self.out.parent):
+        if self.out is not None and not self.out.parent.is_dir() and str(self.out.parent):
             raise ConfigError(f"--out {self.out}: folder {self.out.parent} does not exist")
         if self.fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
@@ -198,9 +199,16 @@ class ScanConfig:
         return _parse_shard(self.shard)
 
     @property
+    def out_file(self) -> Path:
+        """The output file, which a scan that writes one needs."""
+        if self.out is None:
+            raise ConfigError("a scan writes its verdicts to a file: give --out")
+        return self.out
+
+    @property
     def summary_path(self) -> Path:
         """The JSON run summary, next to the output."""
-        return self.out.with_name(self.out.name + ".summary.json")
+        return self.out_file.with_name(self.out_file.name + ".summary.json")
 
     @property
     def own_files(self) -> list[str]:
@@ -217,7 +225,8 @@ class ScanConfig:
             ".summary.json.tmp",
             ".lock",
         ]
-        own = [str(self.out.with_name(self.out.name + n)) for n in names]
+        out = self.out
+        own = [] if out is None else [str(out.with_name(out.name + n)) for n in names]
         if self.state is not None:  # the database, its WAL files and its lock
             own += [str(self.state) + n for n in ("", "-wal", "-shm", "-journal", ".lock")]
         return own

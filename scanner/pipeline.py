@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -44,7 +45,9 @@ class Progress:
 
     Attributes:
         done: files given a row in this run.
-        total: files this run will cover, once the background count has finished.
+        total: files this run will cover, once the walk of the tree has finished.
+        found: files the walk has found so far (``total`` once it has finished).
+        reused: files whose verdict came from the state database (identical content).
         ok_images: images classified in this run.
         statuses: rows per status in this run.
         elapsed_s: seconds since the first file was submitted.
@@ -52,6 +55,8 @@ class Progress:
 
     done: int = 0
     total: int | None = None
+    found: int = 0
+    reused: int = 0
     ok_images: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -157,25 +162,57 @@ def collect_batch(
     return [pool.result(t, timeout_s, partial(_timed_out, f.path, timeout_s)) for f, t in tasks]
 
 
-class _Counter(threading.Thread):
-    """Counts the files this run will cover, in the background, for progress and ETA."""
+_END = object()
 
-    def __init__(self, files: Callable[[], Iterable[Found]]) -> None:
-        super().__init__(name="aiscan-count", daemon=True)
+
+class Walk(threading.Thread):
+    """Walks the files of a scan once, ahead of it, in a background thread.
+
+    The files go into a bounded queue (``ahead`` of them at most, so memory stays flat
+    on any tree) and come out, in the walk's order, by iterating; ``found`` counts them
+    as they are found and ``total`` is set when the walk ends, which on a tree of up to
+    ``ahead`` files is almost at once: that is the progress bar's total and ETA, without
+    walking the tree a second time. An exception of the walk (a state database error)
+    is raised by the iteration.
+    """
+
+    def __init__(self, files: Iterable[Found], ahead: int = 100_000) -> None:
+        super().__init__(name="aiscan-walk", daemon=True)
         self._files = files
-        self.total: int | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(ahead)
         self._halt = threading.Event()
+        self._error: BaseException | None = None
+        self.found = 0
+        self.total: int | None = None
 
     def run(self) -> None:
-        n = 0
-        for _ in self._files():
-            if self._halt.is_set():
-                return
-            n += 1
-        self.total = n
+        try:
+            for f in self._files:
+                if not self._put(f):
+                    return
+                self.found += 1
+            self.total = self.found
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._error = exc
+        self._put(_END)
+
+    def _put(self, value: object) -> bool:
+        while not self._halt.is_set():
+            try:
+                self._queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Found]:
+        while (f := self._queue.get()) is not _END:
+            yield f
+        if self._error is not None:
+            raise self._error
 
     def stop(self, wait_s: float = 5.0) -> None:
-        """Stop counting and wait (at most ``wait_s``) for the thread to end: it may be
+        """Stop walking and wait (at most ``wait_s``) for the thread to end: it may be
         reading the state database, which the caller is about to close."""
         self._halt.set()
         if self.is_alive():
@@ -323,25 +360,106 @@ def _batches(
         yield pending.popleft().future.result()
 
 
+class Verdicts:
+    """The verdicts of a scan, without an output file: walk, decode, classify, in the order
+    of the walk; each file once, each batch of rows as soon as it is classified.
+
+    ``aiscan`` is this plus a writer (:func:`scan`); a library user iterates it (or
+    :func:`iter_verdicts`) directly. It honours the configuration's model, device,
+    decoder, limits, shard and engine; output, resume and state options are
+    :func:`scan`'s. Iterate it once.
+
+    Args:
+        config: the scan.
+        keep: called once per file found (in the walk's thread); a file it returns
+            False for is left out (how :func:`scan` skips rows written before, or files
+            the state database has seen unchanged).
+
+    Raises:
+        ConfigError, ModelError, DeviceError: before any file is touched.
+    """
+
+    def __init__(self, config: ScanConfig, keep: Callable[[Found], bool] | None = None) -> None:
+        self.config = config
+        self.keep = keep
+        threads = config.threads or os.cpu_count() or 1
+        self.classifier = Classifier(resolve_model(config.model), config.device, threads=threads)
+        info = self.classifier.info
+        self.threshold = info.threshold if config.threshold is None else config.threshold
+        self.batch_size = config.batch_size or default_batch_size(
+            self.classifier.report.providers[0]
+        )
+        self.stages = _stages(config, self.classifier, self.batch_size)
+        self.make_row = RowMaker(
+            self.classifier.model_label, self.threshold, config.evidence_policy
+        )
+        self.progress = Progress()
+
+    def _files(self) -> Iterator[Found]:
+        shard_i, shard_n = self.config.shard_index_count
+        for f in discover(self.config.paths, exclude=self.config.own_files):
+            if in_shard(f.path, shard_i, shard_n) and (self.keep is None or self.keep(f)):
+                yield f
+
+    def batches(self) -> Generator[list[Row], None, None]:
+        """Rows batch by batch, in the walk's order; ``progress`` is current at each."""
+        config, progress = self.config, self.progress
+        walk = Walk(self._files())
+        walk.start()
+        t0 = time.perf_counter()
+        if config.engine == "ray":
+            from aiscan.scanner.ray_engine import ray_rows
+
+            source = ray_rows(config, walk, self.classifier, self.make_row, self.batch_size)
+        else:
+            source = _local_rows(
+                config, self.stages, walk, self.classifier, self.make_row, self.batch_size
+            )
+        try:
+            for rows, reused in source:
+                progress.done += len(rows)
+                progress.reused += reused
+                progress.statuses.update(r.status for r in rows)
+                progress.ok_images = progress.statuses["ok"]
+                progress.found, progress.total = walk.found, walk.total
+                progress.elapsed_s = time.perf_counter() - t0
+                yield rows
+        finally:
+            walk.stop()
+            source.close()  # stops the engine: its pools, or its Ray dataset
+            progress.elapsed_s = time.perf_counter() - t0
+
+    def __iter__(self) -> Iterator[Row]:
+        for rows in self.batches():
+            yield from rows
+
+
+def iter_verdicts(config: ScanConfig) -> Iterator[Row]:
+    """Every row of a scan as configured, in order, without an output file (see
+    :class:`Verdicts`; this is ``iter(Verdicts(config))``)."""
+    return iter(Verdicts(config))
+
+
 def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = None) -> ScanSummary:
-    """Run one scan as configured; return its summary (also written next to the output).
+    """Run one scan as configured: :class:`Verdicts` into a writer, with resume and the
+    state database; return its summary (also written next to the output).
 
     Raises:
         ConfigError, ModelError, DeviceError, OutputExistsError, OutputLockedError,
         StateError: before any file is touched.
     """
     started = datetime.now(timezone.utc)
-    threads = config.threads or os.cpu_count() or 1
-    classifier = Classifier(resolve_model(config.model), config.device, threads=threads)
-    threshold = classifier.info.threshold if config.threshold is None else config.threshold
-    batch_size = config.batch_size or default_batch_size(classifier.report.providers[0])
-    stages = _stages(config, classifier, batch_size)
+    out = config.out_file
+    verdicts = Verdicts(config)
+    classifier = verdicts.classifier
     state = None
     if config.state is not None:
-        state = ScanState(config.state, classifier.sha256, threshold, content=config.hash_files)
+        state = ScanState(
+            config.state, classifier.sha256, verdicts.threshold, content=config.hash_files
+        )
     try:
         writer = VerdictWriter(
-            config.out,
+            out,
             config.fmt,
             # with a state, rerunning the same command continues tonight's output
             resume=config.resume or (state is not None and not config.overwrite),
@@ -351,14 +469,13 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         if state is not None:
             state.close()
         raise
-    make_row = RowMaker(classifier.model_label, threshold, config.evidence_policy)
     state_stats = None
     try:
         if state is not None:
-            _start_state(state, config, writer, stages)
-        progress, verdicts, interrupted = _run(
-            config, stages, classifier, writer, make_row, batch_size, on_progress, state
-        )
+            _start_state(state, config, writer, verdicts.stages)
+        done = writer.recovered.paths
+        verdicts.keep = lambda f: f.path not in done and (state is None or state.needs_scan(f))
+        counts, interrupted = _write(verdicts, writer, state, on_progress)
         if not interrupted:
             writer.finish()
             if state is not None:
@@ -369,16 +486,39 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             state.close()
     summary = _summary(
         config,
-        classifier,
-        stages,
+        verdicts,
         writer,
-        _Outcome(progress, verdicts, interrupted, state_stats),
-        threshold=threshold,
-        batch_size=batch_size,
+        _Outcome(verdicts.progress, counts, interrupted, state_stats),
         started=started,
     )
     _write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
+
+
+def _write(
+    verdicts: Verdicts,
+    writer: VerdictWriter,
+    state: ScanState | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[Counter[str], bool]:
+    """The scan loop: (verdict counts, whether it was interrupted)."""
+    counts: Counter[str] = Counter(writer.recovered.verdicts)
+    progress, reused = verdicts.progress, 0
+    batches = verdicts.batches()
+    try:
+        for rows in batches:
+            writer.write(rows)
+            if state is not None:  # after the journal: a crash between is mended on rerun
+                state.record(rows, reused=progress.reused - reused)
+                reused = progress.reused
+            counts.update(r.verdict for r in rows if r.verdict)
+            if on_progress:
+                on_progress(progress)
+    except KeyboardInterrupt:
+        return counts, True
+    finally:
+        batches.close()  # stops the walk and the engine before the state closes
+    return counts, False
 
 
 @dataclass(frozen=True)
@@ -391,17 +531,14 @@ class _Outcome:
 
 def _summary(
     config: ScanConfig,
-    classifier: Classifier,
-    stages: _Stages,
+    verdicts: Verdicts,
     writer: VerdictWriter,
     outcome: _Outcome,
     *,
-    threshold: float,
-    batch_size: int,
     started: datetime,
 ) -> ScanSummary:
     """What a finished (or interrupted) scan did."""
-    progress = outcome.progress
+    progress, classifier, stages = outcome.progress, verdicts.classifier, verdicts.stages
     rate = progress.ok_images / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
     return ScanSummary(
         out=str(config.out),
@@ -413,8 +550,8 @@ def _summary(
         provider_note=classifier.report.note,
         decoder=stages.name if config.engine == "local" else f"ray ({stages.name} on workers)",
         dali_failed_batches=stages.failed_batches(),
-        threshold=threshold,
-        batch_size=batch_size,
+        threshold=verdicts.threshold,
+        batch_size=verdicts.batch_size,
         statuses={
             s: (writer.recovered.statuses + progress.statuses).get(s, 0)
             for s in ("ok", "skipped", "error")
@@ -445,63 +582,6 @@ def _start_state(
         state.record(iter_rows(writer.journal))
     if config.hash_files and isinstance(stages.per_file, CpuDecoder):
         stages.per_file.known = state.known_p_ai
-
-
-def _run(
-    config: ScanConfig,
-    stages: _Stages,
-    classifier: Classifier,
-    writer: VerdictWriter,
-    make_row: RowMaker,
-    batch_size: int,
-    on_progress: Callable[[Progress], None] | None,
-    state: ScanState | None = None,
-) -> tuple[Progress, Counter[str], bool]:
-    """The scan loop: (progress, verdict counts, whether it was interrupted)."""
-    done = writer.recovered.paths
-    shard_i, shard_n = config.shard_index_count
-
-    def todo(count: bool = True) -> Iterator[Found]:
-        return (
-            f
-            for f in discover(config.paths, exclude=config.own_files)
-            if in_shard(f.path, shard_i, shard_n)
-            and f.path not in done
-            and (state is None or state.needs_scan(f, count=count))
-        )
-
-    progress = Progress()
-    verdicts: Counter[str] = Counter(writer.recovered.verdicts)
-    counter = _Counter(partial(todo, False))
-    counter.start()
-    t0 = time.perf_counter()
-    interrupted = False
-    if config.engine == "ray":
-        from aiscan.scanner.ray_engine import ray_rows
-
-        source = ray_rows(config, todo(), classifier, make_row, batch_size)
-    else:
-        source = _local_rows(config, stages, todo(), classifier, make_row, batch_size)
-    try:
-        for rows, reused in source:
-            writer.write(rows)
-            if state is not None:  # after the journal: a crash between is mended on rerun
-                state.record(rows, reused=reused)
-            progress.done += len(rows)
-            progress.statuses.update(r.status for r in rows)
-            verdicts.update(r.verdict for r in rows if r.verdict)
-            progress.ok_images = progress.statuses["ok"]
-            progress.total = counter.total
-            progress.elapsed_s = time.perf_counter() - t0
-            if on_progress:
-                on_progress(progress)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        counter.stop()
-        source.close()  # stops the engine: its pools, or its Ray dataset
-    progress.elapsed_s = time.perf_counter() - t0
-    return progress, verdicts, interrupted
 
 
 def _local_rows(

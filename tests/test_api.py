@@ -10,6 +10,7 @@ import pytest
 
 from aiscan.scanner.api import Detector
 from aiscan.scanner.cli import main
+from aiscan.scanner.config import ConfigError
 from aiscan.scanner.output import read_rows
 
 
@@ -68,3 +69,72 @@ def test_a_tree_in_memory_gives_the_scans_rows(
     out = tmp_path / "v.csv"
     main([str(root), "--out", str(out), "--model", str(tiny_model), "-q"])
     assert [r.path for r in rows] == [r.path for r in read_rows(out)]
+
+
+def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
+    tiny_model: Path, bad_tree: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiscan.scanner import pipeline
+    from aiscan.scanner.config import ScanConfig
+    from aiscan.scanner.pipeline import Verdicts, iter_verdicts, scan
+
+    walks = []
+    real = pipeline.discover
+
+    def counted(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        walks.append(args)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "discover", counted)
+    root = str(Path(sorted(bad_tree)[0]).parent)
+    config = ScanConfig((root,), model=tiny_model, device="cpu", batch_size=2)
+    rows = list(iter_verdicts(config))
+    assert len(walks) == 1
+    assert sorted(r.path for r in rows) == sorted(bad_tree)  # each file once, no output
+    assert {r.path: r.status for r in rows} == bad_tree
+    out = tmp_path / "v.csv"
+    state = tmp_path / "state.db"
+    walks.clear()
+    summary = scan(ScanConfig((root,), out, model=tiny_model, device="cpu", state=state))
+    assert len(walks) == 1  # the progress total comes from the same walk
+    assert [r.path for r in read_rows(out)] == [r.path for r in rows]
+    for got, written in zip(rows, read_rows(out), strict=True):
+        assert (got.status, got.verdict) == (written.status, written.verdict)
+        assert got.p_ai == pytest.approx(written.p_ai, abs=1e-6)
+    assert summary.files_this_run == len(rows)
+    verdicts = Verdicts(config)
+    list(verdicts)
+    assert verdicts.progress.total == verdicts.progress.found == verdicts.progress.done == len(rows)
+    with pytest.raises(ConfigError, match="give --out"):
+        scan(config)
+
+
+def test_the_walk_runs_ahead_within_its_bound_and_hands_over_its_errors() -> None:
+    import threading
+
+    from aiscan.scanner.discover import Found
+    from aiscan.scanner.pipeline import Walk
+
+    gate = threading.Event()
+
+    def files(n: int, fail: bool = False):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield Found(f"/f{i}")
+        gate.set()
+        if fail:
+            raise OSError("the state database went away")
+
+    walk = Walk(files(50), ahead=4)
+    walk.start()
+    walk.join(0.5)
+    assert walk.is_alive() and walk.found <= 5 and walk.total is None  # bounded: waits
+    assert [f.path for f in walk] == [f"/f{i}" for i in range(50)]
+    assert walk.total == walk.found == 50
+    failing = Walk(files(3, fail=True))
+    failing.start()
+    with pytest.raises(OSError, match="went away"):
+        list(failing)
+    stuck = Walk(files(50), ahead=2)
+    stuck.start()
+    stuck.stop()  # nobody reads: the walk still ends
+    assert not stuck.is_alive()
