@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import AiscanError
 from aiscan.model.preprocessing import Preprocessing
 
 PREFIX = "aiscan."
@@ -52,7 +53,7 @@ def p_ai(out: np.ndarray, labels: Sequence[str] = LABELS, output: str = "logits"
     return result
 
 
-class ModelError(ValueError):
+class ModelError(AiscanError, ValueError):
     """The model file cannot be used by aiscan; the message says why."""
 
 

@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiscan.model.errors import AiscanError
+from aiscan.scanner.extras import error_line, run_cli
+
 if TYPE_CHECKING:
     from aiscan.scanner.pipeline import Progress, ScanSummary
 
@@ -276,11 +279,6 @@ def render_summary(console: Console, s: ScanSummary) -> None:
         console.print(f"[yellow]warning:[/] {escape(w)}")
 
 
-def _error(console: Console, exc: BaseException | str) -> None:
-    """One line; the message is shown as text, never read as rich markup."""
-    console.print(f"[red]aiscan: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-
-
 def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -308,21 +306,21 @@ def report_main(argv: Sequence[str]) -> int:
     args = report_parser().parse_args(argv)
     err = Console(stderr=True)
     if not args.verdicts.is_file():
-        _error(err, f"no such verdict file: {args.verdicts}")
-        return EXIT_USAGE
+        return error_line("aiscan", f"no such verdict file: {args.verdicts}")
     if not (0 <= args.gallery <= 100_000 and 16 <= args.thumb_size <= 1024):
-        _error(err, "--gallery must be within 0..100000 and --thumb-size within 16..1024")
-        return EXIT_USAGE
+        return error_line(
+            "aiscan", "--gallery must be within 0..100000 and --thumb-size within 16..1024"
+        )
     from aiscan.scanner.report import write_report
 
     try:
         made = write_report(args.verdicts, args.out, gallery=args.gallery, thumb_px=args.thumb_size)
     except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        _error(err, f"{args.verdicts} is not a readable aiscan verdict file ({exc})")
-        return EXIT_USAGE
+        return error_line(
+            "aiscan", f"{args.verdicts} is not a readable aiscan verdict file ({exc})"
+        )
     except OSError as exc:
-        _error(err, f"cannot write {args.out}: {exc}")
-        return EXIT_ENVIRONMENT
+        return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
     err.print(
         escape(
             f"aiscan report: {args.out} ({made['bytes'] / 1e6:.1f} MB): {made['rows']} files, "
@@ -347,12 +345,10 @@ def export_state_main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     err = Console(stderr=True)
     from aiscan.scanner.output import (
-        OutputExistsError,
-        OutputLockedError,
         VerdictWriter,
         chunked,
     )
-    from aiscan.scanner.state import StateError, current_rows
+    from aiscan.scanner.state import current_rows
 
     fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
     try:
@@ -365,12 +361,10 @@ def export_state_main(argv: Sequence[str]) -> int:
             writer.finish()
         finally:
             writer.close()
-    except (StateError, OutputExistsError, OutputLockedError) as exc:
-        _error(err, exc)
-        return EXIT_USAGE
+    except AiscanError as exc:
+        return error_line("aiscan", exc)
     except OSError as exc:
-        _error(err, f"cannot write {args.out}: {exc}")
-        return EXIT_ENVIRONMENT
+        return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
     err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
     return EXIT_OK
 
@@ -391,20 +385,17 @@ def merge_main(argv: Sequence[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     err = Console(stderr=True)
-    from aiscan.scanner.merge import MergeError, merge
-    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
+    from aiscan.scanner.merge import merge
 
     fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
     try:
         report = merge(
             args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
         )
-    except (MergeError, OutputExistsError, OutputLockedError, VerdictFileError) as exc:
-        _error(err, exc)
-        return EXIT_USAGE
+    except AiscanError as exc:
+        return error_line("aiscan", exc)
     except OSError as exc:
-        _error(err, f"cannot merge: {exc}")
-        return EXIT_ENVIRONMENT
+        return error_line("aiscan", f"cannot merge: {exc}", EXIT_ENVIRONMENT)
     lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
     for label, items in (
         ("missing shards", [str(i) for i in report.missing_shards]),
@@ -421,6 +412,11 @@ def merge_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan``: a missing optional dependency or an unhandled user error is one line."""
+    return run_cli("aiscan", _main, argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
@@ -431,12 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export_state_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    from aiscan.model.meta import ModelError
     from aiscan.scanner.config import ConfigError, ScanConfig
-    from aiscan.scanner.infer import DeviceError, default_threads
-    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
+    from aiscan.scanner.infer import default_threads
     from aiscan.scanner.pipeline import scan
-    from aiscan.scanner.state import StateError
 
     try:
         config = ScanConfig(
@@ -467,34 +460,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefetch=args.prefetch,
         )
     except ConfigError as exc:
-        _error(err, exc)
-        return EXIT_USAGE
+        return error_line("aiscan", exc)
     if not 0.0 <= args.max_error_rate <= 1.0:
-        _error(err, f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}")
-        return EXIT_USAGE
+        return error_line(
+            "aiscan", f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}"
+        )
     show, stop = _progress_printer(err, args.quiet, args.log_json)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    usage = (
-        ConfigError,
-        ModelError,
-        DeviceError,
-        OutputExistsError,
-        OutputLockedError,
-        StateError,
-    )
     try:
         summary = scan(config, on_progress=show)
-    except (*usage, VerdictFileError) as exc:
-        _error(err, exc)
-        return EXIT_USAGE
+    except AiscanError as exc:
+        return error_line("aiscan", exc)
     except OSError as exc:  # the output's disk or folder, not an input file
         stop()
-        _error(
-            err,
+        return error_line(
+            "aiscan",
             f"cannot write the output ({exc}); rows already written are kept: fix the "
             "cause and rerun with --resume",
+            EXIT_ENVIRONMENT,
         )
-        return EXIT_ENVIRONMENT
     finally:
         stop()
         signal.signal(signal.SIGTERM, previous)
@@ -514,8 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             write_metrics(args.metrics_file, summary, status)
         except OSError as exc:
-            _error(err, f"cannot write --metrics-file {args.metrics_file}: {exc}")
-            return EXIT_ENVIRONMENT
+            return error_line(
+                "aiscan",
+                f"cannot write --metrics-file {args.metrics_file}: {exc}",
+                EXIT_ENVIRONMENT,
+            )
     return status
 
 

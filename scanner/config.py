@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from aiscan.model.errors import AiscanError
 from aiscan.scanner.infer import DEVICES, default_threads
 from aiscan.scanner.output import FORMATS
 from aiscan.scanner.preprocess import DecodeLimits
@@ -18,7 +19,7 @@ ENGINES = ("local", "ray")
 DEFAULT_MODEL_NAME = "default.onnx"
 
 
-class ConfigError(ValueError):
+class ConfigError(AiscanError, ValueError):
     """The scan cannot start as configured; the message says what to change."""
 
 

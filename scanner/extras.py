@@ -2,9 +2,11 @@
 dependency, is one line on stderr (``TOOL: error: ...``) and exit 2, never a traceback.
 
 The scanner needs only numpy, Pillow, rich, onnx and ONNX Runtime; training, evaluation,
-export, GPU decode and Parquet come with extras. Each console script turns a
-:class:`ModuleNotFoundError` for one of those into :func:`install_hint`'s line and exit 2
-(:func:`run_cli`), and its own errors into :func:`error_line`'s.
+export, GPU decode and Parquet come with extras. Each console script runs
+through :func:`run_cli`, which turns a :class:`ModuleNotFoundError` for one of those into
+:func:`install_hint`'s line and any :class:`~aiscan.model.errors.AiscanError` into
+:func:`error_line`'s, exit 2; a script handles its own other errors with
+:func:`error_line` too.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ def install_hint(tool: str, exc: ModuleNotFoundError) -> str:
     return f"{tool} needs the Python module {name!r}, which is not installed: {hint}"
 
 
-def error_line(tool: str, message: object) -> int:
+def error_line(tool: str, message: object, status: int = 2) -> int:
     """Print ``TOOL: error: MESSAGE`` as one line on stderr (never wrapped, never read as
-    markup; a multi-line message keeps its first line) and return exit status 2."""
+    markup; a multi-line message keeps its first line) and return ``status``: 2 for a
+    user's mistake (an :class:`~aiscan.model.errors.AiscanError`), or the tool's own code
+    for a fault of the environment (``aiscan``: 3)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -47,14 +51,19 @@ def error_line(tool: str, message: object) -> int:
     Console(stderr=True, soft_wrap=True, highlight=False).print(
         f"[red]{tool}: error:[/] {escape(line)}"
     )
-    return 2
+    return status
 
 
 def run_cli(
     tool: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
 ) -> int:
-    """Run a console script's ``body``; a missing optional module is one line, exit 2."""
+    """Run a console script's ``body``: an :class:`~aiscan.model.errors.AiscanError` it
+    does not handle itself, or a missing optional module, is one line and exit 2."""
+    from aiscan.model.errors import AiscanError
+
     try:
         return body(argv)
+    except AiscanError as exc:
+        return error_line(tool, exc)
     except ModuleNotFoundError as exc:
         return error_line(tool, install_hint(tool, exc))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import AiscanError
 from aiscan.model.meta import ModelError, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ _CPU = "CPUExecutionProvider"
 _WANTED = {"cpu": _CPU, "cuda": _CUDA, "tensorrt": _TRT}
 
 
-class DeviceError(RuntimeError):
+class DeviceError(AiscanError, RuntimeError):
     """An explicitly requested execution provider is not the one that runs."""
 
 

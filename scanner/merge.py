@@ -12,11 +12,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiscan.model.errors import AiscanError
 from aiscan.scanner.discover import discover
 from aiscan.scanner.output import Row, VerdictWriter, chunked, iter_rows
 
 
-class MergeError(ValueError):
+class MergeError(AiscanError, ValueError):
     """The parts cannot be merged as given; the message says why."""
 
 

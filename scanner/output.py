@@ -21,6 +21,8 @@ from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
+from aiscan.model.errors import AiscanError
+
 FORMATS = ("csv", "jsonl", "parquet")  # the keys of _FORMATS, for the CLI
 #: What became of a file: "ok" (classified), "skipped" (deliberately not scanned: not an
 #: image, not a regular file) or "error" (an image that could not be classified).
@@ -142,7 +144,7 @@ def row_from_record(rec: dict[str, Any]) -> Row:
     return Row(**{c: vals[c] for c in ROW_FIELDS})
 
 
-class VerdictFileError(ValueError):
+class VerdictFileError(AiscanError, ValueError):
     """An existing output cannot be resumed (not aiscan's, or another format)."""
 
 
@@ -155,11 +157,11 @@ def detect_format(path: Path) -> str:
     return "jsonl" if head[:1] == b"{" else "csv"
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(AiscanError, FileExistsError):
     """The output file exists and neither resume nor overwrite was asked for."""
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(AiscanError, RuntimeError):
     """Another live run holds the output's lock."""
 
 

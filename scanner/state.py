@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from aiscan.model.errors import AiscanError
 from aiscan.scanner.discover import Found, in_shard
 from aiscan.scanner.output import OutputLock, Row
 
@@ -53,7 +54,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SEEN_FLUSH = 5000
 
 
-class StateError(RuntimeError):
+class StateError(AiscanError, RuntimeError):
     """The state database cannot be used; the message says why."""
 
 

@@ -74,3 +74,42 @@ def test_export_and_eval_user_errors_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all("error:" in line for line in err), err
     assert "no such run folder or model file" in err[-1]
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "aiscan.scanner.cli",
+        "aiscan.benchmarks.cli",
+        "aiscan.export.cli",
+        "aiscan.train.cli",
+        "aiscan.train.eval_cli",
+        "aiscan.train.protocol_cli",
+    ],
+)
+def test_every_console_script_turns_an_aiscan_error_into_one_line_exit_2(
+    tool: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one error contract: whatever raises an AiscanError below a tool's main, the
+    user sees ``TOOL: error: MESSAGE`` on one line and exit status 2, no traceback."""
+    import importlib
+
+    from aiscan.model.errors import AiscanError
+    from aiscan.model.meta import ModelError
+    from aiscan.scanner.config import ConfigError
+    from aiscan.scanner.infer import DeviceError
+    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
+    from aiscan.scanner.state import StateError
+
+    for cls in (ModelError, ConfigError, DeviceError, OutputExistsError, OutputLockedError):
+        assert issubclass(cls, AiscanError)
+    assert issubclass(StateError, AiscanError) and issubclass(VerdictFileError, AiscanError)
+    module = importlib.import_module(tool)
+
+    def fail(_argv: object = None) -> int:
+        raise StateError("the state database is locked by another run\nsecond line")
+
+    monkeypatch.setattr(module, "_main", fail)
+    assert module.main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: the state database is locked by another run" in err[0]

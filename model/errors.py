@@ -1,0 +1,15 @@
+"""The base of every error aiscan explains to its user in one line.
+
+A user's mistake (a bad option, a model without aiscan metadata, an output that exists)
+or a fault of the environment that the user must fix (a locked output, an unreadable
+state database, a missing GPU) raises a subclass of :class:`AiscanError`; each console
+script catches the base and prints ``TOOL: error: MESSAGE`` as one line, never a
+traceback (:func:`aiscan.scanner.extras.error_line`). A fault of one input file is not
+an exception at all: it is a row with a status and an error.
+"""
+
+from __future__ import annotations
+
+
+class AiscanError(Exception):
+    """An error whose message is a complete, one-line explanation for the user."""
