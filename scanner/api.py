@@ -22,12 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from aiscan.scanner.config import resolve_model
-from aiscan.scanner.decode import Batch, Blob, CpuDecoder, Item
+from aiscan.scanner.config import DECODERS, ConfigError, resolve_model
+from aiscan.scanner.decode import Blob, Item
 from aiscan.scanner.discover import Found, discover
 from aiscan.scanner.infer import Classifier, default_batch_size, default_threads
 from aiscan.scanner.output import Row
-from aiscan.scanner.pipeline import N, RowMaker, classify_batch, collect_batch, submit_ahead
+from aiscan.scanner.pipeline import (
+    N,
+    RowMaker,
+    classify_batch,
+    collect_batch,
+    decode_stages,
+    submit_ahead,
+)
 from aiscan.scanner.pool import DaemonPool
 from aiscan.scanner.preprocess import DecodeLimits
 
@@ -44,9 +51,12 @@ class Detector:
         limits: pixel, file size and decode memory limits.
         decode_timeout: seconds one image may take to decode before it becomes an error row.
         evidence: read provenance metadata (C2PA, generator tags, camera EXIF).
+        decoder: "auto" (DALI on a GPU when both are there), "cpu" or "dali", as
+            ``aiscan --decoder``.
 
     Raises:
         ConfigError, ModelError, DeviceError: as ``aiscan`` would, before any image is read.
+        ValueError: a threshold outside [0, 1].
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class Detector:
         limits: DecodeLimits | None = None,
         decode_timeout: float = 60.0,
         evidence: bool = True,
+        decoder: str = "auto",
     ) -> None:
         self.classifier = Classifier(resolve_model(model), device, threads=default_threads())
         info = self.classifier.info
@@ -70,29 +81,39 @@ class Detector:
         self.batch_size = batch_size or default_batch_size(provider)
         self.workers = workers or default_threads()
         self.decode_timeout = decode_timeout
-        self._decoder = CpuDecoder(info.preprocessing, limits, evidence=evidence)
+        if decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        self._stages = decode_stages(
+            info.preprocessing,
+            limits or DecodeLimits(),
+            batch_size=self.batch_size,
+            workers=self.workers,
+            decoder=decoder,
+            evidence=evidence,
+        )
         self._rows = RowMaker(self.classifier.model_label, self.threshold)
 
     def classify_files(self, paths: Iterable[str | Path]) -> Iterator[Row]:
         """One row per path, in order (no folder walk: a folder is an error row)."""
         found = (Found(str(p)) for p in paths)
-        return self._run(found, self._decoder)
+        return self._run(found, self._stages.per_file)
 
     def classify_tree(self, roots: Iterable[str | Path]) -> Iterator[Row]:
         """One row per file below ``roots`` (folders or files), as ``aiscan`` walks them:
         each file once, in a stable order, absolute paths; no output file, no state."""
-        return self._run(discover(str(r) for r in roots), self._decoder)
+        return self._run(discover(str(r) for r in roots), self._stages.per_file)
 
     def classify_bytes(self, images: Iterable[tuple[str, bytes]]) -> Iterator[Row]:
         """One row per ``(name, data)`` pair, in order; ``name`` is the row's ``path``."""
         blobs = (Blob(name, data) for name, data in images)
-        return self._run(blobs, self._decoder.decode_blob)
+        return self._run(blobs, self._stages.per_file.decode_blob)
 
     def _run(self, inputs: Iterable[N], decode: Callable[[N], Item]) -> Iterator[Row]:
         pool = DaemonPool(self.workers, "aiscan-api")
         try:
             for tasks in submit_ahead(pool, decode, inputs, self.batch_size, prefetch=1):
                 items = collect_batch(pool, tasks, self.decode_timeout)
-                yield from classify_batch(Batch(items), self.classifier, self._rows)
+                batch = self._stages.per_batch(items)
+                yield from classify_batch(batch, self.classifier, self._rows)
         finally:
             pool.shutdown(wait_s=2.0)

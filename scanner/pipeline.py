@@ -35,7 +35,7 @@ from aiscan.scanner.discover import Found, discover, in_shard
 from aiscan.scanner.infer import Classifier, cuda_device_count, default_batch_size
 from aiscan.scanner.output import Row, VerdictWriter, iter_rows
 from aiscan.scanner.pool import DaemonPool, Task
-from aiscan.scanner.preprocess import normalize_batch
+from aiscan.scanner.preprocess import DecodeLimits, normalize_batch
 from aiscan.scanner.state import DRIFT_BOUNDS, ScanState
 
 
@@ -302,45 +302,75 @@ def classify_batch(batch: Batch, classifier: Classifier, make_row: RowMaker) -> 
 
 
 @dataclass(frozen=True)
-class _Stages:
-    """The decode stages chosen for a scan: per file (thread pool), then per batch."""
+class Stages:
+    """The decode stages chosen for a scan: per file (thread pool), then per batch.
+
+    Attributes:
+        name: "cpu", "dali-gpu" or "dali-cpu", as the summary reports it.
+        per_file: the CPU decoder (on the DALI path, with DALI claiming its JPEGs).
+        per_batch: makes a :class:`Batch` of decoded items (DALI decodes its share here).
+        failed_batches: batches DALI could not decode (decoded file by file instead).
+    """
 
     name: str
-    per_file: Callable[[Found], Item]
+    per_file: CpuDecoder
     per_batch: Callable[[list[Item]], Batch]
     failed_batches: Callable[[], int]
 
 
-def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> _Stages:
-    spec, limits = classifier.info.preprocessing, config.limits
-    use_dali = config.engine == "local" and (
-        config.decoder == "dali"
-        or (config.decoder == "auto" and cuda_device_count() > 0 and dali_available())
+def decode_stages(
+    spec: Preprocessing,
+    limits: DecodeLimits,
+    *,
+    batch_size: int,
+    workers: int,
+    decoder: str = "auto",
+    decode: str | None = None,
+    hash_files: bool = False,
+    evidence: bool = True,
+) -> Stages:
+    """The decode stages for ``decoder`` ("auto": DALI on a GPU when both are there, else
+    the CPU path); ``decode`` forces a decode mode on the model's own ("full": the CPU
+    reference path, never DALI).
+
+    Raises:
+        ConfigError: DALI was asked for and is not installed.
+    """
+    use_dali = decoder == "dali" or (
+        decoder == "auto" and cuda_device_count() > 0 and dali_available()
     )
-    if not use_dali or config.exact_decode:
-        cpu = CpuDecoder(
-            spec,
-            limits,
-            hash_files=config.hash_files,
-            decode=config.decode_override,
-            evidence=config.evidence,
-        )
-        return _Stages("cpu", cpu, Batch, lambda: 0)
+    if not use_dali or decode == "full":
+        cpu = CpuDecoder(spec, limits, hash_files=hash_files, decode=decode, evidence=evidence)
+        return Stages("cpu", cpu, Batch, lambda: 0)
     if not dali_available():
         raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
     device_id = 0 if cuda_device_count() > 0 else None
-    dali = DaliDecoder(spec, batch_size, config.workers, device_id, limits)
-    return _Stages(
+    dali = DaliDecoder(spec, batch_size, workers, device_id, limits)
+    return Stages(
         "dali-gpu" if dali.on_gpu else "dali-cpu",
-        dali_probe(spec, limits, hash_files=config.hash_files, evidence=config.evidence),
+        dali_probe(spec, limits, hash_files=hash_files, evidence=evidence),
         dali,
         lambda: dali.failed_batches,
     )
 
 
+def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> Stages:
+    return decode_stages(
+        classifier.info.preprocessing,
+        config.limits,
+        batch_size=batch_size,
+        workers=config.workers,
+        # the Ray engine decodes on its workers' CPUs
+        decoder=config.decoder if config.engine == "local" else "cpu",
+        decode=config.decode_override,
+        hash_files=config.hash_files,
+        evidence=config.evidence,
+    )
+
+
 def _batches(
     config: ScanConfig,
-    stages: _Stages,
+    stages: Stages,
     files: Iterable[Found],
     batch_size: int,
     decode_pool: DaemonPool,
@@ -573,20 +603,20 @@ def _summary(
 
 
 def _start_state(
-    state: ScanState, config: ScanConfig, writer: VerdictWriter, stages: _Stages
+    state: ScanState, config: ScanConfig, writer: VerdictWriter, stages: Stages
 ) -> None:
     """Open tonight's run; rows of a crashed run's journal go into the state first (the
     crash may have come between the journal and the database)."""
     state.begin(config.paths)
     if writer.recovered.paths:
         state.record(iter_rows(writer.journal))
-    if config.hash_files and isinstance(stages.per_file, CpuDecoder):
+    if config.hash_files:
         stages.per_file.known = state.known_p_ai
 
 
 def _local_rows(
     config: ScanConfig,
-    stages: _Stages,
+    stages: Stages,
     files: Iterable[Found],
     classifier: Classifier,
     make_row: RowMaker,

@@ -185,3 +185,26 @@ def test_shipped_model_same_p_ai_through_every_decoder_on_real_photos() -> None:
     fast, via_dali, ref = _p_ai_three_ways([str(p) for p in found])
     assert np.abs(via_dali - ref).max() <= P_AI_TOLERANCE
     assert np.abs(fast - ref).max() <= P_AI_TOLERANCE
+
+
+def test_the_python_api_decodes_with_dali_too(tiny_model: Path, tmp_path: Path) -> None:
+    """Detector(decoder="dali") takes the scan's DALI stages (CPU operators here): the
+    same rows as the CPU path, p_ai within the DALI bound, files and in-memory bytes."""
+    from aiscan.scanner.api import Detector
+
+    files = [
+        _write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(640, 480, seed=i))).path for i in range(5)
+    ]
+    files.append(_write(tmp_path, "broken.jpg", b"\xff\xd8\xff\xe0 broken").path)
+    cpu = list(Detector(tiny_model, device="cpu", decoder="cpu").classify_files(files))
+    dali_detector = Detector(tiny_model, device="cpu", decoder="dali", batch_size=4)
+    assert dali_detector._stages.name == "dali-cpu"
+    for rows in (
+        list(dali_detector.classify_files(files)),
+        list(dali_detector.classify_bytes([(f, Path(f).read_bytes()) for f in files])),
+    ):
+        assert [(r.path, r.status) for r in rows] == [(r.path, r.status) for r in cpu]
+        for a, b in zip(rows, cpu, strict=True):
+            assert (a.p_ai is None) == (b.p_ai is None)
+            if a.p_ai is not None and b.p_ai is not None:
+                assert abs(a.p_ai - b.p_ai) <= 0.05
