@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +21,7 @@ from aiscan.model.errors import AiscanError
 from aiscan.scanner.extras import error_line, run_cli
 
 if TYPE_CHECKING:
+    from aiscan.scanner.config import ScanConfig
     from aiscan.scanner.pipeline import Progress, ScanSummary
 
 EXIT_OK = 0
@@ -29,9 +31,25 @@ EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
 
 
+def scan_defaults() -> dict[str, Any]:
+    """The default of every :class:`ScanConfig` field that has one: the options' defaults
+    (declared once, there)."""
+    from aiscan.scanner.config import ScanConfig
+
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(ScanConfig)
+        if f.default is not dataclasses.MISSING
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     from aiscan.scanner import __version__
-    from aiscan.scanner.preprocess import DecodeLimits
+    from aiscan.scanner.config import DECODERS, ENGINES, EVIDENCE_POLICIES
+    from aiscan.scanner.infer import DEVICES
+    from aiscan.scanner.output import FORMATS
+
+    defaults = scan_defaults()
 
     p = argparse.ArgumentParser(
         prog="aiscan",
@@ -45,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
-    p.add_argument("--format", dest="fmt", default="csv", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--format", dest="fmt", default=defaults["fmt"], choices=FORMATS)
     p.add_argument("--model", type=Path, help="aiscan ONNX model (default: the shipped one)")
     p.add_argument(
         "--threshold",
@@ -61,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
     run.add_argument(
         "--shard",
-        default="0/1",
+        default=defaults["shard"],
         metavar="I/N",
         help="scan only shard I of N (stable hash of the path)",
     )
@@ -78,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--evidence-policy",
-        default="report",
-        choices=("report", "override"),
+        default=defaults["evidence_policy"],
+        choices=EVIDENCE_POLICIES,
         help="report: provenance metadata in the evidence columns only; override: a file "
         "whose metadata declares it AI-made gets the verdict 'ai' (p_ai stays the model's)",
     )
@@ -112,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf = p.add_argument_group("performance")
     perf.add_argument(
         "--engine",
-        default="local",
-        choices=("local", "ray"),
+        default=defaults["engine"],
+        choices=ENGINES,
         help="local: this machine's threads; ray: Ray Data tasks and actors on a Ray "
         "cluster (pip install 'aiscan[ray]'), same rows",
     )
@@ -122,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="Ray cluster to join, e.g. ray://head:10001 (default: RAY_ADDRESS, else local)",
     )
-    perf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    perf.add_argument("--device", default=defaults["device"], choices=DEVICES)
     perf.add_argument(
         "--decoder",
-        default="auto",
-        choices=("auto", "cpu", "dali"),
+        default=defaults["decoder"],
+        choices=DECODERS,
         help="dali: DALI decode, on the GPU if there is one (else its CPU operators); "
         "auto: DALI on a GPU machine when installed, else the CPU path",
     )
@@ -135,9 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf.add_argument("--workers", type=int, help="decode threads (default: cores)")
     perf.add_argument(
-        "--threads", type=int, default=0, help="ONNX Runtime threads (default 0: cores)"
+        "--threads",
+        type=int,
+        default=defaults["threads"],
+        help="ONNX Runtime threads (default %(default)s: cores)",
     )
-    perf.add_argument("--prefetch", type=int, default=2, help="batches decoded ahead")
+    perf.add_argument(
+        "--prefetch",
+        type=int,
+        default=defaults["prefetch"],
+        help="batches decoded ahead (default %(default)s)",
+    )
     perf.add_argument(
         "--exact-decode",
         action="store_true",
@@ -148,20 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--max-pixels",
         type=int,
-        default=DecodeLimits.max_pixels,
+        default=defaults["max_pixels"],
         help="refuse images with more pixels (decompression bombs; default %(default)s)",
     )
     limits.add_argument(
         "--max-file-size",
         type=int,
-        default=DecodeLimits.max_file_bytes // 2**20,
+        default=defaults["max_file_mb"],
         metavar="MB",
         help="refuse larger files before reading them (default %(default)s MB)",
     )
     limits.add_argument(
         "--decode-memory",
         type=int,
-        default=DecodeLimits.decode_memory // 2**20,
+        default=defaults["decode_memory_mb"],
         metavar="MB",
         help="memory the decode threads may hold together; larger images wait their turn, "
         "an image that needs more alone is refused (default %(default)s MB)",
@@ -169,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--decode-timeout",
         type=float,
-        default=60.0,
+        default=defaults["decode_timeout"],
         metavar="S",
         help="seconds one file may take to decode (default %(default)s)",
     )
@@ -411,6 +437,40 @@ def merge_main(argv: Sequence[str]) -> int:
     return EXIT_OK if report.complete else EXIT_FILE_ERRORS
 
 
+def _config(args: argparse.Namespace) -> ScanConfig:
+    """The scan an ``aiscan`` command line asks for (raises :class:`ConfigError`)."""
+    from aiscan.scanner.config import ScanConfig
+    from aiscan.scanner.infer import default_threads
+
+    return ScanConfig(
+        paths=tuple(args.paths),
+        out=args.out,
+        model=args.model,
+        fmt=args.fmt,
+        batch_size=args.batch_size,
+        workers=default_threads() if args.workers is None else args.workers,
+        threads=args.threads,
+        device=args.device,
+        decoder=args.decoder,
+        threshold=args.threshold,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        hash_files=args.hash_files,
+        max_pixels=args.max_pixels,
+        max_file_mb=args.max_file_size,
+        decode_memory_mb=args.decode_memory,
+        decode_timeout=args.decode_timeout,
+        exact_decode=args.exact_decode,
+        evidence=args.evidence,
+        evidence_policy=args.evidence_policy,
+        state=args.state,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        shard=args.shard,
+        prefetch=args.prefetch,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan``: a missing optional dependency or an unhandled user error is one line."""
     return run_cli("aiscan", _main, argv)
@@ -427,38 +487,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return export_state_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    from aiscan.scanner.config import ConfigError, ScanConfig
-    from aiscan.scanner.infer import default_threads
+    from aiscan.scanner.config import ConfigError
     from aiscan.scanner.pipeline import scan
 
     try:
-        config = ScanConfig(
-            paths=tuple(args.paths),
-            out=args.out,
-            model=args.model,
-            fmt=args.fmt,
-            batch_size=args.batch_size,
-            workers=default_threads() if args.workers is None else args.workers,
-            threads=args.threads,
-            device=args.device,
-            decoder=args.decoder,
-            threshold=args.threshold,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            hash_files=args.hash_files,
-            max_pixels=args.max_pixels,
-            max_file_mb=args.max_file_size,
-            decode_memory_mb=args.decode_memory,
-            decode_timeout=args.decode_timeout,
-            exact_decode=args.exact_decode,
-            evidence=args.evidence,
-            evidence_policy=args.evidence_policy,
-            state=args.state,
-            engine=args.engine,
-            ray_address=args.ray_address,
-            shard=args.shard,
-            prefetch=args.prefetch,
-        )
+        config = _config(args)
     except ConfigError as exc:
         return error_line("aiscan", exc)
     if not 0.0 <= args.max_error_rate <= 1.0:

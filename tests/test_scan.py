@@ -395,3 +395,18 @@ def test_max_error_rate_tolerates_a_few_bad_files(
     assert _scan([root], tmp_path / "a.csv", tiny_model, "--max-error-rate", below) == 1
     assert _scan([root], tmp_path / "b.csv", tiny_model, "--max-error-rate", str(errors)) == 0
     assert _scan([root], tmp_path / "c.csv", tiny_model, "--max-error-rate", "1.5") == EXIT_USAGE
+
+
+def test_aiscan_defaults_are_the_configs(tmp_path: Path) -> None:
+    """Each option's default is ScanConfig's own, declared once, there."""
+    from aiscan.scanner.cli import _config, build_parser
+    from aiscan.scanner.config import ScanConfig
+
+    root = str(tmp_path)
+    args = build_parser().parse_args([root, "--out", str(tmp_path / "v.csv")])
+    assert _config(args) == ScanConfig((root,), tmp_path / "v.csv")
+    args = build_parser().parse_args(
+        [root, "-o", "v.csv", "--prefetch", "5", "--max-file-size", "7", "--format", "jsonl"]
+    )
+    cfg = _config(args)
+    assert (cfg.prefetch, cfg.max_file_mb, cfg.fmt) == (5, 7, "jsonl")
