@@ -8,9 +8,9 @@ DALI cannot skip a bad sample: one corrupt file fails the whole batch. So files 
 sniffed and their JPEG headers read first (the CPU decoder with a :class:`DaliClaim`, per
 file, in the decode thread pool); only baseline/progressive RGB or greyscale JPEGs within
 the pixel limit go to DALI; everything else (PNG with alpha, CMYK, 16-bit, GIF...) takes
-the CPU path. When a
-DALI batch still fails, the pipeline is rebuilt and that batch's files are decoded one by
-one on the CPU path, so the bad file gets its error row and the others their verdicts.
+the CPU path. When a DALI batch still fails, the pipeline is rebuilt and that batch's
+files are decoded one by one on the CPU path, so the bad file gets its error row and the
+others their verdicts.
 
 Parity with the reference preprocessing: DALI's antialiased linear resize against
 Pillow's bilinear filter, both from a full decode, differs by about 0.1/255 on average
