@@ -44,6 +44,9 @@ folds ft-lite0-nodegrade 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "$
 # lr 1e-4 everywhere, the report's): mean fold AUC 0.6755 against 0.7486 at epoch 2
 folds ft-lite0-plainhead 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}" \
   --head-init timm --lr 1e-4 --body-lr-scale 1.0
+# ablation: ROBUST with plain sampling instead of source balancing: 0.7277 against 0.7486
+folds ft-lite0-nobalance 2 --arch tf_efficientnet_lite0 --init "$w/lite0.pth" "${ROBUST[@]}" \
+  --balance none
 # epochs: a third epoch of ROBUST Lite0, continuing a copy of ft-lite0-robust's two
 # (mean fold AUC 0.7398 against 0.7486 after two: the shipped member stops at two)
 if [ ! -d "$runs/ft-lite0-epoch3" ]; then
