@@ -120,6 +120,11 @@ class ModelInfo:
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
+    def from_onnx(cls, model: Any) -> ModelInfo:
+        """The info of a loaded ``onnx.ModelProto`` (see :meth:`from_metadata`)."""
+        return cls.from_metadata({p.key: p.value for p in model.metadata_props})
+
+    @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelInfo:
         """Parse and check ``metadata_props``; raise :class:`ModelError` on any problem."""
         meta = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
@@ -191,7 +196,7 @@ def read_info(path: str | Path) -> ModelInfo:
         raise
     except Exception as exc:  # protobuf's DecodeError, and onnx's own errors
         raise ModelError(f"{path} is not an ONNX model: {exc}") from exc
-    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props})
+    return ModelInfo.from_onnx(model)
 
 
 def write_info(path: str | Path, info: ModelInfo) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
@@ -11,14 +10,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from aiscan.model.errors import AiscanError
-from aiscan.scanner.extras import error_line, run_cli
+from aiscan.scanner.extras import error_line, field_defaults, run_cli
 
 if TYPE_CHECKING:
     from aiscan.scanner.config import ScanConfig
@@ -31,25 +30,13 @@ EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
 
 
-def scan_defaults() -> dict[str, Any]:
-    """The default of every :class:`ScanConfig` field that has one: the options' defaults
-    (declared once, there)."""
-    from aiscan.scanner.config import ScanConfig
-
-    return {
-        f.name: f.default
-        for f in dataclasses.fields(ScanConfig)
-        if f.default is not dataclasses.MISSING
-    }
-
-
 def build_parser() -> argparse.ArgumentParser:
     from aiscan.scanner import __version__
-    from aiscan.scanner.config import DECODERS, ENGINES, EVIDENCE_POLICIES
+    from aiscan.scanner.config import DECODERS, ENGINES, EVIDENCE_POLICIES, ScanConfig
     from aiscan.scanner.infer import DEVICES
     from aiscan.scanner.output import FORMATS
 
-    defaults = scan_defaults()
+    defaults = field_defaults(ScanConfig)  # every option's default is the config's
 
     p = argparse.ArgumentParser(
         prog="aiscan",

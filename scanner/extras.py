@@ -11,7 +11,9 @@ through :func:`run_cli`, which turns a :class:`ModuleNotFoundError` for one of t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 _TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan[train]'"
 #: top-level module -> how to get it
@@ -26,6 +28,16 @@ HINTS = {
     "pyarrow": "pip install 'aiscan[parquet]'",
     "c2pa": "pip install 'aiscan[evidence]'",
 }
+
+
+def field_defaults(config: type) -> dict[str, Any]:
+    """The default of each field of the dataclass ``config`` that has one (factories are
+    not called): a console script's option defaults, declared once, in its config."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config)
+        if f.default is not dataclasses.MISSING
+    }
 
 
 def install_hint(tool: str, exc: ModuleNotFoundError) -> str:

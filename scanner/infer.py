@@ -104,8 +104,7 @@ def _input_profile(path: Path) -> tuple[str, int, int]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    info = ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props})
-    h, w = info.preprocessing.input_size
+    h, w = ModelInfo.from_onnx(model).preprocessing.input_size
     return model.graph.input[0].name, h, w
 
 

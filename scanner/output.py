@@ -23,7 +23,6 @@ from typing import IO, Any, Literal, get_args
 
 from aiscan.model.errors import AiscanError
 
-FORMATS = ("csv", "jsonl", "parquet")  # the keys of _FORMATS, for the CLI
 #: What became of a file: "ok" (classified), "skipped" (deliberately not scanned: not an
 #: image, not a regular file) or "error" (an image that could not be classified).
 Status = Literal["ok", "skipped", "error"]
@@ -352,6 +351,8 @@ class _Parquet(_Jsonl):
 
 #: One writer and reader per output format, behind one interface.
 _FORMATS: dict[str, _Csv] = {f.name: f for f in (_Csv(), _Jsonl(), _Parquet())}
+#: The output formats' names, as the command line offers them.
+FORMATS = tuple(_FORMATS)
 
 
 def _foreign(path: Path, columns: list[str] | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,11 +10,11 @@ from typing import Any
 from rich.console import Console
 
 from aiscan.model.preprocessing import RESIZE_POLICIES
-from aiscan.scanner.extras import error_line
+from aiscan.scanner.extras import error_line, field_defaults
 from aiscan.train.loop import TrainConfig
 
 #: Every option's default is :class:`TrainConfig`'s: declared once, there.
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+DEFAULTS = field_defaults(TrainConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
