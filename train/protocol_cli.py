@@ -3,6 +3,7 @@
 aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
 aiscan-protocol ensemble RECIPE_DIR:EPOCH RECIPE_DIR:EPOCH ... [--out protocol.json]
 aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
+aiscan-protocol features DATA_DIR... --out CACHE [--views base,flip] [--precision int8]
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from aiscan.model.clip_graph import PRECISIONS
 from aiscan.model.preprocessing import RESIZE_POLICIES
 from aiscan.scanner.extras import error_line
+from aiscan.train.features import VIEWS
 
 #: Summary figures shown in tables, in order.
 SHOWN = (
@@ -63,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--groups", default="source", help="'source' (leave one out) or K folds")
     q.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
     q.add_argument("--out", required=True, help="folder: feature cache and JSON report")
+    x = sub.add_parser(
+        "features",
+        help="frozen CLIP features of every image, per view, cached (resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    x.add_argument("data_dirs", nargs="+", metavar="DATA_DIR")
+    x.add_argument("--out", required=True, help="cache folder (one subfolder per view)")
+    x.add_argument("--views", default="base", help="comma-separated, from " + ",".join(VIEWS))
+    x.add_argument("--precision", default="int8", choices=PRECISIONS, help="encoder graph")
+    x.add_argument("--batch-size", type=int, default=32)
+    x.add_argument("--threads", type=int, default=None, help="inference threads (all cores)")
     return p
 
 
@@ -167,17 +181,51 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return report
 
 
+def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    from aiscan.model.clip import CLIP_B16, PREPROCESSING, cache_dir, encoder_path
+    from aiscan.model.clip_graph import feature_encoder
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, extract
+
+    views = [v for v in args.views.split(",") if v]
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not views:
+        raise ValueError(f"--views: unknown {unknown}; choose from {', '.join(VIEWS)}")
+    samples = find_samples(args.data_dirs)
+    graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{args.precision}.onnx"
+    if not graph.is_file():
+        feature_encoder(encoder_path(), args.precision, graph)
+    encoder = Encoder(graph, args.threads)
+    out = Path(args.out)
+    for view in views:
+        extract(samples, encoder, PREPROCESSING, out, view, args.batch_size, log=console.print)
+    report = {
+        "encoder": CLIP_B16.upstream,
+        "encoder_sha256": CLIP_B16.sha256,
+        "precision": args.precision,
+        "preprocessing": PREPROCESSING.to_json(),
+        "data_dirs": [str(Path(d).resolve()) for d in args.data_dirs],
+        "samples": len(samples),
+        "views": views,
+    }
+    return report
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        run = {"folds": _folds, "ensemble": _ensemble, "probe": _probe}[args.command]
+        run = {"folds": _folds, "ensemble": _ensemble, "probe": _probe, "features": _features}[
+            args.command
+        ]
         report = run(args, console)
     except ValueError as exc:
         return error_line("aiscan-protocol", exc)
     target = args.out
     if args.command == "probe":
         target = Path(args.out) / f"probe_{args.arch}_{args.resize}_{args.groups}.json"
+    elif args.command == "features":
+        target = Path(args.out) / f"features_{args.precision}.json"
     if target:
         Path(target).write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {target}")

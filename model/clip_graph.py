@@ -1,0 +1,208 @@
+"""Graph surgery on the CLIP ViT-B/16 image tower that aiscan builds on.
+
+The encoder arrives as a dynamically quantised int8 ONNX graph (``MatMulInteger`` +
+``DynamicQuantizeLinear``: see :mod:`aiscan.model.clip`). Neither CUDA nor TensorRT
+runs that pattern well, and it quantises activations at run time, so aiscan rewrites it:
+
+- :func:`dequantise` turns every ``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul``
+  chain into one float ``MatMul`` whose weight is the stored int8 matrix dequantised
+  (``(q - zero_point) * scale``, per output column). The weights keep exactly the values
+  the int8 file holds; only the activations are no longer rounded to 8 bits.
+- :func:`expose_cls_tokens` adds a graph output ``cls_tokens`` [N, L, 768]: the class
+  token after each transformer block (RINE, Koutlis & Papadopoulos ECCV 2024: the
+  intermediate blocks carry forensic signal the last one loses).
+
+Pure ``onnx`` + ``numpy``: no torch, no inference session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Output names of the rewritten encoder, in graph order.
+EMBEDS = "image_embeds"
+CLS_TOKENS = "cls_tokens"
+#: The residual stream after transformer block N: ``.../layers.N/Add_1_output_0``.
+_BLOCK_OUT = re.compile(r"/encoder/layers\.(\d+)/Add_1$")
+
+
+class GraphError(ValueError):
+    """The graph is not the one this module knows how to rewrite."""
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            out[name].append(node)
+    return out
+
+
+def _only(nodes: list[Any], op: str, where: str) -> Any:
+    if len(nodes) != 1 or nodes[0].op_type != op:
+        found = [n.op_type for n in nodes]
+        raise GraphError(f"{where}: expected one {op} consumer, found {found}")
+    return nodes[0]
+
+
+def dequantise(model: Any) -> Any:
+    """A float32 copy of a dynamically quantised graph (see the module docstring).
+
+    Raises:
+        GraphError: a ``MatMulInteger`` outside the pattern that onnxruntime's
+            ``quantize_dynamic`` writes, or no ``MatMulInteger`` at all.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    drop: set[int] = set()
+    replace: dict[int, Any] = {}
+    new_inits = []
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        a_q, b_q, _, b_zp = node.input
+        dql = producer.get(a_q)
+        if dql is None or dql.op_type != "DynamicQuantizeLinear" or b_q not in inits:
+            raise GraphError(f"{node.name}: not a dynamic-quantised MatMul")
+        cast = _only(consumers[node.output[0]], "Cast", node.name)
+        mul = _only(consumers[cast.output[0]], "Mul", cast.name)
+        scales = producer[mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]]
+        w_scale = next(i for i in scales.input if i in inits)
+        q = numpy_helper.to_array(inits[b_q]).astype(np.float32)
+        zp = numpy_helper.to_array(inits[b_zp]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[w_scale]).astype(np.float32)
+        weight = ((q - zp) * scale).astype(np.float32)
+        name = b_q.removesuffix("_quantized") + "_dequantised"
+        new_inits.append(numpy_helper.from_array(weight, name))
+        matmul = helper.make_node(
+            "MatMul", [dql.input[0], name], [mul.output[0]], name=node.name.removesuffix("_quant")
+        )
+        drop.update({id(node), id(cast)})
+        replace[id(mul)] = matmul
+    if not replace:
+        raise GraphError("the graph holds no MatMulInteger: nothing to dequantise")
+    nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    _prune(model)
+    return model
+
+
+def _prune(model: Any) -> None:
+    """Drop nodes and initializers that no graph output depends on."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    needed: set[str] = set()
+    stack = [o.name for o in graph.output]
+    keep: set[int] = set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(i for i in node.input if i)
+    nodes = [n for n in graph.node if id(n) in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def block_outputs(model: Any) -> list[str]:
+    """The residual stream's name after each transformer block, in block order."""
+    found = {}
+    for node in model.graph.node:
+        hit = _BLOCK_OUT.search(node.name)
+        if hit and node.op_type == "Add":
+            found[int(hit.group(1))] = node.output[0]
+    if not found or sorted(found) != list(range(len(found))):
+        raise GraphError(f"transformer blocks not found in order (found {sorted(found)})")
+    return [found[i] for i in range(len(found))]
+
+
+def expose_cls_tokens(model: Any) -> Any:
+    """A copy of ``model`` with a ``cls_tokens`` output [N, blocks, width] (see above);
+    the other outputs but ``image_embeds`` are dropped."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    blocks = block_outputs(model)
+    zero = helper.make_tensor("cls_index", TensorProto.INT64, [1], [0])
+    graph.initializer.append(zero)
+    picked = []
+    for i, name in enumerate(blocks):
+        out = f"/aiscan/cls_{i}"
+        # Gather index [0] on the token axis keeps it: [N, 1, width].
+        graph.node.append(helper.make_node("Gather", [name, "cls_index"], [out], axis=1))
+        picked.append(out)
+    graph.node.append(helper.make_node("Concat", picked, [CLS_TOKENS], axis=1))
+    keep = [o for o in graph.output if o.name == EMBEDS]
+    if not keep:
+        raise GraphError(f"the encoder has no {EMBEDS!r} output")
+    del graph.output[:]
+    graph.output.extend(keep)
+    width = _width(model)
+    graph.output.append(
+        helper.make_tensor_value_info(
+            CLS_TOKENS,
+            TensorProto.FLOAT,
+            [keep[0].type.tensor_type.shape.dim[0].dim_param or "N", len(blocks), width],
+        )
+    )
+    _prune(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _width(model: Any) -> int:
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name.endswith("post_layernorm.weight"):
+            return int(numpy_helper.to_array(t).shape[0])
+    raise GraphError("post_layernorm.weight not found: cannot tell the token width")
+
+
+#: Encoder precisions :func:`feature_encoder` builds: the int8 graph as shipped (fastest
+#: on CPUs with VNNI), float32 (dequantised), float16 (for CUDA and TensorRT).
+PRECISIONS = ("int8", "fp32", "fp16")
+
+
+def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> Path:
+    """Write the encoder at ``precision`` with the ``cls_tokens`` output to ``out``."""
+    import onnx
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    model = onnx.load(str(int8_path))
+    if precision != "int8":
+        model = dequantise(model)
+    model = expose_cls_tokens(model)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=True)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out
