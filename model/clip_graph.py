@@ -206,3 +206,44 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
+
+
+# -- heads on the encoder ------------------------------------------------------------
+
+#: The metadata key (under ``aiscan.``) of a head that needs an encoder in front of it.
+ENCODER_KEY = "encoder"
+
+
+def head_encoder(info_extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The encoder a head model names in its metadata, or None for a whole model."""
+    enc = info_extra.get(ENCODER_KEY)
+    return enc if isinstance(enc, dict) else None
+
+
+def assemble(encoder: Any, head: Any) -> Any:
+    """One graph: ``pixel_values`` through the encoder into the head, the head's outputs
+    and metadata kept. The head's inputs must be named after encoder outputs, and its
+    other names must not clash with the encoder's (a head prefixes them)."""
+    import onnx
+    from onnx import compose, version_converter
+
+    wanted = [i.name for i in head.graph.input]
+    have = {o.name for o in encoder.graph.output}
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        raise GraphError(f"the head reads {missing}, which the encoder does not give")
+    opset = max(op.version for op in encoder.opset_import if op.domain in ("", "ai.onnx"))
+    head_opset = max(op.version for op in head.opset_import if op.domain in ("", "ai.onnx"))
+    if head_opset != opset:
+        head = version_converter.convert_version(head, opset)
+    head.ir_version = encoder.ir_version
+    merged = compose.merge_models(encoder, head, io_map=[(n, n) for n in wanted])
+    merged.graph.name = "aiscan"
+    keep = [o for o in merged.graph.output if o.name not in have]
+    del merged.graph.output[:]
+    merged.graph.output.extend(keep)
+    del merged.metadata_props[:]
+    merged.metadata_props.extend(head.metadata_props)
+    _prune(merged)
+    onnx.checker.check_model(merged)
+    return merged

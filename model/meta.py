@@ -28,6 +28,17 @@ FORMAT_VERSION = "1"
 LABELS = ("ai", "real")
 POSITIVE_LABEL = "ai"
 OUTPUTS = ("logits", "probabilities")
+#: The verdicts a row can carry: "uncertain" only where a model (or the user) sets a band
+#: below its threshold (:attr:`ModelInfo.real_below`).
+VERDICTS = ("ai", "uncertain", "real")
+
+
+def verdict(p: float, threshold: float, real_below: float | None = None) -> str:
+    """ "ai" at or above ``threshold``; "real" below ``real_below`` (default: the
+    threshold, so no band); "uncertain" between."""
+    if p >= threshold:
+        return "ai"
+    return "real" if p < (threshold if real_below is None else real_below) else "uncertain"
 
 
 def p_ai(out: np.ndarray, labels: Sequence[str] = LABELS, output: str = "logits") -> np.ndarray:
@@ -70,6 +81,8 @@ class ModelInfo:
         output: "logits" (softmax applied by the scanner) or "probabilities".
         trained: False for models exported with random weights (benchmarks, tests).
         extra: any further JSON-valued metadata (training summary, metrics...).
+        real_below: p_ai below which the verdict is "real"; between it and ``threshold``
+            the verdict is "uncertain". None: no band (every verdict "ai" or "real").
     """
 
     model_id: str
@@ -80,6 +93,7 @@ class ModelInfo:
     output: str = "logits"
     trained: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    real_below: float | None = None
 
     def __post_init__(self) -> None:
         if POSITIVE_LABEL not in self.labels:
@@ -92,6 +106,10 @@ class ModelInfo:
             raise ModelError(f"threshold must be within [0, 1], got {self.threshold}")
         if self.output not in OUTPUTS:
             raise ModelError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.real_below is not None and not 0.0 <= self.real_below <= self.threshold:
+            raise ModelError(
+                f"real_below must be within [0, threshold={self.threshold}], got {self.real_below}"
+            )
 
     @property
     def positive_index(self) -> int:
@@ -116,6 +134,8 @@ class ModelInfo:
             "output": self.output,
             "trained": "true" if self.trained else "false",
         }
+        if self.real_below is not None:
+            meta["real_below"] = repr(float(self.real_below))
         meta.update({k: json.dumps(v, sort_keys=True) for k, v in self.extra.items()})
         return {PREFIX + k: v for k, v in meta.items()}
 
@@ -164,6 +184,7 @@ class ModelInfo:
             "threshold",
             "output",
             "trained",
+            "real_below",
         }
         try:
             extra = {k: json.loads(v) for k, v in meta.items() if k not in known}
@@ -176,6 +197,7 @@ class ModelInfo:
                 output=meta.get("output", "logits"),
                 trained=meta.get("trained", "true") == "true",
                 extra=extra,
+                real_below=float(meta["real_below"]) if "real_below" in meta else None,
             )
         except (ValueError, TypeError) as exc:
             raise ModelError(f"aiscan metadata is invalid: {exc}") from exc

@@ -127,6 +127,7 @@ def summarize(
         "mean_source_accuracy": float(accs.mean()),
         "worst_source_accuracy": float(accs.min()),
         "mean_fold_auc": float(np.nanmean(fold_aucs)) if np.isfinite(fold_aucs).any() else math.nan,
+        "tpr_at_fpr_1pct": pooled["tpr_at_fpr_1pct"],
         "tpr_at_fpr_5pct": pooled["tpr_at_fpr_5pct"],
         "ece": pooled["ece"],
         "per_source": sources,
@@ -135,6 +136,42 @@ def summarize(
         out["square_auc"] = _auc(p[square & is_ai], p[square & ~is_ai])
         out["square_images"] = int(square.sum())
     return out
+
+
+def threshold_at_fpr(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float) -> float:
+    """The lowest threshold at which at most ``fpr`` of the real images score at or above
+    it (p_ai >= threshold means "ai")."""
+    real = np.sort(p_ai[~is_ai])[::-1]
+    allowed = math.floor(fpr * len(real))
+    if allowed >= len(real):
+        return 0.0
+    # Strictly above the (allowed+1)-th highest real score: ties stay below.
+    return float(np.nextafter(real[allowed], np.inf))
+
+
+def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
+    """What a moderator sees at ``threshold``: the share of AI images caught, the share
+    of real images flagged, pooled and per category of image (:mod:`aiscan.train.categories`)."""
+    from aiscan.train.categories import category
+
+    ok = np.isfinite(scored.p_ai)
+    is_ai, p = scored.is_ai[ok], scored.p_ai[ok]
+    kept = [s for s, k in zip(scored.samples, ok, strict=True) if k]
+    flagged = p >= threshold
+    cats: dict[str, dict[str, Any]] = {}
+    for label in LABELS:
+        for name in sorted({category(label, s.source) for s in kept if LABELS[s.label] == label}):
+            sel = np.array(
+                [LABELS[s.label] == label and category(label, s.source) == name for s in kept]
+            )
+            key = "caught" if label == "ai" else "flagged"
+            cats[f"{label}/{name}"] = {"n": int(sel.sum()), key: float(flagged[sel].mean())}
+    return {
+        "threshold": float(threshold),
+        "tpr": float(flagged[is_ai].mean()),
+        "fpr": float(flagged[~is_ai].mean()),
+        "by_category": cats,
+    }
 
 
 def aspect_is_square(samples: Sequence[Sample], tolerance: float = 0.01) -> np.ndarray:

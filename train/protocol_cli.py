@@ -4,6 +4,7 @@ aiscan-protocol folds RUN_fold1 ... RUN_foldK [--out protocol.json]
 aiscan-protocol ensemble RECIPE_DIR:EPOCH RECIPE_DIR:EPOCH ... [--out protocol.json]
 aiscan-protocol probe DATA_DIR... --arch A [--init W] [--resize crop] --out DIR
 aiscan-protocol features DATA_DIR... --out CACHE [--views base,flip] [--precision int8]
+aiscan-protocol heads DATA_DIR... --features CACHE [--head linear] [--on cls:11] --out JSON
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiscan.model.clip_graph import PRECISIONS
 from aiscan.model.preprocessing import RESIZE_POLICIES
 from aiscan.scanner.extras import error_line
 from aiscan.train.features import VIEWS
+from aiscan.train.heads import BALANCES, HEAD_KINDS
 
 #: Summary figures shown in tables, in order.
 SHOWN = (
@@ -33,6 +35,8 @@ SHOWN = (
     "best_balanced_threshold",
     "square_auc",
     "mean_fold_auc",
+    "tpr_at_fpr_1pct",
+    "tpr_at_fpr_5pct",
 )
 
 
@@ -77,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--precision", default="int8", choices=PRECISIONS, help="encoder graph")
     x.add_argument("--batch-size", type=int, default=32)
     x.add_argument("--threads", type=int, default=None, help="inference threads (all cores)")
+    h = sub.add_parser(
+        "heads",
+        help="a head on cached features, scored out of source (leave one source out)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    h.add_argument("data_dirs", nargs="+", metavar="DATA_DIR")
+    h.add_argument("--features", required=True, help="the cache of aiscan-protocol features")
+    h.add_argument("--head", default="linear", choices=HEAD_KINDS)
+    h.add_argument("--on", default="cls:11", help="embeds, cls:N[,M...] or cls:all")
+    h.add_argument("--c", type=float, default=0.001, help="linear: inverse L2 strength")
+    h.add_argument("--hidden", type=int, default=256, help="mlp: hidden units")
+    h.add_argument("--epochs", type=int, default=20, help="mlp: epochs")
+    h.add_argument("--weight-decay", type=float, default=0.05, help="mlp: AdamW decay")
+    h.add_argument("--balance", default="source", choices=BALANCES)
+    h.add_argument("--views", default="base", help="training views, comma-separated")
+    h.add_argument("--groups", default="source", help="'source' (leave one out) or K folds")
+    h.add_argument("--out", required=True, help="JSON report; scores go beside it as CSV")
     return p
 
 
@@ -211,13 +232,93 @@ def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return report
 
 
+def head_config(args: argparse.Namespace) -> Any:
+    """The :class:`~aiscan.train.heads.HeadConfig` of a ``heads`` command line."""
+    from aiscan.train.heads import HeadConfig
+
+    return HeadConfig(
+        head=args.head,
+        features=args.on,
+        c=args.c,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        weight_decay=args.weight_decay,
+        balance=args.balance,
+        views=tuple(v for v in args.views.split(",") if v),
+    )
+
+
+def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    import dataclasses
+
+    import numpy as np
+
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import load_features
+    from aiscan.train.heads import out_of_source
+    from aiscan.train.protocol import operating_point, summarize, threshold_at_fpr
+
+    config = head_config(args)
+    samples = find_samples(args.data_dirs)
+    views = {v: load_features(Path(args.features) / v, samples) for v in config.views}
+    scored = out_of_source(samples, views, config, args.groups)
+    ok = np.isfinite(scored.p_ai)
+    kept = dataclasses.replace(
+        scored,
+        samples=[s for s, k in zip(scored.samples, ok, strict=True) if k],
+        p_ai=scored.p_ai[ok],
+        fold=scored.fold[ok],
+    )
+    summary = summarize(kept, 0.5)
+    points = {}
+    for fpr in (0.01, 0.05):
+        t = threshold_at_fpr(kept.is_ai, kept.p_ai, fpr)
+        points[f"fpr_{fpr:g}"] = operating_point(kept, t)
+    report = {
+        "config": dataclasses.asdict(config),
+        "groups": args.groups,
+        "features_cache": str(Path(args.features).resolve()),
+        "undecodable": int((~ok).sum()),
+        "summary": summary,
+        "operating_points": points,
+    }
+    scores = Path(args.out).with_suffix(".scores.csv")
+    scores.parent.mkdir(parents=True, exist_ok=True)
+    with scores.open("w", newline="") as fh:
+        import csv
+
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "source", "fold", "p_ai"])
+        for s, f, p in zip(kept.samples, kept.fold, kept.p_ai, strict=True):
+            w.writerow([s.path, s.label, s.source, int(f), f"{p:.6f}"])
+    console.print(
+        f"{config.head} on {config.features}, views {'+'.join(config.views)}, held out by "
+        f"{args.groups}: pooled AUC {summary['pooled_auc']:.4f}, mean source AUC "
+        f"{summary['mean_source_auc']:.4f}, worst {summary['worst_source_auc']:.4f} "
+        f"({summary['worst_source']}), TPR@1% {summary['tpr_at_fpr_1pct']:.3f}, "
+        f"TPR@5% {summary['tpr_at_fpr_5pct']:.3f}"
+    )
+    for key, pt in points.items():
+        flagged = {k: v["flagged"] for k, v in pt["by_category"].items() if "flagged" in v}
+        console.print(
+            f"{key}: threshold {pt['threshold']:.4f}, TPR {pt['tpr']:.3f}, FPR {pt['fpr']:.3f}; "
+            + ", ".join(f"{k} {v:.2f}" for k, v in flagged.items())
+        )
+    return report
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        run = {"folds": _folds, "ensemble": _ensemble, "probe": _probe, "features": _features}[
-            args.command
-        ]
+        commands = {
+            "folds": _folds,
+            "ensemble": _ensemble,
+            "probe": _probe,
+            "features": _features,
+            "heads": _heads,
+        }
+        run = commands[args.command]
         report = run(args, console)
     except ValueError as exc:
         return error_line("aiscan-protocol", exc)

@@ -1,0 +1,129 @@
+"""A fitted head (:class:`aiscan.train.heads.Head`) as a small ONNX model with aiscan's
+metadata, and the pinned encoder it reads.
+
+The head model takes the encoder's outputs (``cls_tokens`` [N, 12, 768] or
+``image_embeds`` [N, 512]) and gives ``logits`` [N, 2] in aiscan's label order
+(``ai``, ``real``): the AI logit and a zero, so that the scanner's softmax is the head's
+sigmoid. Its ``aiscan.encoder`` metadata names the encoder (name, sha256, upstream
+revision): :func:`aiscan.model.clip_graph.assemble` puts the two into one graph, and the
+scanner does so on first use (see :func:`aiscan.scanner.config.resolve_model`). The head
+file is small enough (a few MB) to ship inside the package; the encoder (90 MB) is not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiscan.model.clip import CLIP_B16, EncoderSource
+from aiscan.model.clip_graph import CLS_TOKENS, EMBEDS, ENCODER_KEY
+from aiscan.model.meta import ModelInfo
+from aiscan.train.heads import Head, feature_blocks
+
+#: Opset of the encoder graph the head joins (the int8 file's).
+OPSET = 14
+IR_VERSION = 7
+_P = "aiscan_head/"
+
+
+def encoder_metadata(source: EncoderSource = CLIP_B16) -> dict[str, Any]:
+    """What a head records of its encoder (``aiscan.encoder``)."""
+    return {
+        "name": source.name,
+        "sha256": source.sha256,
+        "upstream": source.upstream,
+        "package": source.requirement,
+        "member": source.member,
+    }
+
+
+def head_graph(head: Head, blocks: int = 12, width: int = 768) -> Any:
+    """The ONNX model of ``head`` (no metadata yet)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    picked = feature_blocks(head.features, blocks)
+    inits = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), _P + name))
+        return _P + name
+
+    nodes = []
+    if picked is None:
+        feature_in = helper.make_tensor_value_info(EMBEDS, TensorProto.FLOAT, ["N", 512])
+        x = EMBEDS
+    else:
+        feature_in = helper.make_tensor_value_info(
+            CLS_TOKENS, TensorProto.FLOAT, ["N", blocks, width]
+        )
+        idx = const("blocks", np.array(picked, np.int64))
+        shape = const("flat", np.array([0, len(picked) * width], np.int64))
+        nodes += [
+            helper.make_node("Gather", [CLS_TOKENS, idx], [_P + "picked"], axis=1),
+            helper.make_node("Reshape", [_P + "picked", shape], [_P + "x"]),
+        ]
+        x = _P + "x"
+    nodes += [
+        helper.make_node("Sub", [x, const("mean", head.mean.astype(np.float32))], [_P + "c"]),
+        helper.make_node(
+            "Div", [_P + "c", const("scale", head.scale.astype(np.float32))], [_P + "z"]
+        ),
+    ]
+    h = _P + "z"
+    for i, (w, b) in enumerate(head.layers):
+        mm, out = f"{_P}mm{i}", f"{_P}h{i}"
+        nodes += [
+            helper.make_node("MatMul", [h, const(f"w{i}", w.astype(np.float32))], [mm]),
+            helper.make_node("Add", [mm, const(f"b{i}", b.astype(np.float32))], [out]),
+        ]
+        h = out
+        if i < len(head.layers) - 1:
+            nodes.append(helper.make_node("Relu", [h], [h + "_relu"]))
+            h += "_relu"
+    zero = const("zero", np.zeros((1, 1), np.float32))
+    nodes += [
+        helper.make_node("Mul", [h, zero], [_P + "zeros"]),
+        helper.make_node("Concat", [h, _P + "zeros"], ["logits"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "aiscan_clip_head",
+        [feature_in],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def write_head(head: Head, info: ModelInfo, out: str | Path) -> Path:
+    """Save ``head`` with ``info`` (its ``extra`` gains ``encoder``) to ``out``."""
+    import onnx
+
+    extra = dict(info.extra)
+    extra[ENCODER_KEY] = encoder_metadata()
+    full = ModelInfo(
+        info.model_id,
+        info.arch,
+        info.preprocessing,
+        info.labels,
+        info.threshold,
+        info.output,
+        info.trained,
+        extra,
+        real_below=info.real_below,
+    )
+    model = head_graph(head)
+    for key, value in full.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,253 @@
+"""Heads on frozen CLIP features: fitted in seconds, judged on sources they never saw.
+
+A head maps one image's features (:mod:`aiscan.train.features`) to p_ai. Two kinds:
+
+- "linear": standardised features, a logistic regression (L2, inverse strength ``c``):
+  UnivFD's linear probe;
+- "mlp": standardised features, one hidden ReLU layer, trained with AdamW on a weighted
+  cross entropy.
+
+Which features (:func:`feature_matrix`): ``embeds`` (CLIP's projected 512-d embedding),
+``cls:N[,M...]`` (the class token after transformer blocks N, M..., 0-based, concatenated:
+RINE's intermediate blocks), ``cls:all``. Training rows come from the views named in
+:attr:`HeadConfig.views` (augmentations of the same images); scores always from "base",
+what the scanner feeds the model. Sample weights balance the classes and, with
+``balance="source"``, the sources within each class, so that 3,831 PACS paintings weigh
+no more than 50 camera photos.
+
+:func:`out_of_source` is the protocol: one head per held-out source (or per fold), every
+score from a head that never saw the image's source.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aiscan.train.data import Sample, source_folds
+from aiscan.train.features import Features
+from aiscan.train.protocol import Scored
+
+HEAD_KINDS = ("linear", "mlp")
+BALANCES = ("none", "class", "source")
+
+
+def feature_blocks(name: str, blocks: int = 12) -> list[int] | None:
+    """The blocks of a ``cls:...`` feature name (None for ``embeds``)."""
+    if name == "embeds":
+        return None
+    kind, _, rest = name.partition(":")
+    if kind != "cls" or not rest:
+        raise ValueError(f"features must be 'embeds' or 'cls:N[,M...]' or 'cls:all', got {name!r}")
+    if rest == "all":
+        return list(range(blocks))
+    try:
+        picked = [int(v) for v in rest.split(",")]
+    except ValueError as exc:
+        raise ValueError(f"features {name!r}: block numbers must be integers") from exc
+    if any(not 0 <= b < blocks for b in picked) or len(set(picked)) != len(picked):
+        raise ValueError(f"features {name!r}: blocks must be distinct, within 0..{blocks - 1}")
+    return picked
+
+
+def feature_matrix(features: Features, name: str) -> np.ndarray:
+    """The float32 matrix [samples, dims] that feature set ``name`` picks."""
+    if name == "embeds":
+        return features.arrays["image_embeds"]
+    tokens = features.arrays["cls_tokens"]
+    blocks = feature_blocks(name, tokens.shape[1])
+    return tokens[:, blocks].reshape(len(tokens), -1)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """How a head is fitted (every field is a lever the protocol measures)."""
+
+    head: str = "linear"
+    features: str = "cls:11"
+    c: float = 0.001
+    hidden: int = 256
+    epochs: int = 20
+    weight_decay: float = 0.05
+    balance: str = "source"
+    views: tuple[str, ...] = ("base",)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if "base" not in self.views:
+            raise ValueError("views must include 'base' (the scanner's input)")
+        feature_blocks(self.features)
+        if self.c <= 0 or self.hidden < 1 or self.epochs < 1:
+            raise ValueError("c must be positive, hidden and epochs at least 1")
+
+
+@dataclass
+class Head:
+    """A fitted head: ``logit = MLP((x - mean) / scale)``, ``p_ai = sigmoid(logit)``.
+
+    Attributes:
+        features: the feature set it reads (see :func:`feature_matrix`).
+        mean, scale: the standardisation, per feature.
+        layers: (weight [in, out], bias [out]) per layer, ReLU between layers; the last
+            has one output, the AI logit.
+    """
+
+    features: str
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        h = (np.asarray(x, np.float32) - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        out: np.ndarray = h[:, 0]
+        return out
+
+    def p_ai(self, x: np.ndarray) -> np.ndarray:
+        z = np.clip(self.logit(x), -60.0, 60.0)
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return out
+
+
+def sample_weights(samples: Sequence[Sample], balance: str) -> np.ndarray:
+    """Weights (mean 1): each class weighs the same; with "source", each source within
+    its class too; "none": every image 1."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
+    if balance == "none":
+        return np.ones(len(samples))
+
+    def key(s: Sample) -> tuple[int, str]:
+        return (s.label, s.source if balance == "source" else "")
+
+    count = Counter(key(s) for s in samples)
+    groups_per_class = Counter(k[0] for k in count)
+    w = np.array([1.0 / (count[key(s)] * groups_per_class[s.label]) for s in samples])
+    return w / w.mean()
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(0).astype(np.float32)
+    scale = x.std(0).astype(np.float32)
+    scale[scale < 1e-6] = 1.0
+    return mean, scale
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, config: HeadConfig) -> Head:
+    """Fit one head on rows ``x`` (labels ``y``: True for AI; weights ``w``)."""
+    mean, scale = _standardise(x)
+    z = (x - mean) / scale
+    if config.head == "linear":
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=config.c, max_iter=2000)
+        clf.fit(z, y, sample_weight=w)
+        sign = 1.0 if clf.classes_[1] else -1.0
+        weight = (sign * clf.coef_[0]).astype(np.float32)[:, None]
+        bias = np.array([sign * clf.intercept_[0]], np.float32)
+        return Head(config.features, mean, scale, [(weight, bias)])
+    return Head(config.features, mean, scale, _fit_mlp(z, y, w, config))
+
+
+def _fit_mlp(
+    z: np.ndarray, y: np.ndarray, w: np.ndarray, config: HeadConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    net = torch.nn.Sequential(
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(z.shape[1], config.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(config.hidden, 1),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=config.weight_decay)
+    xt = torch.from_numpy(np.ascontiguousarray(z, np.float32))
+    yt = torch.from_numpy(y.astype(np.float32))
+    wt = torch.from_numpy(w.astype(np.float32))
+    steps = config.epochs * max(1, len(xt) // 256)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    net.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for first in range(0, len(order) - 255, 256):
+            idx = order[first : first + 256]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                net(xt[idx])[:, 0], yt[idx], weight=wt[idx]
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    lin1, lin2 = net[1], net[4]
+    return [
+        (lin1.weight.detach().numpy().T.copy(), lin1.bias.detach().numpy().copy()),
+        (lin2.weight.detach().numpy().T.copy(), lin2.bias.detach().numpy().copy()),
+    ]
+
+
+def training_rows(
+    samples: Sequence[Sample],
+    views: Mapping[str, Features],
+    config: HeadConfig,
+    select: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and weights of the selected samples, one row per view they have."""
+    chosen = np.ones(len(samples), bool) if select is None else select
+    w_all = np.zeros(len(samples))
+    idx = np.flatnonzero(chosen)
+    w_all[idx] = sample_weights([samples[i] for i in idx], config.balance)
+    y_all = np.array([s.is_ai for s in samples])
+    xs, ys, ws = [], [], []
+    for view in config.views:
+        feats = views[view]
+        keep = chosen & feats.ok
+        xs.append(feature_matrix(feats, config.features)[keep])
+        ys.append(y_all[keep])
+        ws.append(w_all[keep])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+
+def out_of_source(
+    samples: Sequence[Sample],
+    views: Mapping[str, Features],
+    config: HeadConfig,
+    groups: str = "source",
+) -> Scored:
+    """Held-out p_ai of every base-view sample, each from a head fitted without its
+    source ("source": one head per source) or its fold ("K": K source-grouped folds).
+    Samples that failed to decode get NaN."""
+    samples = list(samples)
+    if groups == "source":
+        names = sorted({s.source for s in samples})
+        assign = {n: i for i, n in enumerate(names)}
+    else:
+        assign = source_folds(samples, int(groups))
+    fold = np.array([assign[s.source] for s in samples])
+    base = views["base"]
+    x_base = feature_matrix(base, config.features)
+    p = np.full(len(samples), np.nan)
+    for f in sorted(set(fold.tolist())):
+        test = fold == f
+        x, y, w = training_rows(samples, views, config, ~test)
+        if y.all() or not y.any():
+            raise ValueError(
+                "a fold's training part holds one class only: the protocol needs sources "
+                "of both classes outside every held-out source or fold"
+            )
+        head = fit_head(x, y, w, config)
+        score = test & base.ok
+        p[score] = head.p_ai(x_base[score])
+    return Scored(samples, p, fold)
