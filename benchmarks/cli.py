@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="benchmark on these images instead of generated corpora",
     )
-    p.add_argument("--model", type=Path, help="aiscan ONNX model (default: the shipped one)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="aiscan ONNX model, or a shipped one by name: default, fast",
+    )
     p.add_argument(
         "--models",
         default="",
@@ -481,7 +485,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         args.images, args.repeats = args.images or "8", 1
         args.memory = args.memory and "200,400"
     try:
-        model = resolve_model(args.model)
+        model = resolve_model(args.model, args.device)
     except ConfigError as exc:
         return error_line(
             "aiscan-bench",

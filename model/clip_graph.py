@@ -202,7 +202,7 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
 
         model = convert_float_to_float16(model, keep_io_types=True)
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
@@ -247,3 +247,39 @@ def assemble(encoder: Any, head: Any) -> Any:
     _prune(merged)
     onnx.checker.check_model(merged)
     return merged
+
+
+def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -> Path:
+    """The whole model (encoder at ``precision`` + the head at ``head_path``) in aiscan's
+    cache, built once: the encoder is fetched if absent (:func:`aiscan.model.clip.encoder_path`),
+    rewritten (:func:`feature_encoder`) and joined to the head (:func:`assemble`). The
+    cached file is named by the head's sha256 and the precision, so a new head never
+    meets an old assembly."""
+    import onnx
+
+    from aiscan.model.clip import CLIP_B16, cache_dir, encoder_path, sha256_of
+    from aiscan.model.meta import ModelInfo
+
+    head = onnx.load(str(head_path))
+    info = ModelInfo.from_onnx(head)
+    wanted = head_encoder(info.extra)
+    if wanted is None:
+        raise GraphError(f"{head_path} is a whole model, not a head: nothing to assemble")
+    if wanted.get("sha256") != CLIP_B16.sha256:
+        raise GraphError(
+            f"{head_path} was fitted on encoder {wanted.get('name')} (sha256 "
+            f"{str(wanted.get('sha256'))[:12]}...), which this aiscan does not know"
+        )
+    folder = cache_dir() / "models"
+    target = folder / f"{info.model_id}-{sha256_of(head_path)[:16]}-{precision}.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    features = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
+    if not features.is_file():
+        feature_encoder(encoder_path(fetch=fetch), precision, features)
+    merged = assemble(onnx.load(str(features)), head)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    onnx.save(merged, str(tmp))
+    os.replace(tmp, target)
+    return target

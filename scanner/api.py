@@ -43,9 +43,12 @@ class Detector:
     """A model, ready to classify images.
 
     Args:
-        model: an aiscan ONNX model (default: the embedded one).
+        model: an aiscan ONNX model, or a shipped one by name: "default" (the CLIP model,
+            also when None) or "fast" (the EfficientNet ensemble).
         device: "auto", "cpu", "cuda" or "tensorrt", as ``aiscan --device``.
         threshold: p_ai at or above which the verdict is "ai" (default: the model's own).
+        real_below: p_ai below which the verdict is "real"; between the two "uncertain"
+            (default: the model's own band; none for a model without one).
         batch_size: images per inference call (default: 8 on a CPU, 128 on a GPU).
         workers: decode threads (default: the cores this process may use).
         limits: pixel, file size and decode memory limits.
@@ -65,6 +68,7 @@ class Detector:
         *,
         device: str = "auto",
         threshold: float | None = None,
+        real_below: float | None = None,
         batch_size: int | None = None,
         workers: int | None = None,
         limits: DecodeLimits | None = None,
@@ -72,11 +76,17 @@ class Detector:
         evidence: bool = True,
         decoder: str = "auto",
     ) -> None:
-        self.classifier = Classifier(resolve_model(model), device, threads=default_threads())
+        self.classifier = Classifier(
+            resolve_model(model, device), device, threads=default_threads()
+        )
         info = self.classifier.info
         self.threshold = info.threshold if threshold is None else threshold
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
+        below = info.real_below if real_below is None else real_below
+        if below is not None and not 0.0 <= below <= 1.0:
+            raise ValueError(f"real_below must be within [0, 1], got {below}")
+        self.real_below = self.threshold if below is None else min(below, self.threshold)
         provider = self.classifier.report.providers[0]
         self.batch_size = batch_size or default_batch_size(provider)
         self.workers = workers or default_threads()
@@ -91,7 +101,9 @@ class Detector:
             decoder=decoder,
             evidence=evidence,
         )
-        self._rows = RowMaker(self.classifier.model_label, self.threshold)
+        self._rows = RowMaker(
+            self.classifier.model_label, self.threshold, real_below=self.real_below
+        )
 
     def classify_files(self, paths: Iterable[str | Path]) -> Iterator[Row]:
         """One row per path, in order (no folder walk: a folder is an error row)."""

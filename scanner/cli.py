@@ -51,11 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
     p.add_argument("--format", dest="fmt", default=defaults["fmt"], choices=FORMATS)
-    p.add_argument("--model", type=Path, help="aiscan ONNX model (default: the shipped one)")
+    p.add_argument(
+        "--model",
+        default=defaults["model"],
+        help="an aiscan ONNX model file, or a shipped model by name: 'default' (CLIP "
+        "ViT-B/16 + aiscan's head; its encoder is fetched once into the user cache) or "
+        "'fast' (EfficientNet ensemble, several times faster on a CPU)",
+    )
     p.add_argument(
         "--threshold",
         type=float,
         help="p_ai at or above which the verdict is 'ai' (default: the model's own)",
+    )
+    p.add_argument(
+        "--real-below",
+        type=float,
+        help="p_ai below which the verdict is 'real'; between it and the threshold "
+        "'uncertain' (default: the model's own band)",
     )
     run = p.add_argument_group("run")
     run.add_argument(
@@ -279,7 +291,10 @@ def render_summary(console: Console, s: ScanSummary) -> None:
     table.add_row("speed", f"{s.images_per_s:.1f} images/s over {s.elapsed_s:.1f} s")
     table.add_row(
         "model",
-        escape(f"{s.model_id} (sha256 {s.model_sha256[:12]}), threshold {s.threshold:g}"),
+        escape(
+            f"{s.model_id} (sha256 {s.model_sha256[:12]}), ai at p_ai >= {s.threshold:g}"
+            + (f", real below {s.real_below:g}" if s.real_below < s.threshold else "")
+        ),
     )
     table.add_row("runtime", escape(s.provider_note))
     table.add_row(
@@ -440,6 +455,7 @@ def _config(args: argparse.Namespace) -> ScanConfig:
         device=args.device,
         decoder=args.decoder,
         threshold=args.threshold,
+        real_below=args.real_below,
         resume=args.resume,
         overwrite=args.overwrite,
         hash_files=args.hash_files,

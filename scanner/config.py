@@ -16,33 +16,83 @@ from aiscan.scanner.preprocess import DecodeLimits
 DECODERS = ("auto", "cpu", "dali")
 EVIDENCE_POLICIES = ("report", "override")
 ENGINES = ("local", "ray")
-DEFAULT_MODEL_NAME = "default.onnx"
+#: The models that ship inside the package, by the name ``--model`` takes: "default" is
+#: the CLIP head (its encoder arrives once, into the user's cache, on first use); "fast"
+#: the EfficientNet ensemble (whole, no download; several times faster on a CPU).
+SHIPPED_MODELS = {"default": "clip-b16-head.onnx", "fast": "fast.onnx"}
+DEFAULT_MODEL_NAME = SHIPPED_MODELS["default"]
 
 
 class ConfigError(AiscanError, ValueError):
     """The scan cannot start as configured; the message says what to change."""
 
 
-def default_model_path() -> Path | None:
-    """The model shipped inside the package, or None when this build has none."""
-    path = Path(str(resources.files("aiscan.scanner").joinpath("models", DEFAULT_MODEL_NAME)))
+def shipped_model(name: str = "default") -> Path | None:
+    """The file of a model shipped inside the package (:data:`SHIPPED_MODELS`), or None
+    when this build lacks it."""
+    path = Path(str(resources.files("aiscan.scanner").joinpath("models", SHIPPED_MODELS[name])))
     return path if path.is_file() else None
 
 
-def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """The model file to use: the one given, else the shipped default."""
-    if model is not None:
-        path = Path(model)
+def default_model_path() -> Path | None:
+    """The shipped default model's file (a CLIP head), or None when this build has none."""
+    return shipped_model("default")
+
+
+def encoder_precision(device: str) -> str:
+    """The encoder graph a head model runs with on ``device``: the int8 graph on the CPU
+    (fastest there), float16 on CUDA and TensorRT (which do not run dynamic int8)."""
+    if device == "cpu":
+        return "int8"
+    if device in ("cuda", "tensorrt"):
+        return "fp16"
+    from aiscan.scanner.infer import cuda_device_count
+
+    return "fp16" if cuda_device_count() > 0 else "int8"
+
+
+def resolve_model(model: str | os.PathLike[str] | None, device: str = "auto") -> Path:
+    """The ONNX file to run: a shipped model by name ("default" when None, "fast"), or the
+    path given; a head model (one that names an encoder) is first joined to its encoder
+    (:func:`aiscan.model.clip_graph.assembled_model`, cached; the encoder is fetched once).
+
+    Raises:
+        ConfigError: no such file, or this build ships no such model.
+        EncoderUnavailableError: the encoder is needed and cannot be fetched.
+    """
+    text = "default" if model is None else os.fspath(model)
+    if text in SHIPPED_MODELS:
+        path = shipped_model(text)
+        if path is None:
+            raise ConfigError(
+                f"this aiscan build ships no {text!r} model: pass --model PATH to an ONNX "
+                "model made by aiscan-export"
+            )
+    else:
+        path = Path(text)
         if not path.is_file():
-            raise ConfigError(f"--model {path}: no such file")
+            raise ConfigError(
+                f"--model {path}: no such file (shipped models: {', '.join(SHIPPED_MODELS)})"
+            )
+    return _whole_model(path, device)
+
+
+def _whole_model(path: Path, device: str) -> Path:
+    from aiscan.model.clip_graph import GraphError, assembled_model, head_encoder
+    from aiscan.model.meta import ModelError, read_info
+
+    if path.stat().st_size > 64 * 2**20:
+        return path  # heads are small; a big file is a whole model (no full read here)
+    try:
+        info = read_info(path)
+    except (ModelError, OSError):
+        return path  # the classifier says what is wrong with it, in its own words
+    if head_encoder(info.extra) is None:
         return path
-    shipped = default_model_path()
-    if shipped is None:
-        raise ConfigError(
-            "this aiscan build ships no default model yet: pass --model PATH to an ONNX "
-            "model made by aiscan-export"
-        )
-    return shipped
+    try:
+        return assembled_model(path, encoder_precision(device))
+    except GraphError as exc:
+        raise ConfigError(f"--model {path}: {exc}") from exc
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -64,7 +114,8 @@ class ScanConfig:
         paths: files and folders to scan.
         out: the verdict file to write (:func:`~aiscan.scanner.pipeline.scan` needs one;
             :func:`~aiscan.scanner.pipeline.iter_verdicts` writes no file).
-        model: an aiscan ONNX model; None means the shipped default.
+        model: an aiscan ONNX model, or a shipped one by name ("default", "fast"); None
+            means the shipped default.
         fmt: "csv", "jsonl" or "parquet".
         batch_size: images per inference call; None: 8 on the CPU, 128 on a GPU.
         workers: decode threads.
@@ -73,6 +124,8 @@ class ScanConfig:
         decoder: "cpu", "dali" (on the GPU when there is one, else DALI's CPU operators),
             or "auto" (DALI when it is installed and a GPU is present, else "cpu").
         threshold: overrides the model's own threshold when set.
+        real_below: overrides the model's own lower band edge (p_ai below it is "real",
+            between it and the threshold "uncertain"); never above the threshold.
         resume: continue an interrupted (or finished) scan of the same output.
         overwrite: replace an existing output.
         hash_files: write each file's sha256.
@@ -96,7 +149,7 @@ class ScanConfig:
 
     paths: tuple[str, ...]
     out: Path | None = None
-    model: Path | None = None
+    model: Path | str | None = "default"
     fmt: str = "csv"
     batch_size: int | None = None
     workers: int = field(default_factory=default_threads)
@@ -104,6 +157,7 @@ class ScanConfig:
     device: str = "auto"
     decoder: str = "auto"
     threshold: float | None = None
+    real_below: float | None = None
     resume: bool = False
     overwrite: bool = False
     hash_files: bool = False
@@ -150,6 +204,12 @@ class ScanConfig:
                 raise ConfigError(f"--{name} must be within {low}..{high}, got {value}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must be within [0, 1], got {self.threshold}")
+        if self.real_below is not None and not 0.0 <= self.real_below <= 1.0:
+            raise ConfigError(f"--real-below must be within [0, 1], got {self.real_below}")
+        if None not in (self.threshold, self.real_below) and self.real_below > self.threshold:  # type: ignore[operator]
+            raise ConfigError(
+                f"--real-below {self.real_below} is above --threshold {self.threshold}"
+            )
         positive: tuple[tuple[str, float], ...] = (
             ("max-pixels", self.max_pixels),
             ("max-file-size", self.max_file_mb),

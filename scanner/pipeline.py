@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from aiscan.model.meta import verdict as verdict_of
 from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner import __version__
 from aiscan.scanner.config import ConfigError, ScanConfig, resolve_model
@@ -76,6 +77,7 @@ class ScanSummary:
     decoder: str
     dali_failed_batches: int
     threshold: float
+    real_below: float
     batch_size: int
     statuses: dict[str, int]
     verdicts: dict[str, int]
@@ -227,9 +229,16 @@ class RowMaker:
     is always the model's.
     """
 
-    def __init__(self, model: str, threshold: float, evidence_policy: str = "report") -> None:
+    def __init__(
+        self,
+        model: str,
+        threshold: float,
+        evidence_policy: str = "report",
+        real_below: float | None = None,
+    ) -> None:
         self.model = model
         self.threshold = threshold
+        self.real_below = threshold if real_below is None else min(real_below, threshold)
         self.override = evidence_policy == "override"
 
     def __call__(self, item: Item, p_ai: float | None = None, error: str = "") -> Row:
@@ -237,7 +246,7 @@ class RowMaker:
         if status == "ok" and (error or p_ai is None or not math.isfinite(p_ai)):
             status, err = "error", error or f"model returned a non-finite score ({p_ai})"
             p_ai = None
-        verdict = "" if p_ai is None else ("ai" if p_ai >= self.threshold else "real")
+        verdict = "" if p_ai is None else verdict_of(p_ai, self.threshold, self.real_below)
         if verdict and self.override and item.evidence.kind == "ai-declared":
             verdict = "ai"
         return Row(
@@ -413,15 +422,19 @@ class Verdicts:
         self.config = config
         self.keep = keep
         threads = config.threads or os.cpu_count() or 1
-        self.classifier = Classifier(resolve_model(config.model), config.device, threads=threads)
+        self.classifier = Classifier(
+            resolve_model(config.model, config.device), config.device, threads=threads
+        )
         info = self.classifier.info
         self.threshold = info.threshold if config.threshold is None else config.threshold
+        below = info.real_below if config.real_below is None else config.real_below
+        self.real_below = self.threshold if below is None else min(below, self.threshold)
         self.batch_size = config.batch_size or default_batch_size(
             self.classifier.report.providers[0]
         )
         self.stages = _stages(config, self.classifier, self.batch_size)
         self.make_row = RowMaker(
-            self.classifier.model_label, self.threshold, config.evidence_policy
+            self.classifier.model_label, self.threshold, config.evidence_policy, self.real_below
         )
         self.progress = Progress()
 
@@ -485,7 +498,11 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     state = None
     if config.state is not None:
         state = ScanState(
-            config.state, classifier.sha256, verdicts.threshold, content=config.hash_files
+            config.state,
+            classifier.sha256,
+            verdicts.threshold,
+            content=config.hash_files,
+            real_below=verdicts.real_below,
         )
     try:
         writer = VerdictWriter(
@@ -581,6 +598,7 @@ def _summary(
         decoder=stages.name if config.engine == "local" else f"ray ({stages.name} on workers)",
         dali_failed_batches=stages.failed_batches(),
         threshold=verdicts.threshold,
+        real_below=verdicts.real_below,
         batch_size=verdicts.batch_size,
         statuses={
             s: (writer.recovered.statuses + progress.statuses).get(s, 0)

@@ -96,7 +96,13 @@ class _Classify:
     """Inference actor: one ONNX Runtime session; the local engine's rows for a batch."""
 
     def __init__(
-        self, model: Any, device: str, threads: int, threshold: float, policy: str
+        self,
+        model: Any,
+        device: str,
+        threads: int,
+        threshold: float,
+        policy: str,
+        real_below: float | None = None,
     ) -> None:
         import ray
 
@@ -110,7 +116,7 @@ class _Classify:
             self.classifier = Classifier(path, device, threads=threads)
         finally:
             os.unlink(path)  # the session and the model's hash are made: no longer needed
-        self.make_row = RowMaker(self.classifier.model_label, threshold, policy)
+        self.make_row = RowMaker(self.classifier.model_label, threshold, policy, real_below)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from aiscan.scanner.pipeline import classify_batch
@@ -212,6 +218,7 @@ def ray_rows(
             "threads": 0 if gpus else config.threads,
             "threshold": make_row.threshold,
             "policy": "override" if make_row.override else "report",
+            "real_below": make_row.real_below,
         },
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

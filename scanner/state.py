@@ -49,6 +49,8 @@ MIGRATIONS: list[str] = [
     """,
     # 2: each finished run keeps its own figures, for tonight-against-last-night drift
     "ALTER TABLE runs ADD COLUMN stats TEXT;",
+    # 3: the uncertain band's lower edge is part of a verdict (NULL: no band, as before)
+    "ALTER TABLE files ADD COLUMN real_below REAL;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _SEEN_FLUSH = 5000
@@ -127,14 +129,23 @@ class ScanState:
         path: the SQLite file (created when absent).
         model_sha256: the model of tonight's run.
         threshold: tonight's threshold.
+        real_below: tonight's lower band edge (None: no band); with the threshold and the
+            model, what decides whether a stored verdict still stands.
         content: compare content (sha256) rather than size and mtime.
     """
 
     def __init__(
-        self, path: str | Path, model_sha256: str, threshold: float, *, content: bool = False
+        self,
+        path: str | Path,
+        model_sha256: str,
+        threshold: float,
+        *,
+        content: bool = False,
+        real_below: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.model_sha256, self.threshold, self.content = model_sha256, threshold, content
+        self.real_below = None if real_below is None or real_below >= threshold else real_below
         self._lock = OutputLock(self.path)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -198,7 +209,7 @@ class ScanState:
             if self._closed:  # only the progress counter can still ask, and it may guess
                 return True
             row = self._db.execute(
-                "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run "
+                "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run, real_below "
                 "FROM files WHERE path = ?",
                 (os.fsencode(found.path),),
             ).fetchone()
@@ -212,12 +223,12 @@ class ScanState:
     def _reason(self, row: tuple[Any, ...] | None, st: os.stat_result) -> str:
         if row is None or row[5] is not None:
             return "new"
-        size, mtime_ns, sha256, model, threshold, _ = row
+        size, mtime_ns, sha256, model, threshold, _, real_below = row
         if size != st.st_size or (mtime_ns != st.st_mtime_ns and not self.content):
             return "changed"
         if self.content and (sha256 is None or mtime_ns != st.st_mtime_ns):
             return "changed"  # content is checked by hashing it again on the scan
-        if model != self.model_sha256 or threshold != self.threshold:
+        if (model, threshold, real_below) != (self.model_sha256, self.threshold, self.real_below):
             return "rejudged"
         return "unchanged"
 
@@ -261,14 +272,14 @@ class ScanState:
                     os.fsencode(r.path), size, mtime, r.sha256 or None, r.status, r.p_ai,
                     r.verdict, r.error, r.format, r.width, r.height, r.bytes, r.model,
                     r.evidence, r.evidence_detail, r.generator_hint, self.model_sha256,
-                    self.threshold, self.run_id, self.run_id,
+                    self.threshold, self.run_id, self.run_id, self.real_below,
                 )
             )  # fmt: skip
         with self._mutex:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO files VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 records,
             )
             self._db.execute("COMMIT")

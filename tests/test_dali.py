@@ -175,14 +175,15 @@ P_AI_TOLERANCE = 0.05
 
 
 def _p_ai_three_ways(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The shipped model's p_ai through the CPU fast path, DALI and the reference decode."""
-    from aiscan.scanner.config import default_model_path
+    """The shipped fast model's p_ai through the CPU fast path, DALI and the reference
+    decode."""
+    from aiscan.scanner.config import shipped_model
     from aiscan.scanner.decode import Batch, CpuDecoder
     from aiscan.scanner.infer import Classifier
 
-    model = default_model_path()
+    model = shipped_model("fast")
     if model is None:
-        pytest.skip("this build ships no default model")
+        pytest.skip("this build ships no fast model")
     clf = Classifier(model, "cpu")
     spec = clf.info.preprocessing
     cpu = CpuDecoder(spec, evidence=False)

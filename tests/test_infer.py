@@ -130,12 +130,12 @@ def test_tensorrt_fp16_with_engine_cache_matches_cpu(gpu_model: Path, tmp_path: 
     assert any(tmp_path.iterdir()), "no engine was cached"
 
 
-def test_shipped_default_model_is_trained_and_complete() -> None:
-    from aiscan.scanner.config import default_model_path
+def test_shipped_fast_model_is_trained_and_complete() -> None:
+    from aiscan.scanner.config import shipped_model
 
-    path = default_model_path()
+    path = shipped_model("fast")
     if path is None:
-        pytest.skip("this build ships no default model")
+        pytest.skip("this build ships no fast model")
     assert path.stat().st_size < 25 * 2**20
     clf = Classifier(path, "cpu", threads=1)
     info = clf.info

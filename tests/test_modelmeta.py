@@ -89,7 +89,7 @@ def test_models_written_with_version_1_of_the_definition_still_load() -> None:
     default among them) keeps loading, read as draft decoding; its stored hash is checked
     against its stored text, and a hand edit is still refused."""
     from aiscan.model.meta import read_info
-    from aiscan.scanner.config import default_model_path
+    from aiscan.scanner.config import shipped_model
     from tests.test_preprocess import V1_DEFAULT
 
     props = _info().to_metadata()
@@ -102,6 +102,6 @@ def test_models_written_with_version_1_of_the_definition_still_load() -> None:
     old["aiscan.preprocessing"] = V1_DEFAULT.replace("[0.5,", "[0.4,", 1)
     with pytest.raises(ModelError, match="does not match"):
         ModelInfo.from_metadata(old)
-    shipped = default_model_path()
+    shipped = shipped_model("fast")
     assert shipped is not None
     assert read_info(shipped).preprocessing.decode == "draft"

@@ -217,9 +217,9 @@ def test_usage_errors_exit_2(
     cuda = _scan([str(tree)], out, tiny_model, "--device", "cuda")
     assert cuda == (EXIT_OK if cuda_device_count() > 0 else EXIT_USAGE)  # never a silent CPU run
     out.unlink(missing_ok=True)
-    monkeypatch.setattr(config_mod, "default_model_path", lambda: None)
+    monkeypatch.setattr(config_mod, "shipped_model", lambda name="default": None)
     assert main([str(tree), "--out", str(out), "--quiet"]) == EXIT_USAGE
-    assert "ships no default model" in capsys.readouterr().err
+    assert "ships no 'default' model" in capsys.readouterr().err
     assert _scan([str(tree)], out, tiny_model) == EXIT_OK
     assert _scan([str(tree)], out, tiny_model) == EXIT_USAGE  # exists: needs --resume
 

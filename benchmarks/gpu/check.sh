@@ -21,7 +21,7 @@ if [ "$mode" = "gpu" ]; then
   . /tmp/aiscan-venv/bin/activate
   pip install -q --no-index --find-links "$stage/wheelhouse" ".[dali]" rich pytest
   model="$stage/model.onnx"
-  [ -f "$model" ] || model=scanner/models/default.onnx
+  [ -f "$model" ] || model=scanner/models/fast.onnx
   device=cuda decoder=dali images_small=1024 images_big=128 batch=256
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 else
