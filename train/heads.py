@@ -225,11 +225,15 @@ def out_of_source(
     views: Mapping[str, Features],
     config: HeadConfig,
     groups: str = "source",
+    trainable: np.ndarray | None = None,
 ) -> Scored:
     """Held-out p_ai of every base-view sample, each from a head fitted without its
     source ("source": one head per source) or its fold ("K": K source-grouped folds).
+    ``trainable`` (default: all) marks the samples a head may be fitted on: the others
+    are only scored (to measure what adding a data set brings, on the same images).
     Samples that failed to decode get NaN."""
     samples = list(samples)
+    may_train = np.ones(len(samples), bool) if trainable is None else trainable
     if groups == "source":
         names = sorted({s.source for s in samples})
         assign = {n: i for i, n in enumerate(names)}
@@ -241,7 +245,7 @@ def out_of_source(
     p = np.full(len(samples), np.nan)
     for f in sorted(set(fold.tolist())):
         test = fold == f
-        x, y, w = training_rows(samples, views, config, ~test)
+        x, y, w = training_rows(samples, views, config, ~test & may_train)
         if y.all() or not y.any():
             raise ValueError(
                 "a fold's training part holds one class only: the protocol needs sources "

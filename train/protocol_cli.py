@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--balance", default="source", choices=BALANCES)
     h.add_argument("--views", default="base", help="training views, comma-separated")
     h.add_argument("--groups", default="source", help="'source' (leave one out) or K folds")
+    h.add_argument(
+        "--score-only",
+        action="append",
+        default=[],
+        metavar="DATA_DIR",
+        help="a data folder whose images are scored but never trained on (repeatable)",
+    )
     h.add_argument("--out", required=True, help="JSON report; scores go beside it as CSV")
     return p
 
@@ -259,9 +266,12 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from aiscan.train.protocol import operating_point, summarize, threshold_at_fpr
 
     config = head_config(args)
-    samples = find_samples(args.data_dirs)
+    trained_on = find_samples(args.data_dirs)
+    scored_only = find_samples(args.score_only) if args.score_only else []
+    samples = trained_on + scored_only
+    trainable = np.arange(len(samples)) < len(trained_on)
     views = {v: load_features(Path(args.features) / v, samples) for v in config.views}
-    scored = out_of_source(samples, views, config, args.groups)
+    scored = out_of_source(samples, views, config, args.groups, trainable)
     ok = np.isfinite(scored.p_ai)
     kept = dataclasses.replace(
         scored,
@@ -277,6 +287,8 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     report = {
         "config": dataclasses.asdict(config),
         "groups": args.groups,
+        "data_dirs": [str(Path(d).resolve()) for d in args.data_dirs],
+        "score_only": [str(Path(d).resolve()) for d in args.score_only],
         "features_cache": str(Path(args.features).resolve()),
         "undecodable": int((~ok).sum()),
         "summary": summary,

