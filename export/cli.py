@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--checkpoint", type=Path, help="state_dict (.pth) of a trained model")
     src.add_argument(
+        "--clip-head",
+        type=Path,
+        metavar="REPORT",
+        help="an aiscan-protocol heads report: fit its head on all its images and write it "
+        "as a CLIP head model (its bands from the report's held-out scores)",
+    )
+    src.add_argument(
         "--random-init",
         action="store_true",
         help="untrained weights, marked as such (benchmarks and tests only)",
@@ -69,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="training images that calibrate the int8 variant",
+    )
+    head = p.add_argument_group("with --clip-head")
+    head.add_argument(
+        "--fpr", type=float, default=0.05, help="held-out false-alarm rate of the 'ai' threshold"
+    )
+    head.add_argument(
+        "--miss",
+        type=float,
+        default=0.10,
+        help="held-out share of AI images under the 'real' edge (the uncertain band's floor)",
     )
     arch = p.add_argument_group("with --checkpoint or --random-init")
     arch.add_argument("--arch", default="efficientnet_b0", help="timm model name")
@@ -143,11 +160,31 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run or args.ensemble:
         return _from_run(args)
+    if args.clip_head:
+        return _from_clip_head(args)
     try:
         out = _from_checkpoint(args)
     except (ValueError, OSError, RuntimeError) as exc:  # no such file or arch, wrong weights
         return error_line("aiscan-export", exc)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _from_clip_head(args: argparse.Namespace) -> int:
+    from aiscan.export.clip_head import export_clip_head
+
+    try:
+        info = export_clip_head(
+            args.clip_head, args.out, args.model_id or "aiscan-clip-v1", args.fpr, args.miss
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        return error_line("aiscan-export", exc)
+    at = info.extra["bands"]["at_threshold"]
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): ai at p_ai >= "
+        f"{info.threshold:.4f} (held-out TPR {at['tpr']:.3f}, FPR {at['fpr']:.3f}), real below "
+        f"{info.real_below:.4f}"
+    )
     return 0
 
 

@@ -130,3 +130,90 @@ def write_head(
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
+
+
+def bands(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float, miss: float) -> tuple[float, float]:
+    """The verdict bands from held-out scores: ``threshold`` ("ai" at or above) flags at
+    most ``fpr`` of the real images; ``real_below`` ("real" below) lets at most ``miss``
+    of the AI images fall under it (never above the threshold)."""
+    from aiscan.train.protocol import threshold_at_fpr
+
+    if not 0 < fpr < 1 or not 0 <= miss < 1:
+        raise ValueError(f"fpr must be within (0, 1) and miss within [0, 1), got {fpr}, {miss}")
+    threshold = threshold_at_fpr(is_ai, p_ai, fpr)
+    ai = np.sort(p_ai[is_ai])
+    below = float(ai[int(np.floor(miss * len(ai)))]) if len(ai) else threshold
+    return threshold, min(below, threshold)
+
+
+def _held_out(report: Path) -> tuple[list[Any], np.ndarray]:
+    import csv
+
+    from aiscan.train.data import Sample
+
+    scores = report.with_suffix(".scores.csv")
+    with scores.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    samples = [Sample(r["path"], int(r["label"]), r["source"]) for r in rows]
+    return samples, np.array([float(r["p_ai"]) for r in rows])
+
+
+def export_clip_head(
+    report_path: str | Path,
+    out: str | Path,
+    model_id: str = "aiscan-clip-v1",
+    fpr: float = 0.05,
+    miss: float = 0.10,
+) -> ModelInfo:
+    """Fit the head an ``aiscan-protocol heads`` report describes on all its training
+    images (every view it names), take its bands from the report's held-out scores
+    (:func:`bands`), and write it with its protocol figures in the metadata."""
+    import dataclasses
+    import json
+
+    from aiscan.model.clip import PREPROCESSING
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import load_features
+    from aiscan.train.heads import HeadConfig, fit_head, training_rows
+    from aiscan.train.protocol import Scored, operating_point
+
+    report_path = Path(report_path)
+    report = json.loads(report_path.read_text())
+    if "config" not in report or "operating_points" not in report:
+        raise ValueError(f"{report_path} is not an aiscan-protocol heads report")
+    config = HeadConfig(**dict(report["config"], views=tuple(report["config"]["views"])))
+    samples = find_samples(report["data_dirs"])
+    cache = Path(report["features_cache"])
+    views = {v: load_features(cache / v, samples) for v in config.views}
+    head = fit_head(*training_rows(samples, views, config), config)
+    held, p = _held_out(report_path)
+    scored = Scored(held, p, np.zeros(len(p), int))
+    threshold, real_below = bands(scored.is_ai, p, fpr, miss)
+    summary = {k: v for k, v in report["summary"].items() if k != "per_source"}
+    info = ModelInfo(
+        model_id=model_id,
+        arch=f"clip-vit-b16+{config.head}({config.features})",
+        preprocessing=PREPROCESSING,
+        threshold=threshold,
+        real_below=real_below,
+        extra={
+            "head": dataclasses.asdict(config),
+            "training": {
+                "data_dirs": [Path(d).name for d in report["data_dirs"]],
+                "images": int(views["base"].ok.sum()),
+                "sources": len({s.source for s in samples}),
+                "encoder_precision": "int8",
+            },
+            "generalisation": dict(
+                summary, protocol="leave one source out", report=report_path.name
+            ),
+            "bands": {
+                "rule": f"ai: held-out FPR {fpr:g}; real: held-out AI miss rate {miss:g}",
+                "at_threshold": operating_point(scored, threshold),
+                "at_real_below": operating_point(scored, real_below),
+            },
+            "per_source": report["summary"]["per_source"],
+        },
+    )
+    write_head(head, info, out)
+    return info
