@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aiscan.model import clip
 from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.discover import Found
 from aiscan.scanner.output import read_rows
@@ -41,9 +42,10 @@ def _pixels_diff(tensor: np.ndarray, path: str, spec: Preprocessing = SPEC) -> n
     return np.abs(tensor - ref) * 255.0 * spec.std[0]
 
 
-@pytest.mark.parametrize("resize", RESIZE_POLICIES)
+@pytest.mark.parametrize("resize", [*RESIZE_POLICIES, "clip"])
 def test_dali_cpu_matches_reference_including_exif_orientation(tmp_path: Path, resize: str) -> None:
-    spec = Preprocessing(resize=resize)
+    # "clip": the default model's definition (crop, bicubic, CLIP mean/std)
+    spec = clip.PREPROCESSING if resize == "clip" else Preprocessing(resize=resize)
     exif = Image.Exif()
     exif[0x0112] = 6
     found = [

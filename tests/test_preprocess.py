@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aiscan.model import clip
 from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from aiscan.scanner.preprocess import (
     DecodeLimits,
@@ -21,6 +22,7 @@ from aiscan.scanner.preprocess import (
 from tests.conftest import encode, jpeg_bytes, photo, png_with_size
 
 SPEC = Preprocessing(input_size=(32, 32))
+CLIP_SPEC = clip.PREPROCESSING
 
 
 def _solid(mode: str, color: object, size: tuple[int, int] = (20, 10)) -> Image.Image:
@@ -122,13 +124,14 @@ FAST_TOLERANCE = {"mean": 1.5, "p99": 6, "max": 16}
 FAST_TOLERANCE_CROP = {"mean": 1.8, "p99": 6, "max": 16}
 
 
-@pytest.mark.parametrize("resize", RESIZE_POLICIES)
+@pytest.mark.parametrize("resize", [*RESIZE_POLICIES, "clip"])
 @pytest.mark.parametrize("size", [(1024, 768), (3000, 4000)])
 def test_fast_jpeg_decode_stays_close_to_reference(size: tuple[int, int], resize: str) -> None:
-    spec = Preprocessing(resize=resize)  # 224, the shipped models' size
+    # 224, the shipped models' size; "clip" is the default model's definition (crop, bicubic)
+    spec = CLIP_SPEC if resize == "clip" else Preprocessing(resize=resize)
     data = jpeg_bytes(photo(*size))
     diff = np.abs(_decode(data, spec) - reference_pixels(data, spec).astype(int))
-    bound = FAST_TOLERANCE_CROP if resize == "crop" else FAST_TOLERANCE
+    bound = FAST_TOLERANCE if resize == "squash" else FAST_TOLERANCE_CROP
     assert diff.mean() <= bound["mean"]
     assert np.percentile(diff, 99) <= bound["p99"]
     assert diff.max() <= bound["max"]
