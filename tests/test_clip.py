@@ -448,3 +448,62 @@ def _real_encoder() -> Path:
     if not path.is_file() and not os.environ.get("AISCAN_CLIP_WHEEL"):
         pytest.skip("the CLIP encoder is not cached (aiscan models --fetch)")
     return clip.encoder_path()
+
+
+@pytest.mark.slow
+def test_real_encoder_float_graph_agrees_with_int8(tmp_path: Path) -> None:
+    """The dequantised graph (what CUDA and TensorRT run) against the int8 one (the CPU's),
+    on photo-like images: the bound is the measured worst with margin (see
+    benchmarks/results/clip_precision_cpu2core.json for real images)."""
+    from aiscan.model.clip_graph import feature_encoder
+    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+
+    src = _real_encoder()
+    images = [photo(640, 480, seed=i) for i in range(4)]
+    batch = normalize_batch(
+        [
+            load_pixels(_png(tmp_path, i, im), clip.PREPROCESSING).pixels
+            for i, im in enumerate(images)
+        ],
+        clip.PREPROCESSING,
+    )
+    out = {}
+    for precision in ("int8", "fp32"):
+        graph = feature_encoder(src, precision, tmp_path / f"{precision}.onnx")
+        out[precision] = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(
+            None, {"pixel_values": batch}
+        )
+    e8, e32 = out["int8"][0], out["fp32"][0]
+    cos = (e8 * e32).sum(1) / np.linalg.norm(e8, axis=1) / np.linalg.norm(e32, axis=1)
+    assert cos.min() > 0.95, cos
+    assert out["fp32"][1].shape == (4, 12, 768)
+
+
+def _png(folder: Path, i: int, img: object) -> str:
+    path = folder / f"{i}.png"
+    img.save(path)  # type: ignore[attr-defined]
+    return str(path)
+
+
+@pytest.mark.slow
+def test_the_default_model_scans_a_folder(tmp_path: Path) -> None:
+    """README command 1 with the shipped default: one row per file, three-valued verdicts,
+    a broken file an error row."""
+    from aiscan.scanner.cli import main
+    from aiscan.scanner.output import read_rows
+
+    _real_encoder()
+    tree = tmp_path / "photos"
+    tree.mkdir()
+    for i in range(3):
+        photo(500 + 40 * i, 400, seed=i).save(tree / f"{i}.jpg", quality=90)
+    (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")
+    out = tmp_path / "v.csv"
+    assert main([str(tree), "--out", str(out), "--quiet", "--device", "cpu"]) == 1
+    rows = {Path(r.path).name: r for r in read_rows(out)}
+    assert sorted(rows) == ["0.jpg", "1.jpg", "2.jpg", "broken.jpg"]
+    assert rows["broken.jpg"].status == "error" and rows["broken.jpg"].error
+    for name in ("0.jpg", "1.jpg", "2.jpg"):
+        r = rows[name]
+        assert r.status == "ok" and r.p_ai is not None and 0 <= r.p_ai <= 1
+        assert r.verdict in ("ai", "uncertain", "real") and r.model.startswith("aiscan-clip")
