@@ -53,7 +53,7 @@ def head_graph(head: Head, blocks: int = 12, width: int = 768) -> Any:
 
     nodes = []
     if picked is None:
-        feature_in = helper.make_tensor_value_info(EMBEDS, TensorProto.FLOAT, ["N", 512])
+        feature_in = helper.make_tensor_value_info(EMBEDS, TensorProto.FLOAT, ["N", len(head.mean)])
         x = EMBEDS
     else:
         feature_in = helper.make_tensor_value_info(
@@ -190,6 +190,8 @@ def export_clip_head(
     scored = Scored(held, p, np.zeros(len(p), int))
     threshold, real_below = bands(scored.is_ai, p, fpr, miss)
     summary = {k: v for k, v in report["summary"].items() if k != "per_source"}
+    groups = report.get("groups", "source")
+    protocol = "leave one source out" if groups == "source" else f"{groups} source-grouped folds"
     info = ModelInfo(
         model_id=model_id,
         arch=f"clip-vit-b16+{config.head}({config.features})",
@@ -204,9 +206,7 @@ def export_clip_head(
                 "sources": len({s.source for s in samples}),
                 "encoder_precision": "int8",
             },
-            "generalisation": dict(
-                summary, protocol="leave one source out", report=report_path.name
-            ),
+            "generalisation": dict(summary, protocol=protocol, report=report_path.name),
             "bands": {
                 "rule": f"ai: held-out FPR {fpr:g}; real: held-out AI miss rate {miss:g}",
                 "at_threshold": operating_point(scored, threshold),

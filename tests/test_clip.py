@@ -507,3 +507,39 @@ def test_the_default_model_scans_a_folder(tmp_path: Path) -> None:
         r = rows[name]
         assert r.status == "ok" and r.p_ai is not None and 0 <= r.p_ai <= 1
         assert r.verdict in ("ai", "uncertain", "real") and r.model.startswith("aiscan-clip")
+
+
+def test_protocol_report_to_exported_head(tmp_path: Path) -> None:
+    """aiscan-protocol heads on cached features, then aiscan-export --clip-head: the head
+    carries its bands (from the held-out scores), its protocol figures and its encoder."""
+    from aiscan.export.cli import main as export_main
+    from aiscan.model.meta import read_info
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, extract
+    from aiscan.train.protocol_cli import main as protocol_main
+
+    data = tmp_path / "data"
+    _labelled_tree(data)
+    for label in ("ai", "real"):  # a third source per class, so that every fold has both
+        src = data / label / f"{label}-s1"
+        dst = data / label / f"{label}-s3"
+        dst.mkdir()
+        for f in sorted(src.glob("*.png")):
+            (dst / f.name).write_bytes(f.read_bytes())
+    encoder = Encoder(_pixels_encoder(tmp_path / "enc.onnx"), threads=1)
+    cache = tmp_path / "cache"
+    extract(find_samples(data), encoder, clip.PREPROCESSING, cache, "base", log=lambda _: None)
+    report = tmp_path / "heads" / "r.json"
+    argv = [str(data), "--features", str(cache), "--on", "embeds", "--c", "1", "--out", str(report)]
+    assert protocol_main(["heads", *argv]) == 0
+    assert report.with_suffix(".scores.csv").is_file()
+    out = tmp_path / "head.onnx"
+    assert export_main(["--clip-head", str(report), "--out", str(out), "--fpr", "0.2"]) == 0
+    info = read_info(out)
+    assert info.model_id == "aiscan-clip-v1" and info.arch == "clip-vit-b16+linear(embeds)"
+    assert info.real_below is not None and 0 <= info.real_below <= info.threshold <= 1
+    assert info.extra["encoder"]["sha256"] == clip.CLIP_B16.sha256
+    assert info.extra["bands"]["at_threshold"]["fpr"] <= 0.2
+    assert info.extra["generalisation"]["protocol"] == "leave one source out"
+    assert info.preprocessing == clip.PREPROCESSING
+    assert export_main(["--clip-head", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
