@@ -146,7 +146,7 @@ def bands(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float, miss: float) -> tuple
     return threshold, min(below, threshold)
 
 
-def _held_out(report: Path) -> tuple[list[Any], np.ndarray]:
+def _held_out(report: Path) -> tuple[list[Any], np.ndarray, np.ndarray]:
     import csv
 
     from aiscan.train.data import Sample
@@ -155,7 +155,8 @@ def _held_out(report: Path) -> tuple[list[Any], np.ndarray]:
     with scores.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     samples = [Sample(r["path"], int(r["label"]), r["source"]) for r in rows]
-    return samples, np.array([float(r["p_ai"]) for r in rows])
+    p = np.array([float(r["p_ai"]) for r in rows])
+    return samples, p, np.array([int(r["fold"]) for r in rows])
 
 
 def export_clip_head(
@@ -175,7 +176,7 @@ def export_clip_head(
     from aiscan.train.data import find_samples
     from aiscan.train.features import load_features
     from aiscan.train.heads import HeadConfig, fit_head, training_rows
-    from aiscan.train.protocol import Scored, operating_point
+    from aiscan.train.protocol import Scored, operating_point, summarize
 
     report_path = Path(report_path)
     report = json.loads(report_path.read_text())
@@ -186,9 +187,10 @@ def export_clip_head(
     cache = Path(report["features_cache"])
     views = {v: load_features(cache / v, samples) for v in config.views}
     head = fit_head(*training_rows(samples, views, config), config)
-    held, p = _held_out(report_path)
-    scored = Scored(held, p, np.zeros(len(p), int))
+    held, p, fold = _held_out(report_path)
+    scored = Scored(held, p, fold)
     threshold, real_below = bands(scored.is_ai, p, fpr, miss)
+    at_threshold = summarize(scored, threshold)  # per source, right at the shipped edge
     summary = {k: v for k, v in report["summary"].items() if k != "per_source"}
     groups = report.get("groups", "source")
     protocol = "leave one source out" if groups == "source" else f"{groups} source-grouped folds"
@@ -212,7 +214,7 @@ def export_clip_head(
                 "at_threshold": operating_point(scored, threshold),
                 "at_real_below": operating_point(scored, real_below),
             },
-            "per_source": report["summary"]["per_source"],
+            "per_source": at_threshold["per_source"],
         },
     )
     write_head(head, info, out)
