@@ -74,8 +74,16 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
     from aiscan.model.clip_graph import feature_encoder
     from aiscan.scanner.preprocess import load_pixels, normalize_batch
 
-    paths = _pick(data_dirs, images, seed)
-    batch = normalize_batch([load_pixels(p, PREPROCESSING).pixels for p in paths], PREPROCESSING)
+    pixels, paths = [], []
+    for path in _pick(data_dirs, images * 2, seed):
+        if len(paths) == images:
+            break
+        try:
+            pixels.append(load_pixels(path, PREPROCESSING).pixels)
+            paths.append(path)
+        except Exception:
+            continue
+    batch = normalize_batch(pixels, PREPROCESSING)
     outputs: dict[str, dict[str, np.ndarray]] = {}
     speed: dict[str, float] = {}
     for precision in precisions:

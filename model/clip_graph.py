@@ -17,6 +17,7 @@ Pure ``onnx`` + ``numpy``: no torch, no inference session.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import defaultdict
@@ -279,6 +280,8 @@ def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -
     if not features.is_file():
         feature_encoder(encoder_path(fetch=fetch), precision, features)
     merged = assemble(onnx.load(str(features)), head)
+    entry = merged.metadata_props.add()  # what the benchmarks and the summary report
+    entry.key, entry.value = "aiscan.precision", json.dumps(precision)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     onnx.save(merged, str(tmp))
     os.replace(tmp, target)

@@ -169,13 +169,10 @@ def extract(
         }
         tmp = folder / f".part-{part:05d}.tmp.npz"
         failed = [(s.path, e) for s, px, e in rows if px is None]
-        np.savez(
-            tmp,
-            paths=np.array([s.path for s, _ in good] + [p for p, _ in failed], dtype=str),
-            n_ok=np.array(len(good)),
-            errors=np.array([e for _, e in failed], dtype=str),
-            **arrays,
-        )
+        arrays["paths"] = np.array([s.path for s, _ in good] + [p for p, _ in failed], dtype=str)
+        arrays["n_ok"] = np.array(len(good))
+        arrays["errors"] = np.array([e for _, e in failed], dtype=str)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, folder / f"part-{part:05d}.npz")
         part += 1
         count += len(chunk)

@@ -210,6 +210,7 @@ def _fit_mlp(
             opt.step()
             sched.step()
     lin1, lin2 = net[1], net[4]
+    assert isinstance(lin1, torch.nn.Linear) and isinstance(lin2, torch.nn.Linear)
     return [
         (lin1.weight.detach().numpy().T.copy(), lin1.bias.detach().numpy().copy()),
         (lin2.weight.detach().numpy().T.copy(), lin2.bias.detach().numpy().copy()),
@@ -226,7 +227,7 @@ def training_rows(
     chosen = np.ones(len(samples), bool) if select is None else select
     w_all = np.zeros(len(samples))
     idx = np.flatnonzero(chosen)
-    w_all[idx] = sample_weights([samples[i] for i in idx], config.balance)
+    w_all[idx] = sample_weights([samples[int(i)] for i in idx], config.balance)
     y_all = np.array([s.is_ai for s in samples])
     xs, ys, ws = [], [], []
     for view in config.views:
