@@ -74,7 +74,8 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
     from aiscan.model.clip_graph import feature_encoder
     from aiscan.scanner.preprocess import load_pixels, normalize_batch
 
-    pixels, paths = [], []
+    pixels: list[np.ndarray] = []
+    paths: list[str] = []
     for path in _pick(data_dirs, images * 2, seed):
         if len(paths) == images:
             break

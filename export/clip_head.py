@@ -191,7 +191,7 @@ def export_clip_head(
     scored = Scored(held, p, fold)
     threshold, real_below = bands(scored.is_ai, p, fpr, miss)
     at_threshold = summarize(scored, threshold)  # per source, right at the shipped edge
-    summary = {k: v for k, v in report["summary"].items() if k != "per_source"}
+    summary = {k: v for k, v in report["summary"].items() if k not in ("per_source", "per_fold")}
     groups = report.get("groups", "source")
     protocol = "leave one source out" if groups == "source" else f"{groups} source-grouped folds"
     info = ModelInfo(
@@ -215,6 +215,7 @@ def export_clip_head(
                 "at_real_below": operating_point(scored, real_below),
             },
             "per_source": at_threshold["per_source"],
+            "per_fold": at_threshold["per_fold"],
         },
     )
     write_head(head, info, out)

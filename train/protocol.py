@@ -111,6 +111,17 @@ def summarize(
     worst = min(sources, key=lambda k: sources[k]["auc_vs_other_class"])
     folds = sorted(set(scored.fold.tolist()))
     fold_aucs = [_auc(p[(scored.fold == f) & is_ai], p[(scored.fold == f) & ~is_ai]) for f in folds]
+    per_fold = {}
+    for f in folds:
+        sel = scored.fold == f
+        if is_ai[sel].any() and (~is_ai[sel]).any():
+            fold_metrics = binary_metrics(is_ai[sel], p[sel], threshold)
+            per_fold[str(f)] = {
+                "n": int(sel.sum()),
+                "auc": fold_metrics["roc_auc"],
+                "tpr_at_fpr_1pct": fold_metrics["tpr_at_fpr_1pct"],
+                "tpr_at_fpr_5pct": fold_metrics["tpr_at_fpr_5pct"],
+            }
     pooled = binary_metrics(is_ai, p, threshold)
     best_t = best_balanced_threshold(is_ai, p)
     out: dict[str, Any] = {
@@ -131,6 +142,7 @@ def summarize(
         "tpr_at_fpr_5pct": pooled["tpr_at_fpr_5pct"],
         "ece": pooled["ece"],
         "per_source": sources,
+        "per_fold": per_fold,
     }
     if square is not None and (square & is_ai).any() and (square & ~is_ai).any():
         out["square_auc"] = _auc(p[square & is_ai], p[square & ~is_ai])

@@ -58,4 +58,5 @@ heads v12-g2-lin-cls-all "${v12[@]}" --on cls:all --groups 2
 python train/recipes/clip_table.py "$runs/clip-heads"
 
 # -- 3. the shipped head ------------------------------------------------------------------
-CHOSEN
+aiscan-export --clip-head "$runs/clip-heads/g10-lin-cls-all-no-v3-c0.0003.json" --out "$runs/clip-b16-head.onnx" --fpr 0.05 --miss 0.10
+python train/recipes/clip_card.py "$runs/clip-b16-head.onnx"

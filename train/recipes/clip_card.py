@@ -32,6 +32,14 @@ def main(argv: list[str]) -> int:
         print(f"| {key.replace('_', ' ')} | {g[key]:.4f} |")
     print(f"| worst source | {g['worst_source']} (AUC {g['worst_source_auc']:.3f}) |")
     print()
+    folds = info.extra.get("per_fold", {})
+    if folds:
+        print("| fold | images | AUC | TPR at 1% FPR | TPR at 5% FPR |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name, v in folds.items():
+            print(f"| {name} | {v['n']} | {v['auc']:.4f} | {v['tpr_at_fpr_1pct']:.3f} | "
+                  f"{v['tpr_at_fpr_5pct']:.3f} |")  # fmt: skip
+        print()
     bands = info.extra["bands"]
     print(f"bands: {bands['rule']}; ai at p_ai >= {info.threshold:.4f}, real below "
           f"{info.real_below:.4f}")  # fmt: skip
