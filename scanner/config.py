@@ -94,6 +94,11 @@ def _whole_model(path: Path, device: str) -> Path:
         return assembled_model(path, encoder_precision(device))
     except GraphError as exc:
         raise ConfigError(f"--model {path}: {exc}") from exc
+    except OSError as exc:  # the cache's disk or folder: not the scan's output
+        raise ConfigError(
+            f"--model {path}: cannot build the whole model in aiscan's cache ({exc}); "
+            "free space there or set AISCAN_CACHE to another folder"
+        ) from exc
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -207,7 +212,8 @@ class ScanConfig:
             raise ConfigError(f"--threshold must be within [0, 1], got {self.threshold}")
         if self.real_below is not None and not 0.0 <= self.real_below <= 1.0:
             raise ConfigError(f"--real-below must be within [0, 1], got {self.real_below}")
-        if None not in (self.threshold, self.real_below) and self.real_below > self.threshold:  # type: ignore[operator]
+        below, above = self.real_below, self.threshold
+        if below is not None and above is not None and below > above:
             raise ConfigError(
                 f"--real-below {self.real_below} is above --threshold {self.threshold}"
             )

@@ -543,3 +543,36 @@ def test_protocol_report_to_exported_head(tmp_path: Path) -> None:
     assert info.extra["generalisation"]["protocol"] == "leave one source out"
     assert info.preprocessing == clip.PREPROCESSING
     assert export_main(["--clip-head", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
+
+
+def test_a_band_edge_above_the_threshold_is_a_config_error(tmp_path: Path) -> None:
+    from aiscan.scanner.config import ConfigError, ScanConfig
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(ConfigError, match="above --threshold"):
+        ScanConfig(paths=(str(tmp_path),), threshold=0.3, real_below=0.5)
+    with pytest.raises(ConfigError, match="real-below"):
+        ScanConfig(paths=(str(tmp_path),), real_below=1.5)
+    assert ScanConfig(paths=(str(tmp_path),), threshold=0.5, real_below=0.5).real_below == 0.5
+
+
+def test_state_rejudges_rows_when_the_band_changes(tmp_path: Path) -> None:
+    from aiscan.scanner.discover import Found
+    from aiscan.scanner.output import Row
+    from aiscan.scanner.state import ScanState
+
+    img = tmp_path / "a.png"
+    photo(40, 30).save(img)
+    row = Row(str(img), "ok", 0.5, "uncertain", "", "PNG", 40, 30, img.stat().st_size, "",
+              "m", "", "", "")  # fmt: skip
+    db = tmp_path / "s.db"
+    state = ScanState(db, "sha", 0.8, real_below=0.2)
+    state.begin([str(tmp_path)])
+    state.record([row])
+    state.finish((0, 1))
+    state.close()
+    for below, expected in ((0.2, False), (0.3, True), (None, True)):
+        state = ScanState(db, "sha", 0.8, real_below=below)
+        state.begin([str(tmp_path)])
+        assert state.needs_scan(Found(str(img)), count=False) is expected, below
+        state.close()
