@@ -12,6 +12,7 @@ file is small enough (a few MB) to ship inside the package; the encoder (90 MB) 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -107,19 +108,7 @@ def write_head(
     and ``width`` are the encoder's (CLIP ViT-B/16: 12 blocks of 768)."""
     import onnx
 
-    extra = dict(info.extra)
-    extra[ENCODER_KEY] = encoder_metadata()
-    full = ModelInfo(
-        info.model_id,
-        info.arch,
-        info.preprocessing,
-        info.labels,
-        info.threshold,
-        info.output,
-        info.trained,
-        extra,
-        real_below=info.real_below,
-    )
+    full = dataclasses.replace(info, extra={**info.extra, ENCODER_KEY: encoder_metadata()})
     model = head_graph(head, blocks, width)
     for key, value in full.to_metadata().items():
         entry = model.metadata_props.add()
@@ -169,7 +158,6 @@ def export_clip_head(
     """Fit the head an ``aiscan-protocol heads`` report describes on all its training
     images (every view it names), take its bands from the report's held-out scores
     (:func:`bands`), and write it with its protocol figures in the metadata."""
-    import dataclasses
     import json
 
     from aiscan.model.clip import PREPROCESSING

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aiscan.train.data import Sample, source_folds
+from aiscan.train.data import Sample
 from aiscan.train.features import Features
-from aiscan.train.protocol import Scored
+from aiscan.train.protocol import Scored, fold_of
 
 HEAD_KINDS = ("linear", "mlp")
 BALANCES = ("none", "class", "source")
@@ -253,12 +253,7 @@ def out_of_source(
     Samples that failed to decode get NaN."""
     samples = list(samples)
     may_train = np.ones(len(samples), bool) if trainable is None else trainable
-    if groups == "source":
-        names = sorted({s.source for s in samples})
-        assign = {n: i for i, n in enumerate(names)}
-    else:
-        assign = source_folds(samples, int(groups))
-    fold = np.array([assign[s.source] for s in samples])
+    fold = fold_of(samples, groups)
     base = views["base"]
     x_base = feature_matrix(base, config.features)
     p = np.full(len(samples), np.nan)

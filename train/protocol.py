@@ -290,6 +290,17 @@ def extract_features(
     return np.concatenate(feats)
 
 
+def fold_of(samples: Sequence[Sample], groups: str) -> np.ndarray:
+    """Each sample's held-out fold: "source" (one per source, in name order) or "K" as
+    digits (the K source-grouped folds of :func:`aiscan.train.data.source_folds`)."""
+    if groups == "source":
+        names = sorted({s.source for s in samples})
+        assign = {n: i for i, n in enumerate(names)}
+    else:
+        assign = source_folds(samples, int(groups))
+    return np.array([assign[s.source] for s in samples])
+
+
 def probe(
     samples: Sequence[Sample], features: np.ndarray, groups: str = "source", c: float = 0.1
 ) -> Scored:
@@ -307,12 +318,7 @@ def probe(
     from sklearn.preprocessing import StandardScaler
 
     samples = list(samples)
-    if groups == "source":
-        names = sorted({s.source for s in samples})
-        assign = {n: i for i, n in enumerate(names)}
-    else:
-        assign = source_folds(samples, int(groups))
-    fold = np.array([assign[s.source] for s in samples])
+    fold = fold_of(samples, groups)
     y = np.array([s.is_ai for s in samples])
     p = np.full(len(samples), np.nan)
     for f in sorted(set(fold.tolist())):
