@@ -163,7 +163,7 @@ def export_clip_head(
     from aiscan.model.clip import PREPROCESSING
     from aiscan.train.data import find_samples
     from aiscan.train.features import load_features
-    from aiscan.train.heads import HeadConfig, fit_head, training_rows
+    from aiscan.train.heads import HeadConfig, fit_head, left_out_mask, training_rows
     from aiscan.train.protocol import Scored, operating_point, summarize
 
     report_path = Path(report_path)
@@ -174,7 +174,9 @@ def export_clip_head(
     samples = find_samples(report["data_dirs"])
     cache = Path(report["features_cache"])
     views = {v: load_features(cache / v, samples) for v in config.views}
-    head = fit_head(*training_rows(samples, views, config), config)
+    left_out = report.get("score_only_sources", [])
+    trainable = left_out_mask(samples, left_out)
+    head = fit_head(*training_rows(samples, views, config, trainable), config)
     held, p, fold = _held_out(report_path)
     scored = Scored(held, p, fold)
     threshold, real_below = bands(scored.is_ai, p, fpr, miss)
@@ -192,8 +194,9 @@ def export_clip_head(
             "head": dataclasses.asdict(config),
             "training": {
                 "data_dirs": [Path(d).name for d in report["data_dirs"]],
-                "images": int(views["base"].ok.sum()),
-                "sources": len({s.source for s in samples}),
+                "images": int((views["base"].ok & trainable).sum()),
+                "sources": len({s.source for s, k in zip(samples, trainable, strict=True) if k}),
+                "left_out_sources": sorted(left_out),
                 "encoder_precision": "int8",
             },
             "generalisation": dict(summary, protocol=protocol, report=report_path.name),

@@ -576,3 +576,13 @@ def test_state_rejudges_rows_when_the_band_changes(tmp_path: Path) -> None:
         state.begin([str(tmp_path)])
         assert state.needs_scan(Found(str(img)), count=False) is expected, below
         state.close()
+
+
+def test_left_out_sources_by_name_or_by_class() -> None:
+    from aiscan.train.data import Sample
+    from aiscan.train.heads import left_out_mask
+
+    samples = [Sample("a", 0, "mixed"), Sample("b", 1, "mixed"), Sample("c", 1, "pacs")]
+    assert left_out_mask(samples, []).tolist() == [True, True, True]
+    assert left_out_mask(samples, ["pacs"]).tolist() == [True, True, False]
+    assert left_out_mask(samples, ["real/mixed"]).tolist() == [True, False, True]

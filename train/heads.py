@@ -22,11 +22,12 @@ score from a head that never saw the image's source.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from aiscan.model.meta import LABELS
 from aiscan.train.data import Sample
 from aiscan.train.features import Features
 from aiscan.train.protocol import Scored, fold_of
@@ -215,6 +216,16 @@ def _fit_mlp(
         (lin1.weight.detach().numpy().T.copy(), lin1.bias.detach().numpy().copy()),
         (lin2.weight.detach().numpy().T.copy(), lin2.bias.detach().numpy().copy()),
     ]
+
+
+def left_out_mask(samples: Sequence[Sample], left_out: Iterable[str]) -> np.ndarray:
+    """True for the samples a head may train on: not of a source named in ``left_out``
+    (``SOURCE`` for both classes of it, ``LABEL/SOURCE`` for one)."""
+    names = set(left_out)
+    return np.array(
+        [s.source not in names and f"{LABELS[s.label]}/{s.source}" not in names for s in samples],
+        dtype=bool,
+    )
 
 
 def training_rows(

@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATA_DIR",
         help="a data folder whose images are scored but never trained on (repeatable)",
     )
+    h.add_argument(
+        "--score-only-source",
+        action="append",
+        default=[],
+        metavar="[LABEL/]SOURCE",
+        help="a source (e.g. pacs, or real/pacs for one class of it) scored but never "
+        "trained on (repeatable)",
+    )
     h.add_argument("--out", required=True, help="JSON report; scores go beside it as CSV")
     return p
 
@@ -262,7 +270,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     from aiscan.train.data import find_samples
     from aiscan.train.features import load_features
-    from aiscan.train.heads import out_of_source
+    from aiscan.train.heads import left_out_mask, out_of_source
     from aiscan.train.protocol import operating_point, summarize, threshold_at_fpr
 
     config = head_config(args)
@@ -270,6 +278,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     scored_only = find_samples(args.score_only) if args.score_only else []
     samples = trained_on + scored_only
     trainable = np.arange(len(samples)) < len(trained_on)
+    trainable &= left_out_mask(samples, args.score_only_source)
     views = {v: load_features(Path(args.features) / v, samples) for v in config.views}
     scored = out_of_source(samples, views, config, args.groups, trainable)
     ok = np.isfinite(scored.p_ai)
@@ -289,6 +298,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "groups": args.groups,
         "data_dirs": [str(Path(d).resolve()) for d in args.data_dirs],
         "score_only": [str(Path(d).resolve()) for d in args.score_only],
+        "score_only_sources": sorted(set(args.score_only_source)),
         "features_cache": str(Path(args.features).resolve()),
         "undecodable": int((~ok).sum()),
         "summary": summary,
