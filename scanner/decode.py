@@ -118,6 +118,19 @@ class Claim(Protocol):
     def __call__(self, item: Item, data: builtins.bytes, fmt: str) -> bool: ...
 
 
+def plugin_for(path: str) -> None:
+    """Register the Pillow plugin the file's format needs (HEIF: pillow-heif), when it is
+    installed: what the scanner does before decoding, for callers of ``load_pixels`` on
+    paths (training, feature extraction), so that they open every file the scan opens."""
+    try:
+        with open(path, "rb") as fh:
+            fmt = sniff(fh.read(32))
+    except OSError:
+        return  # the decode that follows says why
+    if fmt is not None:
+        _plugin_available(fmt)
+
+
 @functools.cache
 def _plugin_available(fmt: str) -> bool:
     if fmt == "AVIF":

@@ -586,3 +586,14 @@ def test_left_out_sources_by_name_or_by_class() -> None:
     assert left_out_mask(samples, []).tolist() == [True, True, True]
     assert left_out_mask(samples, ["pacs"]).tolist() == [True, True, False]
     assert left_out_mask(samples, ["real/mixed"]).tolist() == [True, False, True]
+
+
+def test_feature_views_open_heic_as_the_scan_does(tmp_path: Path) -> None:
+    """A HEIC photo is decoded for training as the scanner decodes it (pillow-heif's
+    plugin registered first), not an error row that the scan would not have."""
+    heif = pytest.importorskip("pillow_heif")
+    from aiscan.train.features import view_pixels
+
+    path = tmp_path / "p.heic"
+    heif.from_pillow(photo(320, 240)).save(str(path), quality=90)
+    assert view_pixels(str(path), clip.PREPROCESSING, "base").shape == (224, 224, 3)

@@ -14,6 +14,7 @@ import numpy as np
 
 from aiscan.model.meta import LABELS, POSITIVE_LABEL
 from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.decode import plugin_for
 from aiscan.scanner.discover import discover
 from aiscan.scanner.preprocess import RegionFn, load_pixels, normalize_batch
 from aiscan.scanner.sniff import claims_image
@@ -228,6 +229,7 @@ class ImageDataset(_DatasetBase):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         sample = self.samples[index]
+        plugin_for(sample.path)  # HEIC opens here as it does in the scan
         pixels = load_pixels(sample.path, self.spec, region=self.region).pixels
         if self.augment is not None:
             import torch

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from aiscan.model.preprocessing import Preprocessing
+from aiscan.scanner.decode import plugin_for
 from aiscan.scanner.preprocess import Box, centre_region, load_pixels, normalize_batch
 from aiscan.train.data import Sample
 
@@ -67,6 +68,7 @@ def view_pixels(path: str, spec: Preprocessing, view: str) -> np.ndarray:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     rng = _rng(path, view)
     region = _crop_region(rng) if view == "crop" else None
+    plugin_for(path)
     pixels = load_pixels(path, spec, region=region).pixels
     if view in ("base", "crop"):
         return pixels
