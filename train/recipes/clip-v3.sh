@@ -53,6 +53,12 @@ heads g10-lin-cls-all-no-v3-jpeg "${v12[@]}" --score-only "$v3" --on cls:all --g
   --views base,jpeg
 heads g10-lin-cls-all-no-v3-c0.0003 "${v12[@]}" --score-only "$v3" --on cls:all --groups 10 \
   --c 0.0003
+# train-v3 in part: its AI side only; without PACS and the receipts
+v3real=(); for s in sroie-receipts pacs memegen immich-test-assets declan-wright-dataset \
+  cartridgeocr exifr opensfm apdrawinggan photomaker; do v3real+=(--score-only-source "real/$s"); done
+heads g10-lin-cls-all-v3ai-c0.0003 "${dirs[@]}" "${v3real[@]}" --on cls:all --groups 10 --c 0.0003
+heads g10-lin-cls-all-v3-nopacs-c0.0003 "${dirs[@]}" --score-only-source pacs \
+  --score-only-source sroie-receipts --on cls:all --groups 10 --c 0.0003
 # the fast model's own protocol (2 source-grouped folds of train-v1 + v2), for comparison
 heads v12-g2-lin-cls-all "${v12[@]}" --on cls:all --groups 2
 python train/recipes/clip_table.py "$runs/clip-heads"
