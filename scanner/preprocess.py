@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
 
@@ -140,7 +140,68 @@ def open_image(source: Source, formats: list[str] | None = None) -> Image.Image:
     if Image.MAX_IMAGE_PIXELS is not None:
         Image.MAX_IMAGE_PIXELS = None
     fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
-    return Image.open(fp, formats=formats)
+    start = fp.tell() if hasattr(fp, "tell") else 0
+    try:
+        return Image.open(fp, formats=formats)
+    except (UnidentifiedImageError, SyntaxError):
+        repaired = _repaired_png(source, start)
+        if repaired is None:
+            raise
+        return Image.open(io.BytesIO(repaired), formats=["PNG"])
+
+
+#: PNGs up to this size are read whole to drop broken ancillary chunks (larger ones keep
+#: Pillow's refusal).
+PNG_REPAIR_MAX_BYTES = 64 * 2**20
+
+
+def drop_broken_ancillary_chunks(data: bytes) -> bytes | None:
+    """``data`` without the ancillary PNG chunks whose CRC is wrong, or None when there is
+    none to drop (or it is not a whole PNG, or a critical chunk is broken).
+
+    libpng, and so every browser, skips an ancillary chunk (tEXt, iTXt, eXIf...: the
+    lowercase first letter) whose checksum fails and shows the picture; Pillow refuses the
+    whole file. Tools that edit PNG text in place leave such files behind (13 of 20
+    ComfyUI example outputs in train-v3), so aiscan decodes them as a browser does. One
+    pass over the chunks, linear in the file's size.
+    """
+    import zlib
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, pos, dropped = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        good = zlib.crc32(kind + body) == int.from_bytes(data[end - 4 : end], "big")
+        if not good and not kind[0] & 0x20:
+            return None  # a broken critical chunk: the picture itself is damaged
+        if good:
+            out.append(data[pos:end])
+        dropped |= not good
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out) if dropped else None
+
+
+def _repaired_png(source: Source, start: int) -> bytes | None:
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, str):
+        if os.path.getsize(source) > PNG_REPAIR_MAX_BYTES:
+            return None
+        with open(source, "rb") as fh:
+            data = fh.read()
+    else:
+        source.seek(start)
+        data = source.read(PNG_REPAIR_MAX_BYTES + 1)
+        if len(data) > PNG_REPAIR_MAX_BYTES:
+            return None
+    return drop_broken_ancillary_chunks(data)
 
 
 def check_limits(img: Image.Image, limits: DecodeLimits, file_bytes: int | None = None) -> None:

@@ -314,3 +314,45 @@ def test_every_interpolation_the_definition_allows_has_a_pillow_filter() -> None
     from aiscan.scanner.preprocess import INTERPOLATIONS
 
     assert tuple(INTERPOLATIONS) == INTERPOLATION_NAMES
+
+
+def _png_with_text() -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", "x" * 500)
+    buf = io.BytesIO()
+    photo(64, 48).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _break_crc(data: bytes, kind: bytes) -> bytes:
+    at = data.index(kind) - 4
+    length = int.from_bytes(data[at : at + 4], "big")
+    crc_at = at + 8 + length
+    return data[:crc_at] + bytes(b ^ 0xFF for b in data[crc_at : crc_at + 4]) + data[crc_at + 4 :]
+
+
+def test_a_png_with_a_broken_text_chunk_decodes_as_a_browser_shows_it(tmp_path: Path) -> None:
+    """libpng skips an ancillary chunk whose CRC fails; Pillow refuses the file. aiscan
+    drops the broken chunk and decodes the picture; a broken critical chunk stays an error."""
+    from PIL import UnidentifiedImageError
+
+    from aiscan.scanner.preprocess import drop_broken_ancillary_chunks
+
+    good = _png_with_text()
+    broken = _break_crc(good, b"tEXt")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(broken))
+    expected = load_pixels(good, SPEC).pixels
+    path = tmp_path / "b.png"
+    path.write_bytes(broken)
+    for source in (broken, str(path)):
+        np.testing.assert_array_equal(load_pixels(source, SPEC).pixels, expected)
+    with path.open("rb") as fh:
+        np.testing.assert_array_equal(load_pixels(fh, SPEC).pixels, expected)
+    assert drop_broken_ancillary_chunks(good) is None  # nothing to drop
+    assert drop_broken_ancillary_chunks(_break_crc(good, b"IDAT")) is None
+    assert drop_broken_ancillary_chunks(broken[: len(broken) // 2]) is None
+    with pytest.raises((UnidentifiedImageError, SyntaxError, OSError)):
+        load_pixels(_break_crc(good, b"IHDR"), SPEC)
