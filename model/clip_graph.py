@@ -188,8 +188,8 @@ def _width(model: Any) -> int:
 PRECISIONS = ("int8", "fp32", "fp16")
 
 
-def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> Path:
-    """Write the encoder at ``precision`` with the ``cls_tokens`` output to ``out``."""
+def feature_graph(int8_path: str | Path, precision: str) -> Any:
+    """The encoder at ``precision`` with the ``cls_tokens`` output, in memory."""
     import onnx
 
     if precision not in PRECISIONS:
@@ -202,6 +202,14 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(model, keep_io_types=True)
+    return model
+
+
+def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> Path:
+    """Write :func:`feature_graph` to ``out`` (atomically)."""
+    import onnx
+
+    model = feature_graph(int8_path, precision)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     onnx.save(model, str(tmp))
@@ -276,10 +284,7 @@ def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    features = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
-    if not features.is_file():
-        feature_encoder(encoder_path(fetch=fetch), precision, features)
-    merged = assemble(onnx.load(str(features)), head)
+    merged = assemble(feature_graph(encoder_path(fetch=fetch), precision), head)
     entry = merged.metadata_props.add()  # what the benchmarks and the summary report
     entry.key, entry.value = "aiscan.precision", json.dumps(precision)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")

