@@ -70,8 +70,8 @@ def _session(path: Path, threads: int | None) -> Any:
 
 def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: str | None,
         threads: int | None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    from aiscan.model.clip import CLIP_B16, PREPROCESSING, cache_dir, encoder_path
-    from aiscan.model.clip_graph import feature_encoder
+    from aiscan.model.clip import CLIP_B16, PREPROCESSING
+    from aiscan.model.clip_graph import cached_feature_encoder
     from aiscan.scanner.preprocess import load_pixels, normalize_batch
 
     pixels: list[np.ndarray] = []
@@ -88,10 +88,7 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
     outputs: dict[str, dict[str, np.ndarray]] = {}
     speed: dict[str, float] = {}
     for precision in precisions:
-        graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
-        if not graph.is_file():
-            feature_encoder(encoder_path(), precision, graph)
-        enc = _session(graph, threads)
+        enc = _session(cached_feature_encoder(precision), threads)
         names = [o.name for o in enc.get_outputs()]
         enc.run(None, {"pixel_values": batch[:16]})  # warm-up
         start, parts = time.perf_counter(), []

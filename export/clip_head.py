@@ -135,19 +135,6 @@ def bands(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float, miss: float) -> tuple
     return threshold, min(below, threshold)
 
 
-def _held_out(report: Path) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    import csv
-
-    from aiscan.train.data import Sample
-
-    scores = report.with_suffix(".scores.csv")
-    with scores.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    samples = [Sample(r["path"], int(r["label"]), r["source"]) for r in rows]
-    p = np.array([float(r["p_ai"]) for r in rows])
-    return samples, p, np.array([int(r["fold"]) for r in rows])
-
-
 def export_clip_head(
     report_path: str | Path,
     out: str | Path,
@@ -164,7 +151,7 @@ def export_clip_head(
     from aiscan.train.data import find_samples
     from aiscan.train.features import load_features
     from aiscan.train.heads import HeadConfig, fit_head, left_out_mask, training_rows
-    from aiscan.train.protocol import Scored, operating_point, summarize
+    from aiscan.train.protocol import load_scored, operating_point, summarize
 
     report_path = Path(report_path)
     report = json.loads(report_path.read_text())
@@ -177,9 +164,8 @@ def export_clip_head(
     left_out = report.get("score_only_sources", [])
     trainable = left_out_mask(samples, left_out)
     head = fit_head(*training_rows(samples, views, config, trainable), config)
-    held, p, fold = _held_out(report_path)
-    scored = Scored(held, p, fold)
-    threshold, real_below = bands(scored.is_ai, p, fpr, miss)
+    scored = load_scored(report_path.with_suffix(".scores.csv"))
+    threshold, real_below = bands(scored.is_ai, scored.p_ai, fpr, miss)
     at_threshold = summarize(scored, threshold)  # per source, right at the shipped edge
     summary = {k: v for k, v in report["summary"].items() if k not in ("per_source", "per_fold")}
     groups = report.get("groups", "source")

@@ -217,6 +217,17 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
     return out
 
 
+def cached_feature_encoder(precision: str) -> Path:
+    """:func:`feature_encoder` of the pinned encoder at ``precision``, kept in aiscan's
+    cache (feature extraction and benchmarks run it as a session of its own)."""
+    from aiscan.model.clip import CLIP_B16, cache_dir, encoder_path
+
+    graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
+    if not graph.is_file():
+        feature_encoder(encoder_path(), precision, graph)
+    return graph
+
+
 # -- heads on the encoder ------------------------------------------------------------
 
 #: The metadata key (under ``aiscan.``) of a head that needs an encoder in front of it.

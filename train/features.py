@@ -43,6 +43,15 @@ VIEWS = ("base", "flip", "jpeg", "blur", "crop")
 SHARD = 256
 
 
+def parse_views(text: str) -> tuple[str, ...]:
+    """Views from a comma-separated list (``"base,jpeg"``), each one of :data:`VIEWS`."""
+    views = tuple(v for v in text.split(",") if v)
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not views:
+        raise ValueError(f"views: unknown {unknown} in {text!r}; choose from {', '.join(VIEWS)}")
+    return views
+
+
 def _rng(path: str, view: str) -> np.random.Generator:
     seed = int.from_bytes(hashlib.sha256(f"{view}\0{path}".encode()).digest()[:8], "little")
     return np.random.default_rng(seed)

@@ -29,7 +29,7 @@ import numpy as np
 
 from aiscan.model.meta import LABELS
 from aiscan.train.data import Sample
-from aiscan.train.features import Features
+from aiscan.train.features import Features, parse_views
 from aiscan.train.protocol import Scored, fold_of
 
 HEAD_KINDS = ("linear", "mlp")
@@ -82,6 +82,7 @@ class HeadConfig:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.balance not in BALANCES:
             raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        parse_views(",".join(self.views))  # each a known view
         if "base" not in self.views:
             raise ValueError("views must include 'base' (the scanner's input)")
         feature_blocks(self.features)

@@ -54,6 +54,33 @@ class Scored:
         return np.array([s.is_ai for s in self.samples])
 
 
+#: Columns of a saved :class:`Scored` (:func:`save_scored`, :func:`load_scored`).
+SCORED_COLUMNS = ("path", "label", "source", "fold", "p_ai")
+
+
+def save_scored(scored: Scored, path: str | Path) -> Path:
+    """Write held-out scores as CSV, one row per sample (label as its index)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(SCORED_COLUMNS)
+        for s, f, p in zip(scored.samples, scored.fold, scored.p_ai, strict=True):
+            out.writerow([s.path, s.label, s.source, int(f), f"{p:.6f}"])
+    return path
+
+
+def load_scored(path: str | Path) -> Scored:
+    """Read what :func:`save_scored` wrote."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return Scored(
+        [Sample(r["path"], int(r["label"]), r["source"]) for r in rows],
+        np.array([float(r["p_ai"]) for r in rows]),
+        np.array([int(r["fold"]) for r in rows]),
+    )
+
+
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 

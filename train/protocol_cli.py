@@ -22,7 +22,7 @@ from rich.table import Table
 from aiscan.model.clip_graph import PRECISIONS
 from aiscan.model.preprocessing import RESIZE_POLICIES
 from aiscan.scanner.extras import error_line
-from aiscan.train.features import VIEWS
+from aiscan.train.features import VIEWS, parse_views
 from aiscan.train.heads import BALANCES, HEAD_KINDS
 
 #: Summary figures shown in tables, in order.
@@ -218,20 +218,14 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    from aiscan.model.clip import CLIP_B16, PREPROCESSING, cache_dir, encoder_path
-    from aiscan.model.clip_graph import feature_encoder
+    from aiscan.model.clip import CLIP_B16, PREPROCESSING
+    from aiscan.model.clip_graph import cached_feature_encoder
     from aiscan.train.data import find_samples
     from aiscan.train.features import Encoder, extract
 
-    views = [v for v in args.views.split(",") if v]
-    unknown = sorted(set(views) - set(VIEWS))
-    if unknown or not views:
-        raise ValueError(f"--views: unknown {unknown}; choose from {', '.join(VIEWS)}")
+    views = parse_views(args.views)
     samples = find_samples(args.data_dirs)
-    graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{args.precision}.onnx"
-    if not graph.is_file():
-        feature_encoder(encoder_path(), args.precision, graph)
-    encoder = Encoder(graph, args.threads)
+    encoder = Encoder(cached_feature_encoder(args.precision), args.threads)
     out = Path(args.out)
     for view in views:
         extract(samples, encoder, PREPROCESSING, out, view, args.batch_size, log=console.print)
@@ -259,7 +253,7 @@ def head_config(args: argparse.Namespace) -> Any:
         epochs=args.epochs,
         weight_decay=args.weight_decay,
         balance=args.balance,
-        views=tuple(v for v in args.views.split(",") if v),
+        views=parse_views(args.views),
     )
 
 
@@ -271,7 +265,12 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from aiscan.train.data import find_samples
     from aiscan.train.features import load_features
     from aiscan.train.heads import left_out_mask, out_of_source
-    from aiscan.train.protocol import operating_point, summarize, threshold_at_fpr
+    from aiscan.train.protocol import (
+        operating_point,
+        save_scored,
+        summarize,
+        threshold_at_fpr,
+    )
 
     config = head_config(args)
     trained_on = find_samples(args.data_dirs)
@@ -304,15 +303,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "summary": summary,
         "operating_points": points,
     }
-    scores = Path(args.out).with_suffix(".scores.csv")
-    scores.parent.mkdir(parents=True, exist_ok=True)
-    with scores.open("w", newline="") as fh:
-        import csv
-
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "source", "fold", "p_ai"])
-        for s, f, p in zip(kept.samples, kept.fold, kept.p_ai, strict=True):
-            w.writerow([s.path, s.label, s.source, int(f), f"{p:.6f}"])
+    save_scored(kept, Path(args.out).with_suffix(".scores.csv"))
     console.print(
         f"{config.head} on {config.features}, views {'+'.join(config.views)}, held out by "
         f"{args.groups}: pooled AUC {summary['pooled_auc']:.4f}, mean source AUC "
