@@ -20,8 +20,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aiscan.scanner.dali import dali_available
-from aiscan.scanner.extras import error_line
+from aiscan.model.console import error_line
+from aiscan.scanner.core.dali import dali_available
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Runner = Callable[[Sequence[Path]], None]
@@ -123,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list[Path], dict]]:
-    from aiscan.benchmarks.corpus import make_corpus, photo_sources
+    from .corpus import make_corpus, photo_sources
 
     if args.folder:
-        from aiscan.scanner.discover import discover
+        from aiscan.scanner.core.discovery import discover
 
         files = [Path(f.path) for f in discover([str(args.folder)]) if not f.error]
         limit = int(args.images) if args.images else None
@@ -182,7 +182,7 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
 def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int) -> Plan:
     from aiscan.benchmarks import runners
     from aiscan.model.meta import read_info
-    from aiscan.scanner.infer import cuda_device_count
+    from aiscan.scanner.core.infer import cuda_device_count
 
     info = read_info(model)
     spec, batch, folder = info.preprocessing, args.batch_size, files[0].parent.parent
@@ -294,7 +294,7 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
 
 def _throughput(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
     from aiscan.benchmarks import runners
-    from aiscan.scanner.infer import default_threads
+    from aiscan.scanner.core.infer import default_threads
 
     workers = args.workers or default_threads()
     timings, corpora = [], []
@@ -351,8 +351,8 @@ def ratios(timings: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def _nightly(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
-    from aiscan.benchmarks.memory import small_tree
-    from aiscan.benchmarks.nightly import nightly
+    from .memory import small_tree
+    from .nightly import nightly
 
     tree = small_tree(args.cache_dir, args.nightly)
     console.print(f"  nightly job on {args.nightly} files ...")
@@ -360,14 +360,14 @@ def _nightly(args: argparse.Namespace, model: Path, console: Console) -> dict[st
 
 
 def _report(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    from aiscan.benchmarks.report_bench import report_bench
+    from .report_bench import report_bench
 
     console.print(f"  report of {args.report} rows ...")
     return {"report": report_bench(args.cache_dir, args.report, args.data_dir)}
 
 
 def _memory(args: argparse.Namespace, model: Path, console: Console) -> dict[str, Any]:
-    from aiscan.benchmarks.memory import peak_rss, small_tree
+    from .memory import peak_rss, small_tree
 
     runs = []
     out_dir = Path(tempfile.mkdtemp(prefix="aiscan-mem-"))
@@ -477,9 +477,11 @@ def _write(results: dict[str, Any], directory: Path, stem: str) -> Path:
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    from aiscan.benchmarks.runners import machine
     from aiscan.model.meta import read_info
-    from aiscan.scanner.config import ConfigError, resolve_model
+    from aiscan.scanner.core.errors import ConfigError
+    from aiscan.scanner.core.models import resolve_model
+
+    from .runners import machine
 
     if args.quick:
         args.images, args.repeats = args.images or "8", 1
@@ -525,7 +527,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-bench``: a missing optional dependency is one line and exit 2."""
-    from aiscan.scanner.extras import run_cli
+    from aiscan.model.console import run_cli
 
     return run_cli("aiscan-bench", _main, argv)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.benchmarks.runners import machine
+from .runners import machine
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,15 +36,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _pick(data_dirs: Sequence[str], n: int, seed: int) -> list[str]:
     """Image paths evenly over the folders below each ``DIR/{ai,real}``."""
-    from aiscan.scanner.discover import discover
-    from aiscan.scanner.sniff import claims_image
+    from aiscan.scanner.core.discovery import discover
+    from aiscan.scanner.core.sniffing import claims_image
 
     by_source: dict[str, list[str]] = {}
     for d in data_dirs:
         for label in ("ai", "real"):
             root = Path(d) / label
             for found in discover([str(root)]):
-                if found.error or found.skipped or not claims_image(found.path):
+                if found.error or found.skip_reason or not claims_image(found.path):
                     continue
                 source = Path(found.path).relative_to(root).parts[0]
                 by_source.setdefault(f"{label}/{source}", []).append(found.path)
@@ -72,7 +72,7 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
         threads: int | None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     from aiscan.model.clip import CLIP_B16, PREPROCESSING
     from aiscan.model.clip_graph import cached_feature_encoder
-    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.model.pixels import load_pixels, normalize_batch
 
     pixels: list[np.ndarray] = []
     paths: list[str] = []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from aiscan.benchmarks.runners import machine
+from .runners import machine
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     peak_kib = int(report.read_text())
-    from aiscan.scanner.output import read_rows
+    from aiscan.scanner.output.formats import read_rows
 
     rows = read_rows(out) if out.exists() else []
     got = {os.path.basename(r.path): (r.status, r.error) for r in rows}

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiscan.benchmarks.corpus import texture
+from .corpus import texture
 
 
 def small_tree(root: Path, count: int, per_dir: int = 1000) -> Path:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aiscan.benchmarks.corpus import SIZES, mosaic, photo_sources
+from aiscan.model.pixels import load_pixels, normalize_batch, reference_pixels
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.preprocess import load_pixels, normalize_batch, reference_pixels
+
+from .corpus import SIZES, mosaic, photo_sources
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -43,7 +44,7 @@ def _stats(diff: np.ndarray) -> dict[str, float]:
 
 def _dali(blobs: list[bytes], spec: Preprocessing) -> np.ndarray | None:
     try:
-        from aiscan.scanner.dali import _pipeline
+        from aiscan.scanner.core.dali import _pipeline
     except ImportError:
         return None
     pipe = _pipeline(

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.benchmarks.corpus import make_corpus
-from aiscan.scanner.output import Row, VerdictWriter, chunked
+from aiscan.scanner.core.rows import Row
+from aiscan.scanner.output.formats import chunked
+from aiscan.scanner.output.writer import VerdictWriter
 from aiscan.scanner.report import write_report
+
+from .corpus import make_corpus
 
 
 def linked_tree(

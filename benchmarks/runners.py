@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from aiscan.model.pixels import INTERPOLATIONS, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.preprocess import INTERPOLATIONS, normalize_batch
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,8 @@ def aiscan_scan(
     evidence: bool = True,
 ) -> Callable[[Sequence[Path]], None]:
     """The full scanner (discovery, decode, inference, evidence, CSV) on the given files."""
-    from aiscan.scanner.config import ScanConfig
-    from aiscan.scanner.pipeline import scan
+    from aiscan.scanner.run.config import ScanConfig
+    from aiscan.scanner.run.scan import scan
 
     out_dir = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
 
@@ -201,8 +201,8 @@ def decode_only(
 ) -> Callable[[Sequence[Path]], None]:
     """aiscan's decode stage alone, on its thread pool (``decode="full"``: every pixel,
     as the reference decode; default: the model's own mode)."""
-    from aiscan.scanner.decode import CpuDecoder
-    from aiscan.scanner.discover import Found
+    from aiscan.scanner.core.decode import CpuDecoder
+    from aiscan.scanner.core.discovery import Found
 
     decoder = CpuDecoder(spec, decode=decode)
 
@@ -218,8 +218,8 @@ def decode_only(
 def evidence_only() -> Callable[[Sequence[Path]], None]:
     """Provenance metadata alone (C2PA, XMP, text chunks, EXIF), one file after another:
     what the evidence columns cost per file on top of decoding."""
-    from aiscan.scanner.evidence import read_evidence
-    from aiscan.scanner.sniff import SNIFF_BYTES, sniff
+    from aiscan.scanner.core.evidence import read_evidence
+    from aiscan.scanner.core.sniffing import SNIFF_BYTES, sniff
 
     def run(files: Sequence[Path]) -> None:
         for f in files:
@@ -233,7 +233,7 @@ def inference_only(
     model: Path, spec: Preprocessing, batch: int, device: str = "cpu", threads: int = 0
 ) -> Callable[[Sequence[Path]], None]:
     """The model alone on synthetic input, in batches (the files only set the count)."""
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
 
     clf = Classifier(model, device, threads=threads)
     h, w = spec.input_size
@@ -320,10 +320,10 @@ def decode_dali(
     spec: Preprocessing, workers: int, batch: int, device_id: int | None
 ) -> Callable[[Sequence[Path]], None]:
     """aiscan's DALI path alone: header probe on the thread pool, then DALI per batch."""
-    from aiscan.scanner.dali import DaliDecoder, dali_probe
-    from aiscan.scanner.discover import Found
+    from aiscan.scanner.core.dali import DaliDecoder, dali_claiming_decoder
+    from aiscan.scanner.core.discovery import Found
 
-    probe = dali_probe(spec)
+    probe = dali_claiming_decoder(spec)
     dali = DaliDecoder(spec, batch, workers, device_id)
 
     def run(files: Sequence[Path]) -> None:
@@ -339,7 +339,8 @@ def decode_dali(
 
 def write_only(rows_per_file: int = 1) -> Callable[[Sequence[Path]], None]:
     """aiscan's CSV writer alone: one synthetic row per file, flushed per batch of 16."""
-    from aiscan.scanner.output import Row, VerdictWriter
+    from aiscan.scanner.core.rows import Row
+    from aiscan.scanner.output.writer import VerdictWriter
 
     out_dir = Path(tempfile.mkdtemp(prefix="aiscan-bench-write-"))
 
@@ -359,7 +360,7 @@ def write_only(rows_per_file: int = 1) -> Callable[[Sequence[Path]], None]:
 
 def discovery(folder: Path) -> Callable[[Sequence[Path]], None]:
     """aiscan's discovery of the corpus folder (the files only set the count)."""
-    from aiscan.scanner.discover import discover
+    from aiscan.scanner.core.discovery import discover
 
     def run(files: Sequence[Path]) -> None:
         for _ in discover([str(folder)]):

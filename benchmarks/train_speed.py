@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
         print(json.dumps(rows[-1]))
-    from aiscan.benchmarks.runners import machine
+    from .runners import machine
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aiscan.model.console import error_line
 from aiscan.model.preprocessing import DECODE_MODES, RESIZE_POLICIES, Preprocessing
-from aiscan.scanner.extras import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,8 +121,8 @@ def _protocol(spec: str | None, run: Path | None) -> dict[str, Any] | None:
 
 
 def _from_run(args: argparse.Namespace) -> int:
-    from aiscan.export.ensemble import export_ensemble, fp32_companion
-    from aiscan.export.from_run import export_run, export_variant
+    from .ensemble import export_ensemble, fp32_companion
+    from .from_run import export_run, export_variant
 
     try:
         protocol = _protocol(args.protocol, args.run)
@@ -171,7 +171,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 def _from_clip_head(args: argparse.Namespace) -> int:
-    from aiscan.export.clip_head import export_clip_head
+    from .clip_head import export_clip_head
 
     try:
         info = export_clip_head(
@@ -192,9 +192,10 @@ def _from_checkpoint(args: argparse.Namespace) -> Path:
     """A timm architecture with a checkpoint's (or random) weights, exported."""
     import torch
 
-    from aiscan.export.onnx_export import export_onnx
     from aiscan.model.factory import create
     from aiscan.model.meta import ModelInfo
+
+    from .onnx_export import export_onnx
 
     torch.manual_seed(args.seed)
     model = create(args.arch)
@@ -217,7 +218,7 @@ def _from_checkpoint(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-export``: a missing optional dependency is one line and exit 2."""
-    from aiscan.scanner.extras import run_cli
+    from aiscan.model.console import run_cli
 
     return run_cli("aiscan-export", _main, argv)
 

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.export.from_run import choose, data_summary, parity
-from aiscan.export.onnx_export import export_onnx
 from aiscan.model.factory import ARCH_SEPARATOR, mean_of_members
 from aiscan.model.meta import LABELS, ModelInfo, write_info
 from aiscan.model.preprocessing import Preprocessing
+
+from .from_run import choose, data_summary, parity
+from .onnx_export import export_onnx
 
 
 def renormalize(src: Preprocessing, dst: Preprocessing) -> tuple[list[float], list[float]]:

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.export.onnx_export import export_onnx
 from aiscan.model.meta import LABELS, ModelInfo, p_ai, write_info
 from aiscan.model.preprocessing import Preprocessing
+
+from .onnx_export import export_onnx
 
 
 def data_summary(split: dict[str, Any]) -> dict[str, Any]:
@@ -32,8 +33,8 @@ def parity(
     torch model gives logits, else probabilities)."""
     import torch
 
-    from aiscan.scanner.infer import Classifier
-    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.model.pixels import load_pixels, normalize_batch
+    from aiscan.scanner.core.infer import Classifier
 
     batch = normalize_batch([load_pixels(s.path, spec).pixels for s in samples], spec)
     with torch.no_grad():
@@ -134,8 +135,9 @@ def export_variant(
 
     int8 is calibrated on an evenly spread sample of the run's training images.
     """
-    from aiscan.export.variants import VARIANTS, convert_fp16, quantize_int8
     from aiscan.train.data import load_split
+
+    from .variants import VARIANTS, convert_fp16, quantize_int8
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

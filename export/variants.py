@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from aiscan.model.meta import ModelInfo, read_info, write_info
+from aiscan.model.pixels import load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.preprocess import load_pixels, normalize_batch
 
 VARIANTS = ("fp16", "int8")
 

@@ -27,8 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiscan.model.errors import AiscanError
-from aiscan.model.preprocessing import Preprocessing
+from .errors import AiscanError
+from .preprocessing import Preprocessing
 
 #: CLIP's normalisation (OpenAI's image processor).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

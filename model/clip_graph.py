@@ -220,7 +220,7 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
 def cached_feature_encoder(precision: str) -> Path:
     """:func:`feature_encoder` of the pinned encoder at ``precision``, kept in aiscan's
     cache (feature extraction and benchmarks run it as a session of its own)."""
-    from aiscan.model.clip import CLIP_B16, cache_dir, encoder_path
+    from .clip import CLIP_B16, cache_dir, encoder_path
 
     graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
     if not graph.is_file():
@@ -277,8 +277,8 @@ def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -
     meets an old assembly."""
     import onnx
 
-    from aiscan.model.clip import CLIP_B16, cache_dir, encoder_path, sha256_of
-    from aiscan.model.meta import ModelInfo
+    from .clip import CLIP_B16, cache_dir, encoder_path, sha256_of
+    from .meta import ModelInfo
 
     head = onnx.load(str(head_path))
     info = ModelInfo.from_onnx(head)

@@ -4,7 +4,7 @@ A user's mistake (a bad option, a model without aiscan metadata, an output that 
 or a fault of the environment that the user must fix (a locked output, an unreadable
 state database, a missing GPU) raises a subclass of :class:`AiscanError`; each console
 script catches the base and prints ``TOOL: error: MESSAGE`` as one line, never a
-traceback (:func:`aiscan.scanner.extras.error_line`). A fault of one input file is not
+traceback (:func:`aiscan.model.console.error_line`). A fault of one input file is not
 an exception at all: it is a row with a status and an error.
 """
 

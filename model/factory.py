@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aiscan.model.meta import LABELS
+from .meta import LABELS
 
 #: Separates the members' architectures in an ensemble's ``aiscan.arch``.
 ARCH_SEPARATOR = "+"

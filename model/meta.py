@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.model.errors import AiscanError
-from aiscan.model.preprocessing import Preprocessing
+from .errors import AiscanError
+from .preprocessing import Preprocessing
 
 PREFIX = "aiscan."
 FORMAT_VERSION = "1"

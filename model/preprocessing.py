@@ -1,6 +1,6 @@
 """How an image file becomes the model's input, as a definition: the :class:`Preprocessing`
 that export writes into a model's metadata and that training, the CPU decoder and the DALI
-decoder all follow. The pixel code lives in :mod:`aiscan.scanner.preprocess`; this module
+decoder all follow. The pixel code lives in :mod:`aiscan.model.pixels`; this module
 holds only the definition, so that it imports nothing heavier than the standard library.
 """
 

@@ -22,21 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from aiscan.scanner.config import DECODERS, ConfigError, resolve_model
-from aiscan.scanner.decode import Blob, Item
-from aiscan.scanner.discover import Found, discover
-from aiscan.scanner.infer import Classifier, default_batch_size, default_threads
-from aiscan.scanner.output import Row
-from aiscan.scanner.pipeline import (
-    N,
-    RowMaker,
-    classify_batch,
-    collect_batch,
-    decode_stages,
-    submit_ahead,
-)
-from aiscan.scanner.pool import DaemonPool
-from aiscan.scanner.preprocess import DecodeLimits
+from aiscan.model.pixels import DecodeLimits
+
+from .core.classify import RowMaker, classify_batch
+from .core.decode import Blob, Item
+from .core.discovery import Found, discover
+from .core.errors import ConfigError
+from .core.infer import Classifier, default_batch_size, default_threads
+from .core.models import resolve_model
+from .core.rows import Row
+from .engines.local import N, collect_batch, decode_stages, submit_ahead
+from .engines.pool import DaemonPool
+from .run.config import DECODERS
 
 
 class Detector:

@@ -26,8 +26,12 @@ from typing import Any
 
 from PIL import ImageOps
 
-from aiscan.scanner.output import Row, iter_rows
-from aiscan.scanner.preprocess import DecodeLimits, check_limits, is_jpeg, open_image
+from aiscan.model.files import write_atomic
+from aiscan.model.pixels import DecodeLimits, check_limits, is_jpeg, open_image
+
+from .core.rows import Row
+from .output.formats import iter_rows
+from .output.sidecars import sidecars
 
 BINS = 20
 
@@ -126,7 +130,7 @@ def thumbnail(path: str, size: int) -> str | None:
 
 
 def _summary(verdicts: Path) -> dict[str, Any]:
-    path = verdicts.with_name(verdicts.name + ".summary.json")
+    path = sidecars(verdicts).summary
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError):
@@ -149,9 +153,7 @@ def write_report(
         for _, _, row in sorted(t.disagree, reverse=True)
     ]
     page = _page(verdicts, t, threshold, summary, cards, odd)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, page)
     return {
         "rows": t.rows,
         "flagged": t.verdicts.get("ai", 0),

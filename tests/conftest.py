@@ -46,7 +46,7 @@ def png_with_size(width: int, height: int) -> bytes:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` skip themselves where no CUDA device is visible."""
-    from aiscan.scanner.infer import cuda_device_count
+    from aiscan.scanner.core.infer import cuda_device_count
 
     if cuda_device_count() > 0:
         return

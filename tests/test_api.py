@@ -10,8 +10,8 @@ import pytest
 
 from aiscan.scanner.api import Detector
 from aiscan.scanner.cli import main
-from aiscan.scanner.config import ConfigError
-from aiscan.scanner.output import read_rows
+from aiscan.scanner.core.errors import ConfigError
+from aiscan.scanner.output.formats import read_rows
 
 
 def test_files_give_one_row_each_in_order_like_the_scan(
@@ -74,9 +74,9 @@ def test_a_tree_in_memory_gives_the_scans_rows(
 def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
     tiny_model: Path, bad_tree: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiscan.scanner import pipeline
-    from aiscan.scanner.config import ScanConfig
-    from aiscan.scanner.pipeline import Verdicts, iter_verdicts, scan
+    from aiscan.scanner.run import scan as pipeline
+    from aiscan.scanner.run.config import ScanConfig
+    from aiscan.scanner.run.scan import Verdicts, iter_verdicts, scan
 
     walks = []
     real = pipeline.discover
@@ -112,8 +112,8 @@ def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
 def test_the_walk_runs_ahead_within_its_bound_and_hands_over_its_errors() -> None:
     import threading
 
-    from aiscan.scanner.discover import Found
-    from aiscan.scanner.pipeline import Walk
+    from aiscan.scanner.core.discovery import Found
+    from aiscan.scanner.run.walk import Walk
 
     gate = threading.Event()
 

@@ -292,7 +292,7 @@ def test_verdict_bands() -> None:
 
 
 def test_row_maker_keeps_the_band_under_a_lower_threshold() -> None:
-    from aiscan.scanner.pipeline import RowMaker
+    from aiscan.scanner.core.classify import RowMaker
 
     assert RowMaker("m", 0.7, real_below=0.3).real_below == 0.3
     assert RowMaker("m", 0.2, real_below=0.3).real_below == 0.2  # --threshold below the band
@@ -455,7 +455,7 @@ def test_real_encoder_float_graph_agrees_with_int8(tmp_path: Path) -> None:
     on photo-like images: the bound is the measured worst with margin (see
     benchmarks/results/clip_precision_cpu2core.json for real images)."""
     from aiscan.model.clip_graph import feature_encoder
-    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.model.pixels import load_pixels, normalize_batch
 
     src = _real_encoder()
     images = [photo(640, 480, seed=i) for i in range(4)]
@@ -489,7 +489,7 @@ def test_the_default_model_scans_a_folder(tmp_path: Path) -> None:
     """README command 1 with the shipped default: one row per file, three-valued verdicts,
     a broken file an error row."""
     from aiscan.scanner.cli import main
-    from aiscan.scanner.output import read_rows
+    from aiscan.scanner.output.formats import read_rows
 
     _real_encoder()
     tree = tmp_path / "photos"
@@ -545,7 +545,8 @@ def test_protocol_report_to_exported_head(tmp_path: Path) -> None:
 
 
 def test_a_band_edge_above_the_threshold_is_a_config_error(tmp_path: Path) -> None:
-    from aiscan.scanner.config import ConfigError, ScanConfig
+    from aiscan.scanner.core.errors import ConfigError
+    from aiscan.scanner.run.config import ScanConfig
 
     (tmp_path / "a.jpg").write_bytes(b"")
     with pytest.raises(ConfigError, match="above --threshold"):
@@ -556,9 +557,9 @@ def test_a_band_edge_above_the_threshold_is_a_config_error(tmp_path: Path) -> No
 
 
 def test_state_rejudges_rows_when_the_band_changes(tmp_path: Path) -> None:
-    from aiscan.scanner.discover import Found
-    from aiscan.scanner.output import Row
-    from aiscan.scanner.state import ScanState
+    from aiscan.scanner.core.discovery import Found
+    from aiscan.scanner.core.rows import Row
+    from aiscan.scanner.nightly.state import ScanState
 
     img = tmp_path / "a.png"
     photo(40, 30).save(img)

@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 
 from aiscan.model import clip
+from aiscan.model.pixels import DecodeLimits, normalize_batch, reference_pixels
 from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
-from aiscan.scanner.discover import Found
-from aiscan.scanner.output import read_rows
-from aiscan.scanner.preprocess import DecodeLimits, normalize_batch, reference_pixels
+from aiscan.scanner.core.discovery import Found
+from aiscan.scanner.output.formats import read_rows
 from tests.conftest import SHARED_DATA, encode, jpeg_bytes, photo
 
 pytest.importorskip("nvidia.dali")
-from aiscan.scanner.dali import DaliDecoder, dali_probe
+from aiscan.scanner.core.dali import DaliDecoder, dali_claiming_decoder
 
 SPEC = Preprocessing()
 
@@ -32,7 +32,7 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Found:
 
 
 def _run(found: list[Found], spec: Preprocessing = SPEC, batch: int = 8):
-    probe = dali_probe(spec, DecodeLimits())
+    probe = dali_claiming_decoder(spec, DecodeLimits())
     items = [probe(f) for f in found]
     return DaliDecoder(spec, batch, 2, None)(items)
 
@@ -75,7 +75,7 @@ def test_formats_dali_would_get_wrong_take_the_cpu_path(tmp_path: Path) -> None:
             encode(Image.fromarray(np.full((20, 20), 40000, np.uint16)), "PNG"),
         ),
     ]
-    probe = dali_probe(SPEC, DecodeLimits())
+    probe = dali_claiming_decoder(SPEC, DecodeLimits())
     for item in map(probe, found):
         assert item.status == "ok" and item.encoded is None and item.pixels is not None
         np.testing.assert_array_equal(item.pixels, reference_pixels(item.path, SPEC))
@@ -85,7 +85,7 @@ def test_a_corrupt_file_fails_only_itself_and_the_pipeline_recovers(tmp_path: Pa
     good = jpeg_bytes(photo(640, 480))
     found = [_write(tmp_path, f"{i}.jpg", good) for i in range(3)]
     found.insert(1, _write(tmp_path, "torn.jpg", good[: len(good) // 3]))
-    probe = dali_probe(SPEC, DecodeLimits())
+    probe = dali_claiming_decoder(SPEC, DecodeLimits())
     items = [probe(f) for f in found]
     assert all(it.encoded is not None for it in items)  # the header alone looks fine
     dali = DaliDecoder(SPEC, 8, 2, None)
@@ -124,11 +124,11 @@ def test_scan_with_dali_gives_the_cpu_paths_rows(
 @pytest.mark.gpu
 def test_gpu_decode_and_cuda_inference_match_cpu(gpu_model: Path, tmp_path: Path) -> None:
     """DALI mixed decode + ONNX Runtime CUDA EP with IO binding vs the CPU fp32 path."""
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
 
     found = [_write(tmp_path, f"{i}.jpg", jpeg_bytes(photo(1024, 768, seed=i))) for i in range(6)]
     spec = Classifier(gpu_model, "cpu").info.preprocessing
-    probe = dali_probe(spec, DecodeLimits())
+    probe = dali_claiming_decoder(spec, DecodeLimits())
     batch = DaliDecoder(spec, 8, 2, 0)([probe(f) for f in found])
     assert batch.device is not None and len(batch.on_device) == 6
     host = np.asarray(batch.device.as_cpu())
@@ -179,9 +179,9 @@ P_AI_TOLERANCE = 0.05
 def _p_ai_three_ways(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The shipped fast model's p_ai through the CPU fast path, DALI and the reference
     decode."""
-    from aiscan.scanner.config import shipped_model
-    from aiscan.scanner.decode import Batch, CpuDecoder
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.decode import Batch, CpuDecoder
+    from aiscan.scanner.core.infer import Classifier
+    from aiscan.scanner.core.models import shipped_model
 
     model = shipped_model("fast")
     if model is None:
@@ -191,7 +191,10 @@ def _p_ai_three_ways(paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     cpu = CpuDecoder(spec, evidence=False)
     fast = clf.predict(normalize_batch([cpu(Found(p)).pixels for p in paths], spec))
     ref = clf.predict(normalize_batch([reference_pixels(p, spec) for p in paths], spec))
-    probe, dali = dali_probe(spec, DecodeLimits(), evidence=False), DaliDecoder(spec, 8, 2, None)
+    probe, dali = (
+        dali_claiming_decoder(spec, DecodeLimits(), evidence=False),
+        DaliDecoder(spec, 8, 2, None),
+    )
     items = []
     for start in range(0, len(paths), 8):
         items += dali([probe(Found(p)) for p in paths[start : start + 8]]).items

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aiscan.scanner import discover as discover_mod
-from aiscan.scanner.discover import discover, in_shard
+from aiscan.scanner.core import discovery as discover_mod
+from aiscan.scanner.core.discovery import discover, in_shard
 
 
 def _tree(root: Path, names: list[str]) -> None:
@@ -40,7 +40,7 @@ def test_broken_links_and_special_files_get_rows(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
     found = {Path(f.path).name: f for f in discover([str(tmp_path)])}
     assert found["dead.jpg"].error == "broken symbolic link"
-    assert found["pipe.jpg"].skipped == "not a regular file (fifo)"
+    assert found["pipe.jpg"].skip_reason == "not a regular file (fifo)"
 
 
 def test_file_roots_and_missing_roots(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin, features
 
-from aiscan.scanner.evidence import Evidence, read_evidence
+from aiscan.scanner.core.evidence import Evidence, read_evidence
 from tests.conftest import encode, jpeg_bytes, photo
 
 AI_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -261,7 +261,7 @@ def test_scan_writes_evidence_and_the_override_policy_sets_the_verdict(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     from aiscan.scanner.cli import main
-    from aiscan.scanner.output import read_rows
+    from aiscan.scanner.output.formats import read_rows
 
     tree = tmp_path / "t"
     tree.mkdir()

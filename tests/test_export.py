@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiscan.scanner.infer import Classifier
+from aiscan.scanner.core.infer import Classifier
 from tests.conftest import jpeg_bytes, photo
 
 onnx = pytest.importorskip("onnx")
@@ -42,7 +42,7 @@ def _calibration(tmp_path: Path, n: int = 8) -> list[str]:
 
 def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path: Path) -> None:
     from aiscan.export.variants import convert_fp16, quantize_int8
-    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.model.pixels import load_pixels, normalize_batch
 
     files = _calibration(tmp_path)
     fp16 = convert_fp16(tiny_model, tmp_path / "m.fp16.onnx")
@@ -96,10 +96,12 @@ def test_every_console_script_turns_an_aiscan_error_into_one_line_exit_2(
 
     from aiscan.model.errors import AiscanError
     from aiscan.model.meta import ModelError
-    from aiscan.scanner.config import ConfigError
-    from aiscan.scanner.infer import DeviceError
-    from aiscan.scanner.output import OutputExistsError, OutputLockedError, VerdictFileError
-    from aiscan.scanner.state import StateError
+    from aiscan.scanner.core.errors import ConfigError
+    from aiscan.scanner.core.infer import DeviceError
+    from aiscan.scanner.nightly.state import StateError
+    from aiscan.scanner.output.formats import VerdictFileError
+    from aiscan.scanner.output.lock import OutputLockedError
+    from aiscan.scanner.output.writer import OutputExistsError
 
     for cls in (ModelError, ConfigError, DeviceError, OutputExistsError, OutputLockedError):
         assert issubclass(cls, AiscanError)

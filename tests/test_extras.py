@@ -82,7 +82,7 @@ def test_eval_of_an_onnx_model_needs_no_torch(tiny_model: Path, tmp_path: Path) 
 
 def test_bench_without_dali_skips_its_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     """``nvidia`` absent: DALI is reported unavailable instead of crashing the plan."""
-    from aiscan.scanner.dali import dali_available
+    from aiscan.scanner.core.dali import dali_available
 
     monkeypatch.setitem(sys.modules, "nvidia", None)  # import nvidia -> ImportError
     monkeypatch.delitem(sys.modules, "nvidia.dali", raising=False)
@@ -90,7 +90,7 @@ def test_bench_without_dali_skips_its_runner(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_missing_core_module_is_not_disguised() -> None:
-    from aiscan.scanner.extras import install_hint
+    from aiscan.model.console import install_hint
 
     with pytest.raises(ModuleNotFoundError):
         install_hint("aiscan-eval", ModuleNotFoundError("No module named 'numpy'", name="numpy"))

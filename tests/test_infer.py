@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiscan.model.meta import ModelError
-from aiscan.scanner.infer import Classifier, DeviceError, cuda_device_count, provider_plan
+from aiscan.scanner.core.infer import Classifier, DeviceError, cuda_device_count, provider_plan
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -119,7 +119,7 @@ def test_cuda_matches_cpu(gpu_model: Path) -> None:
 
 @pytest.mark.gpu
 def test_tensorrt_fp16_with_engine_cache_matches_cpu(gpu_model: Path, tmp_path: Path) -> None:
-    from aiscan.scanner.infer import _tensorrt_loadable
+    from aiscan.scanner.core.infer import _tensorrt_loadable
 
     if not _tensorrt_loadable():
         pytest.skip("TensorRT libraries are not installed here")
@@ -131,7 +131,7 @@ def test_tensorrt_fp16_with_engine_cache_matches_cpu(gpu_model: Path, tmp_path: 
 
 
 def test_shipped_fast_model_is_trained_and_complete() -> None:
-    from aiscan.scanner.config import shipped_model
+    from aiscan.scanner.core.models import shipped_model
 
     path = shipped_model("fast")
     if path is None:

@@ -80,7 +80,7 @@ def test_importing_every_module_changes_no_process_wide_setting() -> None:
         f"for m in {modules!r}:\n"
         "    importlib.import_module(m)\n"
         "assert Image.MAX_IMAGE_PIXELS == before, Image.MAX_IMAGE_PIXELS\n"
-        "from aiscan.scanner.preprocess import open_image\n"
+        "from aiscan.model.pixels import open_image\n"
         "import io\n"
         "buf = io.BytesIO(); Image.new('RGB', (4, 4)).save(buf, 'PNG')\n"
         "open_image(buf.getvalue()).close()\n"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aiscan.scanner.cli import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, main
-from aiscan.scanner.output import read_rows
-from aiscan.scanner.preprocess import DecodeBudget, ImageTooLargeError
+from aiscan.model.pixels import DecodeBudget, ImageTooLargeError
+from aiscan.scanner.cli import main
+from aiscan.scanner.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED
+from aiscan.scanner.output.formats import read_rows
 from tests.conftest import encode, jpeg_bytes, photo
 
 
@@ -109,7 +110,7 @@ def _hold(budget: DecodeBudget, n: int, order: list[str]) -> None:
 def test_a_file_that_decodes_too_long_is_abandoned(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiscan.scanner.decode import CpuDecoder
+    from aiscan.scanner.core.decode import CpuDecoder
 
     tree = tmp_path / "t"
     tree.mkdir()
@@ -140,7 +141,7 @@ def test_sigterm_does_not_wait_for_a_stuck_decode(tiny_model: Path, tmp_path: Pa
         (tree / f"{i}.jpg").write_bytes(jpeg_bytes(photo(64, 64)))
     script = (
         "import sys, time\n"
-        "from aiscan.scanner.decode import CpuDecoder\n"
+        "from aiscan.scanner.core.decode import CpuDecoder\n"
         "CpuDecoder._decode = lambda *a: time.sleep(600)\n"
         "from aiscan.scanner.cli import main\n"
         "print('started', flush=True)\n"

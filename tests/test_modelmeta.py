@@ -73,7 +73,7 @@ def test_p_ai_from_logits_or_probabilities_whatever_the_label_order() -> None:
 
 def test_read_info_reads_the_file_without_a_session(tiny_model: Path, tmp_path: Path) -> None:
     from aiscan.model.meta import read_info
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
 
     assert read_info(tiny_model) == Classifier(tiny_model, "cpu").info
     junk = tmp_path / "junk.onnx"
@@ -89,7 +89,7 @@ def test_models_written_with_version_1_of_the_definition_still_load() -> None:
     default among them) keeps loading, read as draft decoding; its stored hash is checked
     against its stored text, and a hand edit is still refused."""
     from aiscan.model.meta import read_info
-    from aiscan.scanner.config import shipped_model
+    from aiscan.scanner.core.models import shipped_model
     from tests.test_preprocess import V1_DEFAULT
 
     props = _info().to_metadata()

@@ -5,14 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from aiscan.scanner.output import (
-    COLUMNS,
-    OutputExistsError,
-    Row,
-    VerdictFileError,
-    VerdictWriter,
-    read_rows,
-)
+from aiscan.scanner.core.rows import Row
+from aiscan.scanner.output.formats import VerdictFileError, read_rows
+from aiscan.scanner.output.records import COLUMNS
+from aiscan.scanner.output.writer import OutputExistsError, VerdictWriter
 
 
 def _rows(n: int, start: int = 0) -> list[Row]:
@@ -129,7 +125,7 @@ _ODD_NAMES = [b"caf\xe9.jpg", b"x\x80y.png", b"back\\slash\xff.jpg", "ok-été.j
 def test_escape_path_round_trips_every_byte() -> None:
     import os
 
-    from aiscan.scanner.output import escape_path, unescape_path
+    from aiscan.scanner.output.records import escape_path, unescape_path
 
     for raw in [*_ODD_NAMES, bytes(range(1, 256)).replace(b"/", b"")]:
         name = os.fsdecode(raw)

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from aiscan.model import clip
-from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
-from aiscan.scanner.preprocess import (
+from aiscan.model.pixels import (
     DecodeLimits,
     ImageTooLargeError,
     load_pixels,
@@ -19,6 +18,7 @@ from aiscan.scanner.preprocess import (
     reference_pixels,
     view_region,
 )
+from aiscan.model.preprocessing import RESIZE_POLICIES, Preprocessing
 from tests.conftest import encode, jpeg_bytes, photo, png_with_size
 
 SPEC = Preprocessing(input_size=(32, 32))
@@ -230,8 +230,8 @@ def test_invalid_spec_raises(kwargs: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
 def test_avif_and_heic_decode_when_their_plugin_is_installed(fmt: str, tmp_path: Path) -> None:
-    from aiscan.scanner.decode import CpuDecoder, _plugin_available
-    from aiscan.scanner.discover import Found
+    from aiscan.scanner.core.decode import CpuDecoder, _plugin_available
+    from aiscan.scanner.core.discovery import Found
 
     if not _plugin_available(fmt):
         pytest.skip(f"no {fmt} decoder installed")
@@ -310,8 +310,8 @@ def test_mpo_camera_files_take_the_fast_jpeg_path() -> None:
 
 
 def test_every_interpolation_the_definition_allows_has_a_pillow_filter() -> None:
+    from aiscan.model.pixels import INTERPOLATIONS
     from aiscan.model.preprocessing import INTERPOLATION_NAMES
-    from aiscan.scanner.preprocess import INTERPOLATIONS
 
     assert tuple(INTERPOLATIONS) == INTERPOLATION_NAMES
 
@@ -338,7 +338,7 @@ def test_a_png_with_a_broken_text_chunk_decodes_as_a_browser_shows_it(tmp_path: 
     drops the broken chunk and decodes the picture; a broken critical chunk stays an error."""
     from PIL import UnidentifiedImageError
 
-    from aiscan.scanner.preprocess import drop_broken_ancillary_chunks
+    from aiscan.model.pixels import drop_broken_ancillary_chunks
 
     good = _png_with_text()
     broken = _break_crc(good, b"tEXt")

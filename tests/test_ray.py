@@ -44,7 +44,7 @@ def test_ray_scan_gives_the_local_rows_even_when_a_worker_dies(
 def test_ray_engine_resumes_and_writes_parquet(
     local_ray: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from aiscan.scanner.output import read_rows
+    from aiscan.scanner.output.formats import read_rows
     from tests.conftest import jpeg_bytes, photo
 
     tree = tmp_path / "t"

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from aiscan.scanner import config as config_mod
-from aiscan.scanner.cli import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, main
-from aiscan.scanner.infer import cuda_device_count
-from aiscan.scanner.output import read_rows
+from aiscan.scanner.cli import main
+from aiscan.scanner.cli.common import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
+from aiscan.scanner.core import models as config_mod
+from aiscan.scanner.core.infer import cuda_device_count
+from aiscan.scanner.output.formats import read_rows
 from tests.conftest import jpeg_bytes, photo
 
 
@@ -243,8 +244,8 @@ def test_scan_honours_the_models_resize_policy(
     import numpy as np
     from PIL import Image
 
-    from aiscan.scanner.infer import Classifier
-    from aiscan.scanner.preprocess import normalize_batch, reference_pixels
+    from aiscan.model.pixels import normalize_batch, reference_pixels
+    from aiscan.scanner.core.infer import Classifier
     from tests.conftest import encode
 
     model = request.getfixturevalue("tiny_model" if policy == "squash" else "tiny_crop_model")
@@ -266,7 +267,8 @@ def test_scan_honours_the_models_resize_policy(
 
 
 def test_a_second_run_on_a_live_output_is_refused(tiny_model: Path, tmp_path: Path) -> None:
-    from aiscan.scanner.output import OutputLockedError, VerdictWriter
+    from aiscan.scanner.output.lock import OutputLockedError
+    from aiscan.scanner.output.writer import VerdictWriter
 
     tree = tmp_path / "photos"
     tree.mkdir()
@@ -308,8 +310,8 @@ def test_an_output_that_cannot_be_written_is_exit_3_in_one_line(
 ) -> None:
     import errno
 
-    from aiscan.scanner.cli import EXIT_ENVIRONMENT
-    from aiscan.scanner.output import VerdictWriter
+    from aiscan.scanner.cli.common import EXIT_ENVIRONMENT
+    from aiscan.scanner.output.writer import VerdictWriter
 
     tree = tmp_path / "photos"
     tree.mkdir()
@@ -327,7 +329,7 @@ def test_an_output_that_cannot_be_written_is_exit_3_in_one_line(
 
 
 def test_a_read_only_output_folder_is_exit_3(tiny_model: Path, tmp_path: Path) -> None:
-    from aiscan.scanner.cli import EXIT_ENVIRONMENT
+    from aiscan.scanner.cli.common import EXIT_ENVIRONMENT
 
     tree = tmp_path / "photos"
     tree.mkdir()
@@ -399,8 +401,8 @@ def test_max_error_rate_tolerates_a_few_bad_files(
 
 def test_aiscan_defaults_are_the_configs(tmp_path: Path) -> None:
     """Each option's default is ScanConfig's own, declared once, there."""
-    from aiscan.scanner.cli import _config, build_parser
-    from aiscan.scanner.config import ScanConfig
+    from aiscan.scanner.cli.scan import _config, build_parser
+    from aiscan.scanner.run.config import ScanConfig
 
     root = str(tmp_path)
     args = build_parser().parse_args([root, "--out", str(tmp_path / "v.csv")])

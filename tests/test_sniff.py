@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from aiscan.scanner.sniff import claims_image, describe_non_image, sniff
+from aiscan.scanner.core.sniffing import claims_image, describe_non_image, sniff
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from aiscan.scanner import state as state_mod
-from aiscan.scanner.cli import EXIT_OK, EXIT_USAGE, main
-from aiscan.scanner.output import read_rows
+from aiscan.scanner.cli import main
+from aiscan.scanner.cli.common import EXIT_OK, EXIT_USAGE
+from aiscan.scanner.nightly import state as state_mod
+from aiscan.scanner.output.formats import read_rows
 from tests.conftest import _tiny, jpeg_bytes, photo
 
 
@@ -210,7 +211,7 @@ def test_merge_names_what_is_missing(
 
 
 def test_drift_against_the_previous_night() -> None:
-    from aiscan.scanner.output import Row
+    from aiscan.scanner.core.rows import Row
 
     def night(ai: int, real: int, errors: int = 0) -> state_mod.NightFigures:
         f = state_mod.NightFigures()
@@ -262,7 +263,7 @@ def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -
     exception."""
     import threading
 
-    from aiscan.scanner.discover import Found
+    from aiscan.scanner.core.discovery import Found
 
     files = _tree(tmp_path / "store", 20)
     state = state_mod.ScanState(tmp_path / "scans.db", "m", 0.5)

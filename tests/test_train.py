@@ -125,7 +125,7 @@ def test_threshold_choice_on_validation() -> None:
 @pytest.mark.slow
 def test_tiny_run_learns_resumes_exports_and_evaluates(tmp_path: Path) -> None:
     from aiscan.export.from_run import export_run
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
     from aiscan.train.evaluate import evaluate
     from aiscan.train.loop import train
 
@@ -358,7 +358,7 @@ def test_fold_runs_score_held_out_sources_and_pool(tmp_path: Path) -> None:
     assert main(["folds", runs[0], runs[0]]) == 2  # overlapping held-out sets are refused
     # export fold 1 with the recipe's out-of-source summary and threshold in its metadata
     from aiscan.export.cli import main as export_main
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
 
     model = tmp_path / "fold1.onnx"
     args = ["--run", runs[0], "--out", str(model), "--protocol", f"{out}:2"]
@@ -392,10 +392,10 @@ def test_training_tensor_equals_the_scanners_bit_for_bit(
 ) -> None:
     """What evaluation in training feeds the model is what the CPU scanner feeds it, with
     each decode mode the definition allows (the scanner follows the definition's)."""
+    from aiscan.model.pixels import normalize_batch
     from aiscan.model.preprocessing import Preprocessing
-    from aiscan.scanner.decode import CpuDecoder
-    from aiscan.scanner.discover import Found
-    from aiscan.scanner.preprocess import normalize_batch
+    from aiscan.scanner.core.decode import CpuDecoder
+    from aiscan.scanner.core.discovery import Found
     from aiscan.train.data import ImageDataset, make_collate
     from tests.conftest import jpeg_bytes, photo
 
@@ -421,8 +421,8 @@ def test_ensemble_of_two_runs_is_one_model_giving_the_mean_p_ai(tmp_path: Path) 
     from aiscan.export.cli import main as export_main
     from aiscan.export.ensemble import export_ensemble
     from aiscan.export.from_run import export_run
-    from aiscan.scanner.infer import Classifier
-    from aiscan.scanner.preprocess import load_pixels, normalize_batch
+    from aiscan.model.pixels import load_pixels, normalize_batch
+    from aiscan.scanner.core.infer import Classifier
     from aiscan.train.evaluate import evaluate
     from aiscan.train.loop import train
 

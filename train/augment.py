@@ -6,12 +6,12 @@ import math
 import random
 from typing import Any
 
+from aiscan.model.pixels import Box, centre_region
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.preprocess import Box, centre_region
 
 
 class RandomRegion:
-    """Training counterpart of :func:`aiscan.scanner.preprocess.centre_region`.
+    """Training counterpart of :func:`aiscan.model.pixels.centre_region`.
 
     For the "crop" policy: a region of the model input's aspect, of side ``s`` times the
     largest that fits (``s`` uniform in [``scale_min``, 1]), at a uniformly random place;

@@ -9,9 +9,10 @@ from typing import Any
 
 from rich.console import Console
 
+from aiscan.model.console import error_line, field_defaults
 from aiscan.model.preprocessing import RESIZE_POLICIES
-from aiscan.scanner.extras import error_line, field_defaults
-from aiscan.train.loop import TrainConfig
+
+from .loop import TrainConfig
 
 #: Every option's default is :class:`TrainConfig`'s: declared once, there.
 DEFAULTS = field_defaults(TrainConfig)
@@ -178,7 +179,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     from pathlib import Path
 
-    from aiscan.train.loop import train
+    from .loop import train
 
     try:
         cfg = _config(args)
@@ -203,7 +204,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-train``: a missing optional dependency is one line and exit 2."""
-    from aiscan.scanner.extras import run_cli
+    from aiscan.model.console import run_cli
 
     return run_cli("aiscan-train", _main, argv)
 

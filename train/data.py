@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiscan.model.meta import LABELS, POSITIVE_LABEL
+from aiscan.model.pixels import RegionFn, load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.decode import plugin_for
-from aiscan.scanner.discover import discover
-from aiscan.scanner.preprocess import RegionFn, load_pixels, normalize_batch
-from aiscan.scanner.sniff import claims_image
+from aiscan.scanner.core.decode import plugin_for
+from aiscan.scanner.core.discovery import discover
+from aiscan.scanner.core.sniffing import claims_image
 
 #: The report's split: 72.25% train, 12.75% validation, 15% test.
 SPLIT_FRACTIONS = {"train": 0.7225, "val": 0.1275, "test": 0.15}
@@ -57,7 +57,7 @@ def _find_in(root: Path) -> list[Sample]:
     samples = []
     for label, name in enumerate(LABELS):
         for found in discover([str(root / name)]):
-            if found.error or found.skipped or not claims_image(found.path):
+            if found.error or found.skip_reason or not claims_image(found.path):
                 continue
             rel = Path(found.path).relative_to(root)
             source = manifest.get(rel.as_posix()) or (rel.parts[1] if len(rel.parts) > 2 else "-")
@@ -206,10 +206,10 @@ class ImageDataset(_DatasetBase):
     evaluation with it, import without torch.
 
     Decoding, orientation, colour conversion and resize are
-    :func:`aiscan.scanner.preprocess.load_pixels` (the scanner's own code; ``region``
+    :func:`aiscan.model.pixels.load_pixels` (the scanner's own code; ``region``
     picks random regions of the model's resize policy in training); augmentations
     run on the resized uint8 image; :func:`collate` normalises with the scanner's
-    :func:`~aiscan.scanner.preprocess.normalize_batch`.
+    :func:`~aiscan.model.pixels.normalize_batch`.
     """
 
     def __init__(

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aiscan.scanner.extras import error_line
+from aiscan.model.console import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +41,8 @@ def _fmt(v: Any) -> str:
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
-    from aiscan.train.evaluate import evaluate
-    from aiscan.train.metrics import REPORTED
+    from .evaluate import evaluate
+    from .metrics import REPORTED
 
     try:
         report = evaluate(
@@ -57,7 +57,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return error_line("aiscan-eval", exc)
     if args.embed:
-        from aiscan.train.evaluate import embed
+        from .evaluate import embed
 
         embed(report["model"], report)
     m = report["metrics"]
@@ -90,7 +90,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-eval``: a missing optional dependency is one line and exit 2."""
-    from aiscan.scanner.extras import run_cli
+    from aiscan.model.console import run_cli
 
     return run_cli("aiscan-eval", _main, argv)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.train.data import Sample, find_samples, load_split, source_groups
-from aiscan.train.metrics import binary_metrics
-from aiscan.train.predict import Scores, score
+from .data import Sample, find_samples, load_split, source_groups
+from .metrics import binary_metrics
+from .predict import Scores, score
 
 
 def resolve(
@@ -120,7 +120,7 @@ def evaluate(
 
     The tag is the split, plus the model file's stem when ``model`` overrides a run's.
     """
-    from aiscan.scanner.infer import Classifier
+    from aiscan.scanner.core.infer import Classifier
 
     tag = split if model is None else f"{split}_{Path(model).stem}"
     model, samples = resolve(target, data_dir, split, model)

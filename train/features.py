@@ -5,7 +5,7 @@ every protocol fold is fitted on the same features: extracting them is the slow 
 (hours on 2 cores for ~25k images), fitting a head takes seconds. So extraction runs
 once, in the background, resumable:
 
-- the images are decoded by the scanner's own code (:func:`aiscan.scanner.preprocess.load_pixels`
+- the images are decoded by the scanner's own code (:func:`aiscan.model.pixels.load_pixels`
   with the model's :class:`~aiscan.model.preprocessing.Preprocessing`), so a head fitted
   here sees at serving time the pixels it was fitted on;
 - each *view* is a deterministic transform of that decode (:data:`VIEWS`): "base" is what
@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.pixels import Box, centre_region, load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.decode import plugin_for
-from aiscan.scanner.preprocess import Box, centre_region, load_pixels, normalize_batch
-from aiscan.train.data import Sample
+from aiscan.scanner.core.decode import plugin_for
+
+from .data import Sample
 
 #: The views :func:`extract` knows; "base" is the scanner's input.
 VIEWS = ("base", "flip", "jpeg", "blur", "crop")

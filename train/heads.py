@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aiscan.model.meta import LABELS
-from aiscan.train.data import Sample
-from aiscan.train.features import Features, parse_views
-from aiscan.train.protocol import Scored, fold_of
+
+from .data import Sample
+from .features import Features, parse_views
+from .protocol import Scored, fold_of
 
 HEAD_KINDS = ("linear", "mlp")
 BALANCES = ("none", "class", "source")

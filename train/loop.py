@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aiscan.model.meta import LABELS, POSITIVE_LABEL, p_ai
+from aiscan.model.pixels import RegionFn
 from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
-from aiscan.scanner.preprocess import RegionFn
-from aiscan.train.augment import RandomRegion, report_augmentations
-from aiscan.train.data import (
+
+from .augment import RandomRegion, report_augmentations
+from .data import (
     ImageDataset,
     Sample,
     find_samples,
@@ -54,7 +55,7 @@ class TrainConfig:
         epochs, batch_size, lr, weight_decay: the optimiser recipe (Adam).
         input_size: model input side in pixels.
         resize: the model's resize policy, "squash" or "crop" (see
-            :class:`~aiscan.scanner.preprocess.Preprocessing`); crops are random in training.
+            :class:`~aiscan.model.pixels.Preprocessing`); crops are random in training.
         decode: "draft" or "full" JPEG decoding (see
             :class:`~aiscan.model.preprocessing.Preprocessing`): the scanner follows it.
         crop_scale: smallest side of a random training crop, relative to the largest
@@ -295,8 +296,8 @@ def train(cfg: TrainConfig, on_event: Event | None = None) -> History:
     """Run (or resume) training; checkpoints land in ``cfg.out_dir`` every epoch."""
     import torch
 
-    from aiscan.train.metrics import binary_metrics
-    from aiscan.train.model import create
+    from .metrics import binary_metrics
+    from .model import create
 
     emit = on_event or (lambda _kind, _data: None)
     split = prepare_run(cfg)
@@ -369,8 +370,9 @@ def score_holdout(
     """
     from functools import partial
 
-    from aiscan.scanner.preprocess import view_region
-    from aiscan.train.metrics import binary_metrics
+    from aiscan.model.pixels import view_region
+
+    from .metrics import binary_metrics
 
     views = [0.5] + ([0.0, 1.0] if spec.resize == "crop" else [])
     centre = predict(model, _loader(samples, spec, cfg, False, epoch), device, dtype)[0]
@@ -401,7 +403,7 @@ def score_holdout(
 
 def _aspect(path: str) -> float:
     """Width / height after EXIF orientation, from the header."""
-    from aiscan.scanner.preprocess import open_image, oriented_size
+    from aiscan.model.pixels import open_image, oriented_size
 
     with open_image(path) as img:
         w, h = oriented_size(img)

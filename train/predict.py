@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aiscan.train.data import Sample
+from .data import Sample
 
 
 @dataclass(frozen=True)

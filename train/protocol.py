@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from aiscan.model.meta import LABELS
-from aiscan.train.data import Sample, source_folds, source_groups
-from aiscan.train.metrics import binary_metrics
+
+from .data import Sample, source_folds, source_groups
+from .metrics import binary_metrics
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def threshold_at_fpr(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float) -> float:
 def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
     """What a moderator sees at ``threshold``: the share of AI images caught, the share
     of real images flagged, pooled and per category of image (:mod:`aiscan.train.categories`)."""
-    from aiscan.train.categories import category
+    from .categories import category
 
     ok = np.isfinite(scored.p_ai)
     is_ai, p = scored.is_ai[ok], scored.p_ai[ok]
@@ -215,7 +216,7 @@ def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
 
 def aspect_is_square(samples: Sequence[Sample], tolerance: float = 0.01) -> np.ndarray:
     """True where the image (after EXIF orientation) is square within ``tolerance``."""
-    from aiscan.scanner.preprocess import open_image, oriented_size
+    from aiscan.model.pixels import open_image, oriented_size
 
     out = []
     for s in samples:
@@ -295,8 +296,8 @@ def extract_features(
     scanner's decode and resize, centred region)."""
     import torch
 
-    from aiscan.train.data import ImageDataset, make_collate
-    from aiscan.train.model import create
+    from .data import ImageDataset, make_collate
+    from .model import create
 
     model = create(arch, init).eval().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
@@ -305,7 +306,7 @@ def extract_features(
         num_workers=workers,
         collate_fn=make_collate(spec),
     )
-    from aiscan.train.loop import _autocast_dtype
+    from .loop import _autocast_dtype
 
     dtype = _autocast_dtype(torch.device("cpu"), "auto")
     feats = []

@@ -20,10 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from aiscan.model.clip_graph import PRECISIONS
+from aiscan.model.console import error_line
 from aiscan.model.preprocessing import RESIZE_POLICIES
-from aiscan.scanner.extras import error_line
-from aiscan.train.features import VIEWS, parse_views
-from aiscan.train.heads import BALANCES, HEAD_KINDS
+
+from .features import VIEWS, parse_views
+from .heads import BALANCES, HEAD_KINDS
 
 #: Summary figures shown in tables, in order.
 SHOWN = (
@@ -127,7 +128,7 @@ def _table(console: Console, title: str, rows: dict[str, dict[str, Any]]) -> Non
 
 
 def _folds(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    from aiscan.train.protocol import aspect_is_square, load_folds, summarize
+    from .protocol import aspect_is_square, load_folds, summarize
 
     pooled = load_folds(args.runs, args.column)
     square = aspect_is_square(next(iter(pooled.values())).samples)
@@ -147,7 +148,7 @@ def _folds(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _ensemble(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    from aiscan.train.protocol import aspect_is_square, load_folds, mean_of, summarize
+    from .protocol import aspect_is_square, load_folds, mean_of, summarize
 
     if len(args.recipes) < 2:
         raise ValueError("an ensemble needs two or more recipes")
@@ -183,9 +184,10 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
     from aiscan.model.preprocessing import Preprocessing
-    from aiscan.train.data import find_samples
-    from aiscan.train.loop import NORMS
-    from aiscan.train.protocol import aspect_is_square, extract_features, probe, summarize
+
+    from .data import find_samples
+    from .loop import NORMS
+    from .protocol import aspect_is_square, extract_features, probe, summarize
 
     mean, std = NORMS[args.norm]
     spec = Preprocessing((args.input_size, args.input_size), mean, std, resize=args.resize)
@@ -220,8 +222,9 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from aiscan.model.clip import CLIP_B16, PREPROCESSING
     from aiscan.model.clip_graph import cached_feature_encoder
-    from aiscan.train.data import find_samples
-    from aiscan.train.features import Encoder, extract
+
+    from .data import find_samples
+    from .features import Encoder, extract
 
     views = parse_views(args.views)
     samples = find_samples(args.data_dirs)
@@ -243,7 +246,7 @@ def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def head_config(args: argparse.Namespace) -> Any:
     """The :class:`~aiscan.train.heads.HeadConfig` of a ``heads`` command line."""
-    from aiscan.train.heads import HeadConfig
+    from .heads import HeadConfig
 
     return HeadConfig(
         head=args.head,
@@ -262,10 +265,10 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     import numpy as np
 
-    from aiscan.train.data import find_samples
-    from aiscan.train.features import load_features
-    from aiscan.train.heads import left_out_mask, out_of_source
-    from aiscan.train.protocol import (
+    from .data import find_samples
+    from .features import load_features
+    from .heads import left_out_mask, out_of_source
+    from .protocol import (
         operating_point,
         save_scored,
         summarize,
@@ -348,7 +351,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``aiscan-protocol``: a missing optional dependency is one line and exit 2."""
-    from aiscan.scanner.extras import run_cli
+    from aiscan.model.console import run_cli
 
     return run_cli("aiscan-protocol", _main, argv)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 
 from aiscan.model.meta import read_info
-from aiscan.train.categories import category
+
+from ..categories import category
 
 
 def _pct(v: float) -> str:

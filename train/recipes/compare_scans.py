@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aiscan.scanner.output import iter_rows
-from aiscan.train.data import find_samples
-from aiscan.train.metrics import binary_metrics
+from aiscan.scanner.output.formats import iter_rows
+
+from ..data import find_samples
+from ..metrics import binary_metrics
 
 
 def _p_ai(path: str) -> dict[str, float]:

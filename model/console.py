@@ -71,7 +71,7 @@ def run_cli(
 ) -> int:
     """Run a console script's ``body``: an :class:`~aiscan.model.errors.AiscanError` it
     does not handle itself, or a missing optional module, is one line and exit 2."""
-    from aiscan.model.errors import AiscanError
+    from .errors import AiscanError
 
     try:
         return body(argv)

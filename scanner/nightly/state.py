@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from aiscan.model.errors import AiscanError
-from aiscan.scanner.discover import Found, in_shard
-from aiscan.scanner.output import OutputLock, Row
+
+from ..core.discovery import Found, in_shard
+from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
+from ..output.lock import OutputLock
 
 #: Each migration takes the schema one version up; the index is the version it leaves.
 MIGRATIONS: list[str] = [
@@ -199,7 +201,7 @@ class ScanState:
         """True when ``found`` must be scanned tonight; otherwise it is marked as seen.
 
         With ``count=False`` nothing is recorded (the progress counter asks too)."""
-        if found.error or found.skipped:
+        if found.error or found.skip_reason:
             return True  # always a fresh row for what cannot be scanned
         try:
             st = os.stat(found.path)
@@ -267,19 +269,12 @@ class ScanState:
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = r.bytes, None
-            records.append(
-                (
-                    os.fsencode(r.path), size, mtime, r.sha256 or None, r.status, r.p_ai,
-                    r.verdict, r.error, r.format, r.width, r.height, r.bytes, r.model,
-                    r.evidence, r.evidence_detail, r.generator_hint, self.model_sha256,
-                    self.threshold, self.run_id, self.run_id, self.real_below,
-                )
-            )  # fmt: skip
+            judged = (self.model_sha256, self.threshold, self.run_id, self.run_id, self.real_below)
+            records.append((*_db_values(r), size, mtime, *judged))
         with self._mutex:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO files VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                _INSERT,
                 records,
             )
             self._db.execute("COMMIT")
@@ -340,25 +335,40 @@ def current_rows(path: str | Path) -> Iterable[Row]:
     con.row_factory = sqlite3.Row
     try:
         query = (
-            f"SELECT {', '.join(_ROW_COLUMNS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
+            f"SELECT {', '.join(ROW_FIELDS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
         )
         for rec in con.execute(query):
-            values = {k: rec[k] for k in _ROW_COLUMNS}
-            values["path"] = os.fsdecode(values["path"])
-            for key in _TEXT_COLUMNS:
-                values[key] = values[key] or ""
-            values["evidence"] = values["evidence"] or "none"
-            yield Row(**values)
+            yield _row_of(rec)
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{db} is not a usable aiscan state database ({exc})") from exc
     finally:
         con.close()
 
 
-_ROW_COLUMNS = (
-    "path", "status", "p_ai", "verdict", "error", "format", "width", "height", "bytes",
-    "sha256", "model", "evidence", "evidence_detail", "generator_hint",
+#: The columns the state keeps beside a row's, in the order :meth:`ScanState.record`
+#: writes them (``deleted_run`` is left NULL: the file is there tonight).
+_STATE_COLUMNS = (
+    "size", "mtime_ns", "model_sha256", "threshold", "scanned_run", "seen_run", "real_below",
 )  # fmt: skip
-_TEXT_COLUMNS = (
-    "verdict", "error", "format", "sha256", "model", "evidence_detail", "generator_hint",
-)  # fmt: skip
+_INSERT = (
+    f"INSERT OR REPLACE INTO files ({', '.join(ROW_FIELDS + _STATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(ROW_FIELDS) + len(_STATE_COLUMNS)))})"
+)
+
+
+def _db_values(row: Row) -> tuple[Any, ...]:
+    """A row's values as the files table stores them (:data:`ROW_SCHEMA`'s SQLite types):
+    the path as its exact bytes, a missing sha256 as NULL."""
+    values = {name: getattr(row, name) for name in ROW_FIELDS}
+    values["path"], values["sha256"] = os.fsencode(row.path), row.sha256 or None
+    return tuple(values.values())
+
+
+def _row_of(rec: sqlite3.Row) -> Row:
+    """The inverse of :func:`_db_values` (NULL text as "", a NULL evidence as "none")."""
+    values = {c.name: rec[c.name] for c in ROW_SCHEMA}
+    values["path"] = os.fsdecode(values["path"])
+    for c in ROW_SCHEMA:
+        if c.python is str and values[c.name] is None:
+            values[c.name] = "none" if c.name == "evidence" else ""
+    return Row(**values)

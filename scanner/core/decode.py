@@ -18,11 +18,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 from PIL import UnidentifiedImageError, features
 
-from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
-from aiscan.scanner.discover import Found
-from aiscan.scanner.evidence import Evidence, read_evidence
-from aiscan.scanner.output import Status
-from aiscan.scanner.preprocess import (
+from aiscan.model.pixels import (
     DecodeBudget,
     DecodeLimits,
     ImageDataEndsEarlyError,
@@ -32,7 +28,12 @@ from aiscan.scanner.preprocess import (
     open_image,
     oriented_size,
 )
-from aiscan.scanner.sniff import SNIFF_BYTES, claims_image, describe_non_image, sniff
+from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
+
+from .discovery import Found
+from .evidence import Evidence, read_evidence
+from .rows import Status
+from .sniffing import SNIFF_BYTES, claims_image, describe_non_image, sniff
 
 #: Formats that need an optional plugin, and how to get it.
 _PLUGINS = {"HEIF": "pip install 'aiscan[heif]' (pillow-heif)", "AVIF": "a Pillow built with AVIF"}
@@ -107,7 +108,7 @@ class Batch:
 
 
 class Claim(Protocol):
-    """A batch decoder's per-file claim (the DALI path's :class:`~aiscan.scanner.dali.DaliClaim`).
+    """A batch decoder's per-file claim (the DALI path's :class:`~.dali.DaliClaim`).
 
     Given a sniffed file's whole bytes, it either takes the file for its batch decoder
     (sets ``item.encoded``, ``width``, ``height`` and ``format``) and returns True, or
@@ -185,8 +186,8 @@ class CpuDecoder:
         hash_files: compute each file's sha256 (streamed: the file is read twice, never
             held whole for it).
         decode: "draft" or "full" JPEG decoding; default: the model's own (``spec.decode``),
-            which is what training used (see :mod:`aiscan.scanner.preprocess`).
-        evidence: read provenance metadata (:mod:`aiscan.scanner.evidence`).
+            which is what training used (see :mod:`aiscan.model.pixels`).
+        evidence: read provenance metadata (:mod:`aiscan.scanner.core.evidence`).
         claim: lets a batch decoder take files first; files are then read whole into
             memory before decoding.
     """
@@ -215,9 +216,9 @@ class CpuDecoder:
 
     def __call__(self, found: Found) -> Item:
         item = Item(found.path)
-        if found.error or found.skipped:
+        if found.error or found.skip_reason:
             item.status = "error" if found.error else "skipped"
-            item.error = found.error or found.skipped
+            item.error = found.error or found.skip_reason
             return item
         try:
             self._decode_into(item)

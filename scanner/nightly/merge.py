@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiscan.model.errors import AiscanError
-from aiscan.scanner.discover import discover
-from aiscan.scanner.output import Row, VerdictWriter, chunked, iter_rows
+
+from ..core.discovery import discover
+from ..core.rows import Row
+from ..output.formats import chunked, iter_rows
+from ..output.sidecars import sidecars
+from ..output.writer import VerdictWriter
 
 
 class MergeError(AiscanError, ValueError):
@@ -39,7 +43,7 @@ class MergeReport:
 
 
 def _shard_of(part: Path) -> tuple[int, int]:
-    summary = part.with_name(part.name + ".summary.json")
+    summary = sidecars(part).summary
     try:
         shard = json.loads(summary.read_text(encoding="utf-8"))["config"]["shard"]
         i, n = (int(v) for v in str(shard).split("/"))

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiscan.model.files import write_atomic
+
 if TYPE_CHECKING:
-    from aiscan.scanner.pipeline import ScanSummary
+    from .run.summary import ScanSummary
 
 
 def _label(value: str) -> str:
@@ -61,6 +63,4 @@ def render(summary: ScanSummary, exit_status: int) -> str:
 
 def write_metrics(path: str | Path, summary: ScanSummary, exit_status: int) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(summary, exit_status), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, render(summary, exit_status))

@@ -27,12 +27,12 @@ class Found:
             the names below it. A file has one such path per scan, whether its root
             was given as a relative or an absolute path.
         error: set when the path cannot be scanned at all (unlistable folder, broken link).
-        skipped: set when the path is deliberately not scanned (not a regular file).
+        skip_reason: set when the path is deliberately not scanned (not a regular file).
     """
 
     path: str
     error: str = ""
-    skipped: str = ""
+    skip_reason: str = ""
 
 
 def _kind(entry: os.DirEntry[str]) -> str:
@@ -152,7 +152,7 @@ def _walk(stack: _Stack, seen: set[tuple[int, int]], skip: set[str]) -> Iterator
         elif kind.startswith("unreadable"):
             yield Found(entry.path, error=kind)
         else:
-            yield Found(entry.path, skipped=f"not a regular file ({kind})")
+            yield Found(entry.path, skip_reason=f"not a regular file ({kind})")
 
 
 def in_shard(path: str, index: int, count: int) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
+from .preprocessing import DECODE_MODES, Preprocessing
 
 #: Pillow's filter for each of :data:`~aiscan.model.preprocessing.INTERPOLATION_NAMES`.
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -68,7 +68,7 @@ JPEG_MIN_BYTES_PER_PIXEL = 1 / 512
 class DecodeBudget:
     """Memory that concurrent decodes may hold together, in bytes.
 
-    A decode reserves its estimate (:func:`decode_bytes`) before it starts and returns it
+    A decode reserves its estimate (:func:`decode_estimate`) before it starts and returns it
     when done; when the budget is spent, further decodes wait. So a tree of huge images
     is decoded one or two at a time, not one per thread, and peak memory stays near the
     budget. Thread-safe.
@@ -99,7 +99,7 @@ class DecodeBudget:
                 self._cond.notify_all()
 
 
-def decode_bytes(img: Image.Image) -> int:
+def decode_estimate(img: Image.Image) -> int:
     """Estimated peak bytes to decode ``img`` at its current (possibly drafted) size and
     turn it into RGB: the decoded image in Pillow's storage (4 bytes a pixel for every
     multi-band 8-bit mode) plus two 4-byte copies (conversion, alpha compositing)."""
@@ -367,7 +367,7 @@ def load_pixels(
         limits: refuse images over these limits before decoding them.
         decode: "draft" or "full" (see the module docstring); default: the model's own,
             ``spec.decode``.
-        formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.sniff.sniff`.
+        formats: Pillow format names to try, e.g. from :func:`aiscan.scanner.core.sniffing.sniff`.
         region: picks the source region to resize (default :func:`centre_region`, what the
             scanner uses; training passes random regions of the same policy).
         budget: memory shared with concurrent decodes (default: this decode alone,
@@ -389,7 +389,7 @@ def load_pixels(
         stored = img.size
         if mode == "draft" and is_jpeg(img):
             img.draft("RGB", draft_request(img.size, spec))
-        with (budget or DecodeBudget(limits.decode_memory)).reserve(decode_bytes(img)):
+        with (budget or DecodeBudget(limits.decode_memory)).reserve(decode_estimate(img)):
             img.load()
             turned = _orientation(img) in (5, 6, 7, 8)
             out, _, _ = _finish(img, spec, region)

@@ -2,7 +2,7 @@
 
 The driver lists the files (the same discovery, resume, shard and state filters as the
 local engine) and streams them through Ray Data: ``map_batches`` with a decode task
-(:class:`~aiscan.scanner.decode.CpuDecoder`, the local engine's per-file stage) on CPU
+(:class:`~aiscan.scanner.core.decode.CpuDecoder`, the local engine's per-file stage) on CPU
 workers, then ``map_batches`` with an actor pool (:class:`_Classify`), each actor holding
 one ONNX Runtime session and running the local engine's own :func:`classify_batch`; with
 ``num_gpus`` per actor where the cluster has GPUs. Rows come back to the driver in order
@@ -24,14 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.pixels import DecodeLimits
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.config import ScanConfig
-from aiscan.scanner.decode import Batch, CpuDecoder, Item
-from aiscan.scanner.discover import Found
-from aiscan.scanner.evidence import Evidence
-from aiscan.scanner.infer import Classifier
-from aiscan.scanner.output import ROW_FIELDS, Row, as_status
-from aiscan.scanner.preprocess import DecodeLimits
+
+from ..core.decode import Batch, CpuDecoder, Item
+from ..core.discovery import Found
+from ..core.evidence import Evidence
+from ..core.infer import Classifier
+from ..core.rows import ROW_FIELDS, Row, as_status
+from ..run.config import ScanConfig
 
 #: Item fields that travel between the decode tasks and the inference actors as columns.
 _ITEM_COLUMNS = ("path", "status", "error", "format", "width", "height", "bytes", "sha256")
@@ -55,7 +56,7 @@ def _decode_batch(
         evidence=evidence,
     )
     found = [
-        Found(str(p), error=str(e), skipped=str(s))
+        Found(str(p), error=str(e), skip_reason=str(s))
         for p, e, s in zip(batch["path"], batch["error"], batch["skipped"], strict=True)
     ]
     items = [decoder(f) for f in found]
@@ -106,7 +107,7 @@ class _Classify:
     ) -> None:
         import ray
 
-        from aiscan.scanner.pipeline import RowMaker
+        from ..core.classify import RowMaker
 
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="aiscan-model-")
@@ -119,7 +120,7 @@ class _Classify:
         self.make_row = RowMaker(self.classifier.model_label, threshold, policy, real_below)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from aiscan.scanner.pipeline import classify_batch
+        from ..core.classify import classify_batch
 
         items = []
         for i in range(len(batch["path"])):
@@ -179,7 +180,7 @@ def ray_rows(
     import ray
     import ray.data
 
-    found = [{"path": f.path, "error": f.error, "skipped": f.skipped} for f in files]
+    found = [{"path": f.path, "error": f.error, "skipped": f.skip_reason} for f in files]
     if not found:
         return
     if not ray.is_initialized():

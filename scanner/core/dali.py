@@ -27,15 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.pixels import DecodeLimits, centre_region, check_limits, open_image, oriented_size
 from aiscan.model.preprocessing import Preprocessing
-from aiscan.scanner.decode import Batch, CpuDecoder, Item
-from aiscan.scanner.preprocess import (
-    DecodeLimits,
-    centre_region,
-    check_limits,
-    open_image,
-    oriented_size,
-)
+
+from .decode import Batch, CpuDecoder, Item
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +93,7 @@ def _pipeline(spec: Preprocessing, device: str, **pipe_args: Any) -> Any:
 class DaliClaim:
     """Takes the files DALI decodes as the reference does (RGB or greyscale JPEGs within
     the limits, read from the header alone) for the batch stage; the CPU decoder decodes
-    the rest right away (:class:`~aiscan.scanner.decode.Claim`)."""
+    the rest right away (:class:`~aiscan.scanner.core.decode.Claim`)."""
 
     def __init__(self, limits: DecodeLimits | None = None) -> None:
         self.limits = limits or DecodeLimits()
@@ -116,7 +111,7 @@ class DaliClaim:
             return True
 
 
-def dali_probe(
+def dali_claiming_decoder(
     spec: Preprocessing,
     limits: DecodeLimits | None = None,
     *,

@@ -1,0 +1,23 @@
+"""What every ``aiscan`` subcommand shares: its exit statuses (rsync-style: one meaning each)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+
+EXIT_OK = 0
+
+
+EXIT_FILE_ERRORS = 1
+
+
+EXIT_USAGE = 2
+
+
+EXIT_ENVIRONMENT = 3
+
+
+EXIT_INTERRUPTED = 130

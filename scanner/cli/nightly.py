@@ -1,0 +1,98 @@
+"""``aiscan merge`` (shard outputs into one file) and ``aiscan export-state`` (a state
+database's current verdicts as a verdict file)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+
+from aiscan.model.console import error_line
+from aiscan.model.errors import AiscanError
+
+if TYPE_CHECKING:
+    pass
+
+from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_OK
+
+
+def export_state_main(argv: Sequence[str]) -> int:
+    """``aiscan export-state scans.db --out all.parquet``: the current verdict table."""
+    p = argparse.ArgumentParser(
+        prog="aiscan export-state",
+        description="Every file's latest verdict in a --state database (deleted files left "
+        "out), in the verdict file schema.",
+    )
+    p.add_argument("state", type=Path, help="the state database")
+    p.add_argument("--out", "-o", required=True, type=Path)
+    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    from ..nightly.state import current_rows
+    from ..output.formats import chunked
+    from ..output.writer import VerdictWriter
+
+    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
+    try:
+        writer = VerdictWriter(args.out, fmt, overwrite=args.overwrite)
+        try:
+            n = 0
+            for chunk in chunked(current_rows(args.state)):
+                writer.write(chunk)
+                n += len(chunk)
+            writer.finish()
+        finally:
+            writer.close()
+    except AiscanError as exc:
+        return error_line("aiscan", exc)
+    except OSError as exc:
+        return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
+    err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
+    return EXIT_OK
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    """``aiscan merge PART... --out all.csv [--tree STORE]``."""
+    p = argparse.ArgumentParser(
+        prog="aiscan merge",
+        description="Join the outputs of --shard I/N runs into one verdict file and check "
+        "that they add up: shards 0..N-1 each once, no file twice, and (with --tree) every "
+        "file of the tree once. Exit 0 when complete, 1 when something is missing or "
+        "doubled (the merged file is written either way), 2 on bad input.",
+    )
+    p.add_argument("parts", nargs="+", type=Path, help="the shard runs' outputs")
+    p.add_argument("--out", "-o", required=True, type=Path)
+    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    from ..nightly.merge import merge
+
+    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
+    try:
+        report = merge(
+            args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
+        )
+    except AiscanError as exc:
+        return error_line("aiscan", exc)
+    except OSError as exc:
+        return error_line("aiscan", f"cannot merge: {exc}", EXIT_ENVIRONMENT)
+    lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
+    for label, items in (
+        ("missing shards", [str(i) for i in report.missing_shards]),
+        ("files with rows in two parts", report.doubled),
+        ("files of the tree without a row", report.missing),
+        ("rows for files not in the tree", report.unexpected),
+    ):
+        if items:
+            more = f" (+{len(items) - 20} more)" if len(items) > 20 else ""
+            lines.append(f"{label}: {len(items)}: {', '.join(items[:20])}{more}")
+    for line in lines:
+        err.print(escape(line), highlight=False, soft_wrap=True)
+    return EXIT_OK if report.complete else EXIT_FILE_ERRORS

@@ -1,0 +1,104 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from aiscan.model.meta import verdict as verdict_of
+from aiscan.model.pixels import normalize_batch
+from aiscan.model.preprocessing import Preprocessing
+
+from .decode import Batch, Item
+from .infer import Classifier
+from .rows import Row
+
+
+class RowMaker:
+    """Turns decoded items and probabilities into verdict rows.
+
+    With the "override" evidence policy, a file whose metadata declares it AI-made
+    (``evidence == "ai-declared"``) gets the verdict "ai" whatever its p_ai; p_ai itself
+    is always the model's.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        threshold: float,
+        evidence_policy: str = "report",
+        real_below: float | None = None,
+    ) -> None:
+        self.model = model
+        self.threshold = threshold
+        self.real_below = threshold if real_below is None else min(real_below, threshold)
+        self.override = evidence_policy == "override"
+
+    def __call__(self, item: Item, p_ai: float | None = None, error: str = "") -> Row:
+        status, err = item.status, item.error
+        if status == "ok" and (error or p_ai is None or not math.isfinite(p_ai)):
+            status, err = "error", error or f"model returned a non-finite score ({p_ai})"
+            p_ai = None
+        verdict = "" if p_ai is None else verdict_of(p_ai, self.threshold, self.real_below)
+        if verdict and self.override and item.evidence.kind == "ai-declared":
+            verdict = "ai"
+        return Row(
+            item.path,
+            status,
+            p_ai if status == "ok" else None,
+            verdict,
+            err,
+            item.format,
+            item.width,
+            item.height,
+            item.bytes,
+            item.sha256,
+            self.model,
+            item.evidence.kind,
+            item.evidence.detail,
+            item.evidence.generator,
+        )
+
+
+def _host_tensor(items: list[Item], spec: Preprocessing) -> np.ndarray:
+    """One input batch for items on the host: tensors a batch decoder made, or pixels
+    normalised here."""
+    pixels = [it.pixels for it in items if it.tensor is None and it.pixels is not None]
+    if len(pixels) == len(items):
+        return normalize_batch(pixels, spec)
+    normed = iter(normalize_batch(pixels, spec)) if pixels else iter(())
+    return np.stack([it.tensor if it.tensor is not None else next(normed) for it in items])
+
+
+def classify_batch(batch: Batch, classifier: Classifier, make_row: RowMaker) -> list[Row]:
+    """Run the model on every ready item of a batch; one row per item, in order."""
+    items, on_device = batch.items, set(batch.on_device)
+    host = [
+        i
+        for i, it in enumerate(items)
+        if it.status == "ok"
+        and i not in on_device
+        and (it.tensor is not None or it.pixels is not None)
+    ]
+    scores: dict[int, float] = {
+        i: it.reused_p_ai for i, it in enumerate(items) if it.reused_p_ai is not None
+    }
+    failure = ""
+    try:
+        if host:
+            inputs = _host_tensor([items[i] for i in host], classifier.info.preprocessing)
+            scores.update(zip(host, map(float, classifier.predict(inputs)), strict=True))
+        if batch.on_device:
+            probs = classifier.predict_device(batch.device)
+            scores.update(zip(batch.on_device, map(float, probs), strict=True))
+    except Exception as exc:  # the runtime's own errors: the batch's rows say so
+        failure = f"inference failed: {type(exc).__name__}: {exc}"
+    ready = set(host) | on_device | set(scores)
+    rows = [
+        make_row(it, scores.get(i), failure if i in ready else "") for i, it in enumerate(items)
+    ]
+    for it in items:
+        it.pixels = it.tensor = None  # free the batch's memory as soon as it is written
+    batch.device = None
+    return rows

@@ -1,0 +1,91 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: The models that ship inside the package, by the name ``--model`` takes: "default" is
+#: the CLIP head (its encoder arrives once, into the user's cache, on first use); "fast"
+#: the EfficientNet ensemble (whole, no download; several times faster on a CPU).
+SHIPPED_MODELS = {"default": "clip-b16-head.onnx", "fast": "fast.onnx"}
+
+
+DEFAULT_MODEL_NAME = SHIPPED_MODELS["default"]
+
+
+def shipped_model(name: str = "default") -> Path | None:
+    """The file of a model shipped inside the package (:data:`SHIPPED_MODELS`), or None
+    when this build lacks it."""
+    path = Path(str(resources.files("aiscan.scanner").joinpath("models", SHIPPED_MODELS[name])))
+    return path if path.is_file() else None
+
+
+def default_model_path() -> Path | None:
+    """The shipped default model's file (a CLIP head), or None when this build has none."""
+    return shipped_model("default")
+
+
+def encoder_precision(device: str) -> str:
+    """The encoder graph a head model runs with on ``device``: the int8 graph it was
+    fitted on, on every device. The dequantised float graphs
+    (:func:`aiscan.model.clip_graph.feature_encoder`) give other features: through the
+    shipped head, float32 moved p_ai by 0.097 on average and up to 0.52 on 256 real images
+    (``benchmarks/results/clip_precision_cpu2core.json``), so a GPU run on them would
+    not give the CPU's verdicts. They serve a head fitted on float features, which does
+    not exist yet; ONNX Runtime places the int8 graph's nodes on the providers that
+    have kernels for them."""
+    del device  # one graph everywhere until a head is fitted on float features
+    return "int8"
+
+
+def resolve_model(model: str | os.PathLike[str] | None, device: str = "auto") -> Path:
+    """The ONNX file to run: a shipped model by name ("default" when None, "fast"), or the
+    path given; a head model (one that names an encoder) is first joined to its encoder
+    (:func:`aiscan.model.clip_graph.assembled_model`, cached; the encoder is fetched once).
+
+    Raises:
+        ConfigError: no such file, or this build ships no such model.
+        EncoderUnavailableError: the encoder is needed and cannot be fetched.
+    """
+    text = "default" if model is None else os.fspath(model)
+    if text in SHIPPED_MODELS:
+        path = shipped_model(text)
+        if path is None:
+            raise ConfigError(
+                f"this aiscan build ships no {text!r} model: pass --model PATH to an ONNX "
+                "model made by aiscan-export"
+            )
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(
+                f"--model {path}: no such file (shipped models: {', '.join(SHIPPED_MODELS)})"
+            )
+    return _whole_model(path, device)
+
+
+def _whole_model(path: Path, device: str) -> Path:
+    from aiscan.model.clip_graph import GraphError, assembled_model, head_encoder
+    from aiscan.model.meta import ModelError, read_info
+
+    if path.stat().st_size > 64 * 2**20:
+        return path  # heads are small; a big file is a whole model (no full read here)
+    try:
+        info = read_info(path)
+    except (ModelError, OSError):
+        return path  # the classifier says what is wrong with it, in its own words
+    if head_encoder(info.extra) is None:
+        return path
+    try:
+        return assembled_model(path, encoder_precision(device))
+    except GraphError as exc:
+        raise ConfigError(f"--model {path}: {exc}") from exc
+    except OSError as exc:  # the cache's disk or folder: not the scan's output
+        raise ConfigError(
+            f"--model {path}: cannot build the whole model in aiscan's cache ({exc}); "
+            "free space there or set AISCAN_CACHE to another folder"
+        ) from exc

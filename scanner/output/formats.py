@@ -1,0 +1,226 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiscan.model.errors import AiscanError
+from aiscan.model.files import replacing
+
+from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
+from .records import (
+    COLUMNS,
+    csv_cell,
+    record_of,
+    row_from_record,
+    unescape_path,
+)
+
+
+class VerdictFileError(AiscanError, ValueError):
+    """An existing output cannot be resumed (not aiscan's, or another format)."""
+
+
+def detect_format(path: Path) -> str:
+    """The format a verdict file was written in, from its first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    return "jsonl" if head[:1] == b"{" else "csv"
+
+
+@dataclass
+class Recovered:
+    """What a resumed run finds already written.
+
+    Attributes:
+        paths: every path that has a row.
+        statuses: row count per status.
+        verdicts: row count per verdict.
+    """
+
+    paths: set[str] = field(default_factory=set)
+    statuses: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, path: str, status: str, verdict: str) -> None:
+        self.paths.add(path)
+        self.statuses[status] += 1
+        if verdict:
+            self.verdicts[verdict] += 1
+
+
+class Lines:
+    """Iterate a binary file's lines as text, tracking the byte offset consumed."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.offset = 0
+        self.complete = True
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._fh:
+            self.offset += len(raw)
+            self.complete = raw.endswith(b"\n")
+            yield raw.decode("utf-8", "surrogateescape")
+
+
+class _Csv:
+    """CSV: a header, then one record per row; the journal is the file itself."""
+
+    name = "csv"
+    #: a journal with no complete record still needs this format's header
+    header = True
+
+    def encode(self, rows: Iterable[Row], header: bool = False) -> str:
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf, lineterminator="\r\n")
+        if header:
+            writer.writerow(COLUMNS)
+        writer.writerows([csv_cell(v) for v in record_of(r).values()] for r in rows)
+        return buf.getvalue()
+
+    def recover(self, path: Path, lines: Lines, found: Recovered) -> int:
+        """Collect a journal's complete records; return the byte length they span."""
+        reader = csv.reader(lines)
+        valid = 0
+        try:
+            header = next(reader, None)
+            if header != list(COLUMNS):
+                raise VerdictFileError(foreign(path, header))
+            valid = lines.offset
+            for rec in reader:
+                if not lines.complete or len(rec) != len(COLUMNS):
+                    break
+                found.add(unescape_path(rec[0], rec[-1] == "true"), rec[1], rec[3])
+                valid = lines.offset
+        except csv.Error:
+            pass  # a torn quoted field at the very end
+        return valid
+
+    def read(self, path: Path) -> Iterator[Row]:
+        with path.open(encoding="utf-8", newline="") as fh:
+            yield from (row_from_record(r) for r in csv.DictReader(fh))
+
+    def publish(self, journal: Path, out: Path) -> None:
+        journal.replace(out)
+
+    def reopen(self, out: Path, journal: Path, start: Callable[[list[Row]], None]) -> None:
+        """Make a finished output the journal again, so that new rows extend it."""
+        with replacing(journal) as tmp:
+            shutil.copyfile(out, tmp)
+
+
+class _Jsonl(_Csv):
+    """JSON lines: one object per row; the journal is the file itself."""
+
+    name = "jsonl"
+    header = False
+
+    def encode(self, rows: Iterable[Row], header: bool = False) -> str:
+        return "".join(json.dumps(record_of(r), ensure_ascii=False) + "\n" for r in rows)
+
+    def recover(self, path: Path, lines: Lines, found: Recovered) -> int:
+        valid = 0
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not lines.complete:
+                break
+            if "path_escaped" not in rec:
+                raise VerdictFileError(foreign(path, list(rec)))
+            found.add(
+                unescape_path(rec["path"], rec["path_escaped"]), rec["status"], rec["verdict"]
+            )
+            valid = lines.offset
+        return valid
+
+    def read(self, path: Path) -> Iterator[Row]:
+        with path.open(encoding="utf-8") as fh:
+            yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
+
+
+class _Parquet(_Jsonl):
+    """Parquet: journalled as JSON lines, converted when the scan finishes."""
+
+    name = "parquet"
+
+    def read(self, path: Path) -> Iterator[Row]:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+            yield from (row_from_record(rec) for rec in batch.to_pylist())
+
+    def publish(self, journal: Path, out: Path) -> None:
+        jsonl_to_parquet(journal, out)
+        journal.unlink()
+
+    def reopen(self, out: Path, journal: Path, start: Callable[[list[Row]], None]) -> None:
+        start(list(self.read(out)))
+
+
+#: One writer and reader per output format, behind one interface.
+FORMAT_HANDLERS: dict[str, _Csv] = {f.name: f for f in (_Csv(), _Jsonl(), _Parquet())}
+
+
+#: The output formats' names, as the command line offers them.
+FORMATS = tuple(FORMAT_HANDLERS)
+
+
+def foreign(path: Path, columns: list[str] | None) -> str:
+    if columns and set(ROW_FIELDS) <= set(columns):
+        return (
+            f"{path} was written by an older aiscan (its columns differ from this version's): "
+            "give another --out, or --overwrite to scan again"
+        )
+    return f"{path} is not an aiscan verdict file (its header differs); give another --out"
+
+
+def jsonl_to_parquet(src: Path, dst: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # checked up front by the config; kept as a guard
+        raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
+    with src.open(encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    schema = pa.schema(
+        [(c.name, getattr(pa, c.arrow)()) for c in ROW_SCHEMA] + [("path_escaped", pa.bool_())]
+    )
+    table = pa.Table.from_pylist(records, schema=schema)
+    with replacing(dst) as tmp:
+        pq.write_table(table, tmp)
+
+
+def iter_rows(path: str | Path) -> Iterator[Row]:
+    """Stream the rows of a finished verdict file of any format (bounded memory)."""
+    path = Path(path)
+    return FORMAT_HANDLERS[detect_format(path)].read(path)
+
+
+def chunked(rows: Iterable[Row], size: int = 10_000) -> Iterator[list[Row]]:
+    """Rows in lists of ``size`` (the last may be shorter), for batched writes."""
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a finished verdict file of any format back into rows."""
+    return list(iter_rows(path))
