@@ -174,7 +174,7 @@ def aiscan_scan(
 ) -> Callable[[Sequence[Path]], None]:
     """The full scanner (discovery, decode, inference, evidence, CSV) on the given files."""
     from aiscan.scanner.run.config import ScanConfig
-    from aiscan.scanner.run.scan import scan
+    from aiscan.scanner.run.pipeline import scan
 
     out_dir = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .api import Detector
     from .core.rows import Row
     from .run.config import ScanConfig
-    from .run.scan import iter_verdicts, scan
+    from .run.pipeline import iter_verdicts, scan
     from .run.summary import ScanSummary
 
 __all__ = ["Detector", "Row", "ScanConfig", "ScanSummary", "__version__", "iter_verdicts", "scan"]
@@ -36,8 +36,8 @@ _WHERE = {
     "Row": ".core.rows",
     "ScanConfig": ".run.config",
     "ScanSummary": ".run.summary",
-    "iter_verdicts": ".run.scan",
-    "scan": ".run.scan",
+    "iter_verdicts": ".run.pipeline",
+    "scan": ".run.pipeline",
 }
 
 

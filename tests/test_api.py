@@ -74,9 +74,9 @@ def test_a_tree_in_memory_gives_the_scans_rows(
 def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
     tiny_model: Path, bad_tree: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiscan.scanner.run import scan as pipeline
+    from aiscan.scanner.run import pipeline
     from aiscan.scanner.run.config import ScanConfig
-    from aiscan.scanner.run.scan import Verdicts, iter_verdicts, scan
+    from aiscan.scanner.run.pipeline import Verdicts, iter_verdicts, scan
 
     walks = []
     real = pipeline.discover
@@ -87,7 +87,7 @@ def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
 
     monkeypatch.setattr(pipeline, "discover", counted)
     root = str(Path(sorted(bad_tree)[0]).parent)
-    config = ScanConfig((root,), model=tiny_model, device="cpu", batch_size=2)
+    config = ScanConfig(paths=(root,), model=tiny_model, device="cpu", batch_size=2)
     rows = list(iter_verdicts(config))
     assert len(walks) == 1
     assert sorted(r.path for r in rows) == sorted(bad_tree)  # each file once, no output
@@ -95,7 +95,7 @@ def test_iter_verdicts_gives_the_rows_that_scan_writes_walking_the_tree_once(
     out = tmp_path / "v.csv"
     state = tmp_path / "state.db"
     walks.clear()
-    summary = scan(ScanConfig((root,), out, model=tiny_model, device="cpu", state=state))
+    summary = scan(ScanConfig(paths=(root,), out=out, model=tiny_model, device="cpu", state=state))
     assert len(walks) == 1  # the progress total comes from the same walk
     assert [r.path for r in read_rows(out)] == [r.path for r in rows]
     for got, written in zip(rows, read_rows(out), strict=True):

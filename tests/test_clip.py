@@ -574,7 +574,7 @@ def test_state_rejudges_rows_when_the_band_changes(tmp_path: Path) -> None:
     for below, expected in ((0.2, False), (0.3, True), (None, True)):
         state = ScanState(db, "sha", 0.8, real_below=below)
         state.begin([str(tmp_path)])
-        assert state.needs_scan(Found(str(img)), count=False) is expected, below
+        assert state.needs_scan(Found(str(img))) is expected, below
         state.close()
 
 

@@ -235,7 +235,7 @@ def test_the_python_api_decodes_with_dali_too(tiny_model: Path, tmp_path: Path) 
     files.append(_write(tmp_path, "broken.jpg", b"\xff\xd8\xff\xe0 broken").path)
     cpu = list(Detector(tiny_model, device="cpu", decoder="cpu").classify_files(files))
     dali_detector = Detector(tiny_model, device="cpu", decoder="dali", batch_size=4)
-    assert dali_detector._stages.name == "dali-cpu"
+    assert dali_detector.engine.name == "dali-cpu"
     for rows in (
         list(dali_detector.classify_files(files)),
         list(dali_detector.classify_bytes([(f, Path(f).read_bytes()) for f in files])),

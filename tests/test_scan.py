@@ -406,9 +406,9 @@ def test_aiscan_defaults_are_the_configs(tmp_path: Path) -> None:
 
     root = str(tmp_path)
     args = build_parser().parse_args([root, "--out", str(tmp_path / "v.csv")])
-    assert _config(args) == ScanConfig((root,), tmp_path / "v.csv")
+    assert _config(args) == ScanConfig(paths=(root,), out=tmp_path / "v.csv")
     args = build_parser().parse_args(
-        [root, "-o", "v.csv", "--prefetch", "5", "--max-file-size", "7", "--format", "jsonl"]
+        [root, "-o", "v.out", "--prefetch", "5", "--max-file-size", "7", "--format", "jsonl"]
     )
     cfg = _config(args)
     assert (cfg.prefetch, cfg.max_file_mb, cfg.fmt) == (5, 7, "jsonl")

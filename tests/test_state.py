@@ -275,7 +275,7 @@ def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -
         try:
             while not stop.is_set():
                 for f in files:
-                    state.needs_scan(Found(str(f)), count=False)
+                    state.needs_scan(Found(str(f)))
         except BaseException as exc:  # handed to the test
             errors.append(exc)
 
@@ -287,4 +287,4 @@ def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -
     stop.set()
     reader.join(10)
     assert not errors
-    assert state.needs_scan(Found(str(files[0])), count=False) is True
+    assert state.needs_scan(Found(str(files[0]))) is True

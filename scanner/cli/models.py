@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-
-if TYPE_CHECKING:
-    pass
 
 
 def models_main(argv: Sequence[str] | None = None) -> int:

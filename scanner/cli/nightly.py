@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,9 +13,7 @@ from rich.markup import escape
 from aiscan.model.console import error_line
 from aiscan.model.errors import AiscanError
 
-if TYPE_CHECKING:
-    pass
-
+from ..output.formats import FORMATS, resolve_format
 from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_OK
 
 
@@ -29,7 +26,12 @@ def export_state_main(argv: Sequence[str]) -> int:
     )
     p.add_argument("state", type=Path, help="the state database")
     p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        help="the output's format (default: the one the --out suffix names)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     err = Console(stderr=True)
@@ -37,8 +39,8 @@ def export_state_main(argv: Sequence[str]) -> int:
     from ..output.formats import chunked
     from ..output.writer import VerdictWriter
 
-    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
     try:
+        fmt = resolve_format(args.out, args.fmt)
         writer = VerdictWriter(args.out, fmt, overwrite=args.overwrite)
         try:
             n = 0
@@ -67,15 +69,20 @@ def merge_main(argv: Sequence[str]) -> int:
     )
     p.add_argument("parts", nargs="+", type=Path, help="the shard runs' outputs")
     p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument("--format", dest="fmt", choices=("csv", "jsonl", "parquet"))
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        help="the output's format (default: the one the --out suffix names)",
+    )
     p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     err = Console(stderr=True)
-    from ..nightly.merge import merge
+    from ..nightly.shards import merge
 
-    fmt = args.fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(args.out.suffix, "csv")
     try:
+        fmt = resolve_format(args.out, args.fmt)
         report = merge(
             args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
         )

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from aiscan.model.console import error_line
-
-if TYPE_CHECKING:
-    pass
 
 from .common import EXIT_ENVIRONMENT, EXIT_OK
 

@@ -49,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
-    p.add_argument("--format", dest="fmt", default=defaults["fmt"], choices=FORMATS)
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        help="the output's format (default: the one the --out suffix names: "
+        ".csv, .jsonl or .parquet)",
+    )
     p.add_argument(
         "--model",
         default=defaults["model"],
@@ -138,13 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="Ray cluster to join, e.g. ray://head:10001 (default: RAY_ADDRESS, else local)",
     )
-    perf.add_argument("--device", default=defaults["device"], choices=DEVICES)
+    perf.add_argument(
+        "--device",
+        default=defaults["device"],
+        choices=DEVICES,
+        help="where the model runs; auto: TensorRT, then CUDA, then the CPU, as available "
+        "(default %(default)s)",
+    )
     perf.add_argument(
         "--decoder",
         default=defaults["decoder"],
         choices=DECODERS,
         help="dali: DALI decode, on the GPU if there is one (else its CPU operators); "
-        "auto: DALI on a GPU machine when installed, else the CPU path",
+        "auto: DALI on a GPU machine when installed, else the CPU path (default %(default)s)",
     )
     perf.add_argument(
         "--batch-size", type=int, help="images per inference call (default: 8 on CPU, 128 on GPU)"
@@ -177,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--max-file-size",
+        dest="max_file_mb",
         type=int,
         default=defaults["max_file_mb"],
         metavar="MB",
@@ -184,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--decode-memory",
+        dest="decode_memory_mb",
         type=int,
         default=defaults["decode_memory_mb"],
         metavar="MB",
@@ -311,38 +325,20 @@ def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _config(args: argparse.Namespace) -> ScanConfig:
-    """The scan an ``aiscan`` command line asks for (raises :class:`ConfigError`)."""
-    from ..core.infer import default_threads
+    """The scan an ``aiscan`` command line asks for (raises :class:`ConfigError`): every
+    option whose name is a field of :class:`ScanConfig` goes there as it is, so that the
+    parser and the config cannot drift apart; an option left unset takes the field's own
+    default."""
+    import dataclasses
+
     from ..run.config import ScanConfig
 
-    return ScanConfig(
-        paths=tuple(args.paths),
-        out=args.out,
-        model=args.model,
-        fmt=args.fmt,
-        batch_size=args.batch_size,
-        workers=default_threads() if args.workers is None else args.workers,
-        threads=args.threads,
-        device=args.device,
-        decoder=args.decoder,
-        threshold=args.threshold,
-        real_below=args.real_below,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        hash_files=args.hash_files,
-        max_pixels=args.max_pixels,
-        max_file_mb=args.max_file_size,
-        decode_memory_mb=args.decode_memory,
-        decode_timeout=args.decode_timeout,
-        exact_decode=args.exact_decode,
-        evidence=args.evidence,
-        evidence_policy=args.evidence_policy,
-        state=args.state,
-        engine=args.engine,
-        ray_address=args.ray_address,
-        shard=args.shard,
-        prefetch=args.prefetch,
-    )
+    names = {f.name for f in dataclasses.fields(ScanConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["paths"] = tuple(values["paths"])
+    if values.get("workers") is None:
+        values.pop("workers", None)  # the field's factory: the cores this process may use
+    return ScanConfig(**values)
 
 
 def _announce_fetch(err: Console, model: object) -> None:
@@ -365,7 +361,7 @@ def scan_main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     from ..core.errors import ConfigError
-    from ..run.scan import scan
+    from ..run.pipeline import scan
 
     try:
         config = _config(args)

@@ -1,8 +1,12 @@
-"""TODO docstring."""
+"""The verdict policy, per batch: a model opened once (:class:`OpenModel`: session,
+threshold, band, batch size), decoded items and probabilities into rows
+(:class:`RowMaker`), and one batch through the model (:func:`classify_batch`)."""
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,7 +15,8 @@ from aiscan.model.pixels import normalize_batch
 from aiscan.model.preprocessing import Preprocessing
 
 from .decode import Batch, Item
-from .infer import Classifier
+from .infer import Classifier, default_batch_size, default_threads
+from .models import resolve_model
 from .rows import Row
 
 
@@ -33,6 +38,7 @@ class RowMaker:
         self.model = model
         self.threshold = threshold
         self.real_below = threshold if real_below is None else min(real_below, threshold)
+        self.evidence_policy = evidence_policy
         self.override = evidence_policy == "override"
 
     def __call__(self, item: Item, p_ai: float | None = None, error: str = "") -> Row:
@@ -102,3 +108,52 @@ def classify_batch(batch: Batch, classifier: Classifier, make_row: RowMaker) -> 
         it.pixels = it.tensor = None  # free the batch's memory as soon as it is written
     batch.device = None
     return rows
+
+
+@dataclass(frozen=True)
+class OpenModel:
+    """A model opened once, for every engine and the API: its session, the threshold and
+    band its verdicts use, its batch size and its row maker.
+
+    Attributes:
+        classifier: the ONNX Runtime session.
+        threshold: p_ai at or above which the verdict is "ai".
+        real_below: p_ai below which it is "real" (the threshold itself: no band).
+        batch_size: images per inference call.
+        rows: the row maker with this threshold, band and evidence policy.
+    """
+
+    classifier: Classifier
+    threshold: float
+    real_below: float
+    batch_size: int
+    rows: RowMaker
+
+    @classmethod
+    def open(
+        cls,
+        model: str | os.PathLike[str] | None,
+        device: str = "auto",
+        *,
+        threads: int = 0,
+        threshold: float | None = None,
+        real_below: float | None = None,
+        batch_size: int | None = None,
+        evidence_policy: str = "report",
+    ) -> OpenModel:
+        """Open ``model`` (a path or a shipped model's name) on ``device``; ``threshold``,
+        ``real_below`` and ``batch_size`` override the model's own and the device's.
+
+        Raises:
+            ConfigError, ModelError, DeviceError, EncoderUnavailableError.
+        """
+        classifier = Classifier(
+            resolve_model(model, device), device, threads=threads or default_threads()
+        )
+        info = classifier.info
+        above = info.threshold if threshold is None else threshold
+        below = info.real_below if real_below is None else real_below
+        band = above if below is None else min(below, above)
+        size = batch_size or default_batch_size(classifier.report.providers[0])
+        rows = RowMaker(classifier.model_label, above, evidence_policy, band)
+        return cls(classifier, above, band, size, rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -117,10 +118,13 @@ def dali_claiming_decoder(
     *,
     hash_files: bool = False,
     evidence: bool = True,
+    known: Callable[[str], float | None] | None = None,
 ) -> CpuDecoder:
     """The per-file stage of the DALI path: the CPU decoder, with DALI claiming its files."""
     claim = DaliClaim(limits)
-    return CpuDecoder(spec, limits, hash_files=hash_files, evidence=evidence, claim=claim)
+    return CpuDecoder(
+        spec, limits, hash_files=hash_files, evidence=evidence, claim=claim, known=known
+    )
 
 
 class DaliDecoder:

@@ -190,6 +190,8 @@ class CpuDecoder:
         evidence: read provenance metadata (:mod:`aiscan.scanner.core.evidence`).
         claim: lets a batch decoder take files first; files are then read whole into
             memory before decoding.
+        known: sha256 -> the p_ai tonight's model gave identical content before (a state
+            run with hashing): an item it knows needs no inference.
     """
 
     def __init__(
@@ -201,6 +203,7 @@ class CpuDecoder:
         decode: str | None = None,
         evidence: bool = True,
         claim: Claim | None = None,
+        known: Callable[[str], float | None] | None = None,
     ) -> None:
         self.spec = spec
         self.evidence = evidence
@@ -211,8 +214,7 @@ class CpuDecoder:
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
         self.claim = claim
-        #: sha256 -> p_ai already known for identical content (set by a state run)
-        self.known: Callable[[str], float | None] | None = None
+        self.known = known
 
     def __call__(self, found: Found) -> Item:
         item = Item(found.path)

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The error of a configuration that cannot run, raised before any work."""
 
 from __future__ import annotations
 

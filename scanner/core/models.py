@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Which ONNX file a scan runs: a shipped model by name ("default", "fast") or a path; a
+head model (CLIP features in, p_ai out) is first joined to its frozen encoder, which is
+fetched once into the user cache."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The local engine: decode in a thread pool, ``prefetch`` batches ahead of inference,
+through a bounded window of tasks, so that the memory a scan holds does not grow with the
+size of the tree; the batch stage (DALI) of batch N+1 runs while batch N is classified.
+Pillow and ONNX Runtime release the GIL while they work. A file that takes longer than
+its time to decode becomes an error row and its thread is replaced; stopping never waits
+on such a file (:mod:`.pool`)."""
 
 from __future__ import annotations
 
@@ -8,18 +13,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
 
-from aiscan.model.pixels import DecodeLimits
 from aiscan.model.preprocessing import Preprocessing
 
-from ..core.classify import RowMaker, classify_batch
+from ..core.classify import classify_batch
 from ..core.dali import DaliDecoder, dali_available, dali_claiming_decoder
-from ..core.decode import Batch, CpuDecoder, Item
+from ..core.decode import Batch, Blob, CpuDecoder, Item
 from ..core.discovery import Found
 from ..core.errors import ConfigError
-from ..core.infer import Classifier, cuda_device_count
-from ..core.rows import Row
-from ..run.config import ScanConfig
+from ..core.infer import cuda_device_count
 from .pool import DaemonPool, Task
+from .spec import BatchResult, DecodeSpec, EngineSpec
 
 
 class Named(Protocol):
@@ -89,78 +92,103 @@ class Stages:
 
 
 def decode_stages(
-    spec: Preprocessing,
-    limits: DecodeLimits,
-    *,
+    preprocessing: Preprocessing,
+    decode: DecodeSpec,
     batch_size: int,
-    workers: int,
-    decoder: str = "auto",
-    decode: str | None = None,
-    hash_files: bool = False,
-    evidence: bool = True,
+    known: Callable[[str], float | None] | None = None,
 ) -> Stages:
-    """The decode stages for ``decoder`` ("auto": DALI on a GPU when both are there, else
-    the CPU path); ``decode`` forces a decode mode on the model's own ("full": the CPU
-    reference path, never DALI).
+    """The decode stages for ``decode.decoder`` ("auto": DALI on a GPU when both are
+    there, else the CPU path); a forced ``decode.mode`` of "full" is the CPU reference
+    path, never DALI.
 
     Raises:
         ConfigError: DALI was asked for and is not installed.
     """
-    use_dali = decoder == "dali" or (
-        decoder == "auto" and cuda_device_count() > 0 and dali_available()
+    use_dali = decode.decoder == "dali" or (
+        decode.decoder == "auto" and cuda_device_count() > 0 and dali_available()
     )
-    if not use_dali or decode == "full":
-        cpu = CpuDecoder(spec, limits, hash_files=hash_files, decode=decode, evidence=evidence)
+    hash_files, evidence = decode.hash_files, decode.evidence
+    if not use_dali or decode.mode == "full":
+        cpu = CpuDecoder(
+            preprocessing,
+            decode.limits,
+            hash_files=hash_files,
+            decode=decode.mode,
+            evidence=evidence,
+            known=known,
+        )
         return Stages("cpu", cpu, Batch, lambda: 0)
     if not dali_available():
         raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
     device_id = 0 if cuda_device_count() > 0 else None
-    dali = DaliDecoder(spec, batch_size, workers, device_id, limits)
+    dali = DaliDecoder(preprocessing, batch_size, decode.workers, device_id, decode.limits)
     return Stages(
         "dali-gpu" if dali.on_gpu else "dali-cpu",
-        dali_claiming_decoder(spec, limits, hash_files=hash_files, evidence=evidence),
+        dali_claiming_decoder(
+            preprocessing, decode.limits, hash_files=hash_files, evidence=evidence, known=known
+        ),
         dali,
         lambda: dali.failed_batches,
     )
 
 
-def _batches(
-    config: ScanConfig,
-    stages: Stages,
-    files: Iterable[Found],
-    batch_size: int,
-    decode_pool: DaemonPool,
-    batch_pool: DaemonPool,
-) -> Iterator[Batch]:
-    """Decoded batches in order; the batch stage of batch N+1 runs while N is classified."""
+class LocalEngine:
+    """Rows for files (or images in memory) with this process's threads.
 
-    def batch_stage(tasks: list[tuple[Found, Task[Item]]]) -> Batch:
-        return stages.per_batch(collect_batch(decode_pool, tasks, config.decode_timeout))
+    Args:
+        spec: the model, the decode settings and the known verdicts.
 
-    pending: deque[Task[Batch]] = deque()
-    for tasks in submit_ahead(decode_pool, stages.per_file, files, batch_size, config.prefetch):
-        pending.append(batch_pool.submit(batch_stage, tasks))
-        if len(pending) > 1:
-            yield pending.popleft().future.result()
-    while pending:
-        yield pending.popleft().future.result()
+    Raises:
+        ConfigError: DALI was asked for and is not installed.
+    """
 
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        model = spec.model
+        self.stages = decode_stages(
+            model.classifier.info.preprocessing, spec.decode, model.batch_size, spec.known
+        )
 
-def local_rows(
-    config: ScanConfig,
-    stages: Stages,
-    files: Iterable[Found],
-    classifier: Classifier,
-    make_row: RowMaker,
-    batch_size: int,
-) -> Generator[tuple[list[Row], int], None, None]:
-    """The local engine: (rows, files whose verdict was reused) per batch, in order."""
-    decode_pool = DaemonPool(config.workers, "aiscan-decode")
-    batch_pool = DaemonPool(1, "aiscan-batch")
-    try:
-        for batch in _batches(config, stages, files, batch_size, decode_pool, batch_pool):
-            reused = sum(it.reused_p_ai is not None for it in batch.items)
-            yield classify_batch(batch, classifier, make_row), reused
-    finally:
-        for pool in (batch_pool, decode_pool):
-            pool.shutdown(wait_s=2.0)  # never waits on a stuck decode
+    @property
+    def name(self) -> str:
+        return self.stages.name
+
+    @property
+    def failed_batches(self) -> int:
+        return self.stages.failed_batches()
+
+    def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
+        """One result per batch of ``files``, in order."""
+        return self._run(files, self.stages.per_file)
+
+    def run_blobs(self, blobs: Iterable[Blob]) -> Generator[BatchResult, None, None]:
+        """One result per batch of images in memory, in order."""
+        return self._run(blobs, self.stages.per_file.decode_blob)
+
+    def _run(
+        self, inputs: Iterable[N], decode: Callable[[N], Item]
+    ) -> Generator[BatchResult, None, None]:
+        spec, model = self.spec.decode, self.spec.model
+        decode_pool = DaemonPool(spec.workers, "aiscan-decode")
+        batch_pool = DaemonPool(1, "aiscan-batch")
+
+        def batch_stage(tasks: list[tuple[N, Task[Item]]]) -> Batch:
+            return self.stages.per_batch(collect_batch(decode_pool, tasks, spec.timeout_s))
+
+        pending: deque[Task[Batch]] = deque()
+        try:
+            ahead = submit_ahead(decode_pool, decode, inputs, model.batch_size, spec.prefetch)
+            for tasks in ahead:
+                pending.append(batch_pool.submit(batch_stage, tasks))
+                if len(pending) > 1:
+                    yield self._classify(pending.popleft().future.result())
+            while pending:
+                yield self._classify(pending.popleft().future.result())
+        finally:
+            for pool in (batch_pool, decode_pool):
+                pool.shutdown(wait_s=2.0)  # never waits on a stuck decode
+
+    def _classify(self, batch: Batch) -> BatchResult:
+        reused = sum(it.reused_p_ai is not None for it in batch.items)
+        model = self.spec.model
+        return BatchResult(classify_batch(batch, model.classifier, model.rows), reused)

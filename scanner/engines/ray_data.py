@@ -1,14 +1,15 @@
 """``--engine ray``: the same decode and classification code, on a Ray cluster.
 
 The driver lists the files (the same discovery, resume, shard and state filters as the
-local engine) and streams them through Ray Data: ``map_batches`` with a decode task
-(:class:`~aiscan.scanner.core.decode.CpuDecoder`, the local engine's per-file stage) on CPU
+local engine) and streams them, in chunks, through Ray Data: ``map_batches`` with a decode
+task (:class:`~aiscan.scanner.core.CpuDecoder`, the local engine's per-file stage) on CPU
 workers, then ``map_batches`` with an actor pool (:class:`_Classify`), each actor holding
-one ONNX Runtime session and running the local engine's own :func:`classify_batch`; with
-``num_gpus`` per actor where the cluster has GPUs. Rows come back to the driver in order
-and go through the same writer (and state), so the verdict file is the same as a local
-run's, byte for byte in its schema. A task or actor that dies is retried by Ray; rows are
-written only when they reach the driver, so nothing is lost or written twice.
+one ONNX Runtime session and running the local engine's own
+:func:`~aiscan.scanner.core.classify_batch`; with ``num_gpus`` per actor where the cluster
+has GPUs. Rows come back to the driver in order and go through the same writer (and
+state), so the verdict file is the same as a local run's. A task or actor that dies is
+retried by Ray; rows are written only when they reach the driver, so nothing is lost or
+written twice.
 
 Workers need aiscan installed (``pip install aiscan``) and the images at the same paths
 (shared storage). The model travels through Ray's object store: workers need no copy.
@@ -16,10 +17,11 @@ Workers need aiscan installed (``pip install aiscan``) and the images at the sam
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,12 +29,14 @@ import numpy as np
 from aiscan.model.pixels import DecodeLimits
 from aiscan.model.preprocessing import Preprocessing
 
+from ..core.classify import RowMaker, classify_batch
 from ..core.decode import Batch, CpuDecoder, Item
 from ..core.discovery import Found
+from ..core.errors import ConfigError
 from ..core.evidence import Evidence
 from ..core.infer import Classifier
-from ..core.rows import ROW_FIELDS, Row, as_status
-from ..run.config import ScanConfig
+from ..core.rows import ROW_SCHEMA, Row, as_status
+from .spec import BatchResult, EngineSpec
 
 #: Item fields that travel between the decode tasks and the inference actors as columns.
 _ITEM_COLUMNS = ("path", "status", "error", "format", "width", "height", "bytes", "sha256")
@@ -57,7 +61,7 @@ def _decode_batch(
     )
     found = [
         Found(str(p), error=str(e), skip_reason=str(s))
-        for p, e, s in zip(batch["path"], batch["error"], batch["skipped"], strict=True)
+        for p, e, s in zip(batch["path"], batch["error"], batch["skip_reason"], strict=True)
     ]
     items = [decoder(f) for f in found]
     h, w = decoder.spec.input_size
@@ -107,8 +111,6 @@ class _Classify:
     ) -> None:
         import ray
 
-        from ..core.classify import RowMaker
-
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="aiscan-model-")
         try:
@@ -120,8 +122,6 @@ class _Classify:
         self.make_row = RowMaker(self.classifier.model_label, threshold, policy, real_below)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..core.classify import classify_batch
-
         items = []
         for i in range(len(batch["path"])):
             width, height, nbytes = (_size(batch[c][i]) for c in ("width", "height", "bytes"))
@@ -144,10 +144,7 @@ class _Classify:
                 item.pixels = batch["pixels"][i]
             items.append(item)
         rows = classify_batch(Batch(items), self.classifier, self.make_row)
-        return {
-            name: np.array([_encode(getattr(r, name)) for r in rows], dtype=object)
-            for name in ROW_FIELDS
-        }
+        return _encode_rows(rows)
 
 
 def _size(value: Any) -> int | None:
@@ -155,72 +152,112 @@ def _size(value: Any) -> int | None:
     return None if int(value) < 0 else int(value)
 
 
-def _encode(value: Any) -> Any:
-    return "" if value is None else value
+def _encode_rows(rows: list[Row]) -> dict[str, np.ndarray]:
+    """Rows as Ray Data columns (object arrays; a missing value as "")."""
+    return {
+        c.name: np.array(["" if (v := getattr(r, c.name)) is None else v for r in rows], object)
+        for c in ROW_SCHEMA
+    }
 
 
 def _row(batch: dict[str, np.ndarray], i: int) -> Row:
-    values = {name: batch[name][i] for name in ROW_FIELDS}
-    values["p_ai"] = None if values["p_ai"] == "" else float(values["p_ai"])
-    for name in ("width", "height", "bytes"):
-        values[name] = None if values[name] == "" else int(values[name])
-    for name in set(ROW_FIELDS) - {"p_ai", "width", "height", "bytes"}:
-        values[name] = str(values[name])
+    """Row ``i`` of columns made by :func:`_encode_rows`, typed by :data:`ROW_SCHEMA`."""
+    values: dict[str, Any] = {}
+    for c in ROW_SCHEMA:
+        value = batch[c.name][i]
+        values[c.name] = None if c.nullable and value == "" else c.python(value)
     return Row(**values)
 
 
-def ray_rows(
-    config: ScanConfig,
-    files: Iterable[Found],
-    classifier: Classifier,
-    make_row: Any,
-    batch_size: int,
-) -> Generator[tuple[list[Row], int], None, None]:
-    """The Ray engine: (rows, 0) per batch, in the order of ``files``."""
-    import ray
-    import ray.data
+class RayEngine:
+    """Rows for files, on a Ray cluster: the local engine's decoder in Ray Data tasks,
+    its classification in an actor pool.
 
-    found = [{"path": f.path, "error": f.error, "skipped": f.skip_reason} for f in files]
-    if not found:
-        return
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, log_to_driver=False, include_dashboard=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    gpus = ray.cluster_resources().get("GPU", 0)
-    actors = max(1, int(gpus) if gpus else 1)
-    model_ref = ray.put(classifier.path.read_bytes())
-    blocks = max(1, math.ceil(len(found) / batch_size))
-    ds: Any = ray.data.from_items(found, override_num_blocks=blocks)
-    ds = ds.map_batches(
-        _decode_batch,
-        batch_size=batch_size,
-        batch_format="numpy",
-        num_cpus=1,
-        fn_kwargs={
-            "spec_json": classifier.info.preprocessing.to_json(),
-            "limits": config.limits,
-            "hash_files": config.hash_files,
-            "evidence": config.evidence,
-            "decode": config.decode_override,
-        },
-    )
-    ds = ds.map_batches(
-        _Classify,
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else 1,
-        fn_constructor_kwargs={
-            "model": model_ref,
-            "device": "cuda" if gpus else "cpu",
-            "threads": 0 if gpus else config.threads,
-            "threshold": make_row.threshold,
-            "policy": "override" if make_row.override else "report",
-            "real_below": make_row.real_below,
-        },
-    )
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield [_row(batch, i) for i in range(len(batch["path"]))], 0
+    The files reach Ray in chunks of at most ``chunk_files`` (one dataset each, in order),
+    so the driver never holds the whole list of a tree.
+
+    Args:
+        spec: the model, the decode settings; ``spec.known`` must be None (the state's
+            known verdicts live in the driver's database, which the workers cannot reach).
+        address: the Ray cluster to join (None: a local instance, or RAY_ADDRESS).
+        threads: ONNX Runtime threads per CPU actor (0: as many as cores).
+        chunk_files: files per Ray dataset.
+
+    Raises:
+        ConfigError: known verdicts were given.
+    """
+
+    name = "ray (cpu decode on workers)"
+    failed_batches = 0
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        address: str | None = None,
+        threads: int = 0,
+        chunk_files: int = 20_000,
+    ) -> None:
+        if spec.known is not None:
+            raise ConfigError(
+                "--engine ray cannot reuse the state's verdicts of identical content "
+                "(--state with --sha256): use the local engine for that run"
+            )
+        self.spec, self.address, self.threads = spec, address, threads
+        self.chunk_files = max(1, chunk_files)
+
+    def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
+        """One result per batch of ``files``, in order."""
+        import ray
+
+        source = iter(files)
+        model_ref = None
+        while chunk := list(itertools.islice(source, self.chunk_files)):
+            if not ray.is_initialized():
+                ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+            if model_ref is None:
+                model_ref = ray.put(self.spec.model.classifier.path.read_bytes())
+            yield from self._chunk(chunk, model_ref)
+
+    def _chunk(self, files: list[Found], model_ref: Any) -> Iterator[BatchResult]:
+        import ray
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        gpus = ray.cluster_resources().get("GPU", 0)
+        model, decode = self.spec.model, self.spec.decode
+        found = [{"path": f.path, "error": f.error, "skip_reason": f.skip_reason} for f in files]
+        blocks = max(1, math.ceil(len(found) / model.batch_size))
+        ds: Any = ray.data.from_items(found, override_num_blocks=blocks)
+        ds = ds.map_batches(
+            _decode_batch,
+            batch_size=model.batch_size,
+            batch_format="numpy",
+            num_cpus=1,
+            fn_kwargs={
+                "spec_json": model.classifier.info.preprocessing.to_json(),
+                "limits": decode.limits,
+                "hash_files": decode.hash_files,
+                "evidence": decode.evidence,
+                "decode": decode.mode,
+            },
+        )
+        ds = ds.map_batches(
+            _Classify,
+            batch_size=model.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=max(1, int(gpus) if gpus else 1)),
+            num_gpus=1 if gpus else 0,
+            num_cpus=0 if gpus else 1,
+            fn_constructor_kwargs={
+                "model": model_ref,
+                "device": "cuda" if gpus else "cpu",
+                "threads": 0 if gpus else self.threads,
+                "threshold": model.threshold,
+                "policy": model.rows.evidence_policy,
+                "real_below": model.real_below,
+            },
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield BatchResult([_row(batch, i) for i in range(len(batch["path"]))])

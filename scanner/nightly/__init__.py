@@ -2,7 +2,7 @@
 (:class:`ScanState`: what is new, changed, deleted; verdicts of identical content; drift
 between nights) and the merge of shard outputs (:func:`merge`)."""
 
-from .merge import MergeError, MergeReport, merge
+from .shards import MergeError, MergeReport, merge
 from .state import DRIFT_BOUNDS, ScanState, StateError, StateStats, current_rows
 
 __all__ = [

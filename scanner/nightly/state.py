@@ -197,10 +197,10 @@ class ScanState:
         self.roots = [os.path.abspath(r) for r in roots]
         return self.run_id
 
-    def needs_scan(self, found: Found, *, count: bool = True) -> bool:
+    def needs_scan(self, found: Found) -> bool:
         """True when ``found`` must be scanned tonight; otherwise it is marked as seen.
-
-        With ``count=False`` nothing is recorded (the progress counter asks too)."""
+        Called from the scan's walk thread, which alone counts new, changed, rejudged and
+        unchanged files (:attr:`stats`) until :meth:`finish`."""
         if found.error or found.skip_reason:
             return True  # always a fresh row for what cannot be scanned
         try:
@@ -208,7 +208,7 @@ class ScanState:
         except OSError:
             return True  # the decode stage says why
         with self._mutex:
-            if self._closed:  # only the progress counter can still ask, and it may guess
+            if self._closed:  # a walk stopped late, after the scan closed the state
                 return True
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run, real_below "
@@ -216,10 +216,9 @@ class ScanState:
                 (os.fsencode(found.path),),
             ).fetchone()
         reason = self._reason(row, st)
-        if count:
-            setattr(self.stats, reason, getattr(self.stats, reason) + 1)
-            if reason == "unchanged":
-                self._mark_seen(found.path)
+        setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+        if reason == "unchanged":
+            self._mark_seen(found.path)
         return reason != "unchanged"
 
     def _reason(self, row: tuple[Any, ...] | None, st: os.stat_result) -> str:
@@ -256,7 +255,7 @@ class ScanState:
             ).fetchone()
         return None if row is None else float(row[0])
 
-    def record(self, rows: Iterable[Row], reused: int = 0) -> None:
+    def record(self, rows: Iterable[Row]) -> None:
         """Store rows written tonight (one transaction; idempotent)."""
         records = []
         rows = list(rows)
@@ -278,11 +277,11 @@ class ScanState:
                 records,
             )
             self._db.execute("COMMIT")
-        self.stats.reused += reused
 
-    def finish(self, shard: tuple[int, int]) -> StateStats:
+    def finish(self, shard: tuple[int, int], reused: int = 0) -> StateStats:
         """Close tonight's run: files under tonight's roots (and shard) that were not seen
-        are marked deleted."""
+        are marked deleted; ``reused`` is how many rows took a known verdict (the scan
+        counts them)."""
         self._flush_seen()
         with self._mutex:
             gone = [
@@ -310,6 +309,7 @@ class ScanState:
             ).fetchone()
             self._db.execute("COMMIT")
         self.stats.deleted, self.stats.deleted_sample = len(gone), sorted(gone)[:100]
+        self.stats.reused = reused
         if previous is not None:
             self.stats.drift = drift(self.figures, NightFigures(**json.loads(previous[0])))
         return self.stats
@@ -320,7 +320,7 @@ class ScanState:
     def close(self) -> None:
         if self._seen:
             self._flush_seen()
-        with self._mutex:  # never under a query of another thread (the progress counter)
+        with self._mutex:  # never under a query of another thread (the walk's)
             self._db.close()
             self._closed = True
         self._lock.release()
@@ -334,9 +334,7 @@ def current_rows(path: str | Path) -> Iterable[Row]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     con.row_factory = sqlite3.Row
     try:
-        query = (
-            f"SELECT {', '.join(ROW_FIELDS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
-        )
+        query = f"SELECT {', '.join(ROW_FIELDS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
         for rec in con.execute(query):
             yield _row_of(rec)
     except sqlite3.DatabaseError as exc:

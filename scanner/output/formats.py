@@ -1,8 +1,12 @@
-"""TODO docstring."""
+"""The verdict file formats (CSV, JSON lines, Parquet) behind one interface: encoding
+rows, recovering a journal's complete records, reading a finished file back, publishing;
+and the one rule that picks a format from ``--format`` and the output's suffix
+(:func:`resolve_format`)."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import shutil
@@ -15,6 +19,7 @@ from typing import IO
 from aiscan.model.errors import AiscanError
 from aiscan.model.files import replacing
 
+from ..core.errors import ConfigError
 from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
 from .records import (
     COLUMNS,
@@ -178,6 +183,36 @@ FORMAT_HANDLERS: dict[str, _Csv] = {f.name: f for f in (_Csv(), _Jsonl(), _Parqu
 FORMATS = tuple(FORMAT_HANDLERS)
 
 
+#: The file name suffix of each format: what decides the format when none is given.
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+def resolve_format(out: str | Path, fmt: str | None = None) -> str:
+    """The format a verdict file ``out`` is written in: ``fmt`` when given, else the one
+    its suffix names; one rule for the scan, ``merge`` and ``export-state``.
+
+    Raises:
+        ConfigError: an unknown format; a suffix that names no format while ``fmt`` is
+            absent; a ``fmt`` that contradicts the suffix; Parquet without pyarrow.
+    """
+    suffix = Path(out).suffix.lower()
+    named = SUFFIXES.get(suffix)
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt is None:
+        if named is None:
+            raise ConfigError(
+                f"--out {out}: the suffix {suffix or '(none)'} names no format; end the name "
+                f"in {', '.join(SUFFIXES)}, or give --format {{{','.join(FORMATS)}}}"
+            )
+        fmt = named
+    elif named is not None and named != fmt:
+        raise ConfigError(f"--out {out} names {named} but --format is {fmt}: make them agree")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'")
+    return fmt
+
+
 def foreign(path: Path, columns: list[str] | None) -> str:
     if columns and set(ROW_FIELDS) <= set(columns):
         return (
@@ -191,7 +226,7 @@ def jsonl_to_parquet(src: Path, dst: Path) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError as exc:  # checked up front by the config; kept as a guard
+    except ImportError as exc:  # resolve_format checks it first; kept as a guard
         raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
     with src.open(encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""One live run per output: an ``flock`` on a lock file beside it."""
 
 from __future__ import annotations
 

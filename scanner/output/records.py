@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""A row as a verdict file stores it, and back: paths escaped losslessly into UTF-8
+(``path_escaped``), free text made valid UTF-8, CSV cells, typed by the row schema."""
 
 from __future__ import annotations
 

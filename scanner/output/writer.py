@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""The crash-safe writer: rows go to a journal beside the output (CSV, or JSON lines for
+jsonl/parquet), flushed per batch and fsynced at most once a second; a finished run
+publishes it over the output atomically (parquet converts it first). ``resume`` reads
+the journal (or the finished output), drops a torn last record, and continues: every file
+ends up exactly once."""
 
 from __future__ import annotations
 

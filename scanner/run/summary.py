@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""What a scan reports while it runs (:class:`Progress`) and when it ends (:class:`ScanSummary`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The walk of a scan's tree, once, in a thread ahead of it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""TODO docstring."""
+"""One scan: walk -> resume and state filters -> an engine (decode, classify) -> write.
+
+:class:`Verdicts` is the rows of a scan without an output file; :func:`scan` puts them
+into a writer (and the state database) and returns the run's summary. The model is opened
+once, the engine is built once with everything it needs (:class:`EngineSpec`), and the
+consumer alone counts.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -13,16 +18,11 @@ from typing import Any
 
 from aiscan.model.files import write_atomic
 
-from ..core.classify import RowMaker
+from ..core.classify import OpenModel
 from ..core.discovery import Found, discover, in_shard
-from ..core.infer import Classifier, default_batch_size
-from ..core.models import resolve_model
 from ..core.rows import Row
-from ..engines.local import (
-    Stages,
-    decode_stages,
-    local_rows,
-)
+from ..engines.local import LocalEngine
+from ..engines.spec import BatchResult, EngineSpec
 from ..nightly.state import DRIFT_BOUNDS, ScanState
 from ..output.formats import iter_rows
 from ..output.writer import VerdictWriter
@@ -31,18 +31,15 @@ from .summary import Progress, ScanSummary, versions
 from .walk import Walk
 
 
-def _stages(config: ScanConfig, classifier: Classifier, batch_size: int) -> Stages:
-    return decode_stages(
-        classifier.info.preprocessing,
-        config.limits,
-        batch_size=batch_size,
-        workers=config.workers,
-        # the Ray engine decodes on its workers' CPUs
-        decoder=config.decoder if config.engine == "local" else "cpu",
-        decode=config.decode_override,
-        hash_files=config.hash_files,
-        evidence=config.evidence,
-    )
+def make_engine(config: ScanConfig, spec: EngineSpec) -> Any:
+    """The engine the configuration names, built from ``spec``: a
+    :class:`~aiscan.scanner.engines.local.LocalEngine` or a
+    :class:`~aiscan.scanner.engines.ray_data.RayEngine` (same ``run``, same results)."""
+    if config.engine == "ray":
+        from ..engines.ray_data import RayEngine
+
+        return RayEngine(spec, config.ray_address, config.threads)
+    return LocalEngine(spec)
 
 
 class Verdicts:
@@ -56,71 +53,60 @@ class Verdicts:
 
     Args:
         config: the scan.
+        model: the model, already opened (:meth:`ScanConfig.open_model` when None).
         keep: called once per file found (in the walk's thread); a file it returns
             False for is left out (how :func:`scan` skips rows written before, or files
             the state database has seen unchanged).
+        known: sha256 -> p_ai of identical content judged before (the state's).
 
     Raises:
         ConfigError, ModelError, DeviceError: before any file is touched.
     """
 
-    def __init__(self, config: ScanConfig, keep: Callable[[Found], bool] | None = None) -> None:
+    def __init__(
+        self,
+        config: ScanConfig,
+        *,
+        model: OpenModel | None = None,
+        keep: Callable[[Found], bool] | None = None,
+        known: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.config = config
-        self.keep = keep
-        threads = config.threads or os.cpu_count() or 1
-        self.classifier = Classifier(
-            resolve_model(config.model, config.device), config.device, threads=threads
-        )
-        info = self.classifier.info
-        self.threshold = info.threshold if config.threshold is None else config.threshold
-        below = info.real_below if config.real_below is None else config.real_below
-        self.real_below = self.threshold if below is None else min(below, self.threshold)
-        self.batch_size = config.batch_size or default_batch_size(
-            self.classifier.report.providers[0]
-        )
-        self.stages = _stages(config, self.classifier, self.batch_size)
-        self.make_row = RowMaker(
-            self.classifier.model_label, self.threshold, config.evidence_policy, self.real_below
-        )
+        self.model = model or config.open_model()
+        self._keep = keep
+        self.engine = make_engine(config, EngineSpec(self.model, config.decode_spec, known))
         self.progress = Progress()
 
     def _files(self) -> Iterator[Found]:
         shard_i, shard_n = self.config.shard_index_count
         for f in discover(self.config.paths, exclude=self.config.own_files):
-            if in_shard(f.path, shard_i, shard_n) and (self.keep is None or self.keep(f)):
+            if in_shard(f.path, shard_i, shard_n) and (self._keep is None or self._keep(f)):
                 yield f
 
-    def batches(self) -> Generator[list[Row], None, None]:
-        """Rows batch by batch, in the walk's order; ``progress`` is current at each."""
-        config, progress = self.config, self.progress
+    def batches(self) -> Generator[BatchResult, None, None]:
+        """Results batch by batch, in the walk's order; ``progress`` is current at each."""
+        progress = self.progress
         walk = Walk(self._files())
         walk.start()
         t0 = time.perf_counter()
-        if config.engine == "ray":
-            from ..engines.ray_data import ray_rows
-
-            source = ray_rows(config, walk, self.classifier, self.make_row, self.batch_size)
-        else:
-            source = local_rows(
-                config, self.stages, walk, self.classifier, self.make_row, self.batch_size
-            )
+        source = self.engine.run(walk)
         try:
-            for rows, reused in source:
-                progress.done += len(rows)
-                progress.reused += reused
-                progress.statuses.update(r.status for r in rows)
+            for result in source:
+                progress.done += len(result.rows)
+                progress.reused += result.reused
+                progress.statuses.update(r.status for r in result.rows)
                 progress.ok_images = progress.statuses["ok"]
                 progress.found, progress.total = walk.found, walk.total
                 progress.elapsed_s = time.perf_counter() - t0
-                yield rows
+                yield result
         finally:
             walk.stop()
             source.close()  # stops the engine: its pools, or its Ray dataset
             progress.elapsed_s = time.perf_counter() - t0
 
     def __iter__(self) -> Iterator[Row]:
-        for rows in self.batches():
-            yield from rows
+        for result in self.batches():
+            yield from result.rows
 
 
 def iter_verdicts(config: ScanConfig) -> Iterator[Row]:
@@ -139,21 +125,20 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     """
     started = datetime.now(timezone.utc)
     out = config.out_file
-    verdicts = Verdicts(config)
-    classifier = verdicts.classifier
+    model = config.open_model()
     state = None
     if config.state is not None:
         state = ScanState(
             config.state,
-            classifier.sha256,
-            verdicts.threshold,
+            model.classifier.sha256,
+            model.threshold,
             content=config.hash_files,
-            real_below=verdicts.real_below,
+            real_below=model.real_below,
         )
     try:
         writer = VerdictWriter(
             out,
-            config.fmt,
+            config.out_format,
             # with a state, rerunning the same command continues tonight's output
             resume=config.resume or (state is not None and not config.overwrite),
             overwrite=config.overwrite,
@@ -165,25 +150,26 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
     state_stats = None
     try:
         if state is not None:
-            _start_state(state, config, writer, verdicts.stages)
+            _start_state(state, config, writer)
         done = writer.recovered.paths
-        verdicts.keep = lambda f: f.path not in done and (state is None or state.needs_scan(f))
+        verdicts = Verdicts(
+            config,
+            model=model,
+            keep=lambda f: f.path not in done and (state is None or state.needs_scan(f)),
+            known=state.known_p_ai if state is not None and config.hash_files else None,
+        )
         counts, interrupted = _write(verdicts, writer, state, on_progress)
         if not interrupted:
             writer.finish()
             if state is not None:
-                state_stats = asdict(state.finish(config.shard_index_count))
+                finished = state.finish(config.shard_index_count, verdicts.progress.reused)
+                state_stats = asdict(finished)
     finally:
         writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
         if state is not None:
             state.close()
-    summary = build_summary(
-        config,
-        verdicts,
-        writer,
-        Outcome(verdicts.progress, counts, interrupted, state_stats),
-        started=started,
-    )
+    outcome = Outcome(verdicts.progress, counts, interrupted, state_stats)
+    summary = build_summary(config, verdicts, writer, outcome, started=started)
     write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
 
@@ -196,17 +182,15 @@ def _write(
 ) -> tuple[Counter[str], bool]:
     """The scan loop: (verdict counts, whether it was interrupted)."""
     counts: Counter[str] = Counter(writer.recovered.verdicts)
-    progress, reused = verdicts.progress, 0
     batches = verdicts.batches()
     try:
-        for rows in batches:
-            writer.write(rows)
+        for result in batches:
+            writer.write(result.rows)
             if state is not None:  # after the journal: a crash between is mended on rerun
-                state.record(rows, reused=progress.reused - reused)
-                reused = progress.reused
-            counts.update(r.verdict for r in rows if r.verdict)
+                state.record(result.rows)
+            counts.update(r.verdict for r in result.rows if r.verdict)
             if on_progress:
-                on_progress(progress)
+                on_progress(verdicts.progress)
     except KeyboardInterrupt:
         return counts, True
     finally:
@@ -214,20 +198,18 @@ def _write(
     return counts, False
 
 
-def _start_state(
-    state: ScanState, config: ScanConfig, writer: VerdictWriter, stages: Stages
-) -> None:
+def _start_state(state: ScanState, config: ScanConfig, writer: VerdictWriter) -> None:
     """Open tonight's run; rows of a crashed run's journal go into the state first (the
     crash may have come between the journal and the database)."""
     state.begin(config.paths)
     if writer.recovered.paths:
         state.record(iter_rows(writer.journal))
-    if config.hash_files:
-        stages.per_file.known = state.known_p_ai
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """How a scan ended: its progress, verdict counts, interruption and state figures."""
+
     progress: Progress
     verdicts: Counter[str]
     interrupted: bool
@@ -243,21 +225,22 @@ def build_summary(
     started: datetime,
 ) -> ScanSummary:
     """What a finished (or interrupted) scan did."""
-    progress, classifier, stages = outcome.progress, verdicts.classifier, verdicts.stages
+    progress, model, engine = outcome.progress, verdicts.model, verdicts.engine
+    classifier = model.classifier
     rate = progress.ok_images / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
     return ScanSummary(
         out=str(config.out),
-        format=config.fmt,
+        format=config.out_format,
         model_id=classifier.info.model_id,
         model_sha256=classifier.sha256,
         model_trained=classifier.info.trained,
         providers=list(classifier.report.providers),
         provider_note=classifier.report.note,
-        decoder=stages.name if config.engine == "local" else f"ray ({stages.name} on workers)",
-        dali_failed_batches=stages.failed_batches(),
-        threshold=verdicts.threshold,
-        real_below=verdicts.real_below,
-        batch_size=verdicts.batch_size,
+        decoder=engine.name,
+        dali_failed_batches=engine.failed_batches,
+        threshold=model.threshold,
+        real_below=model.real_below,
+        batch_size=model.batch_size,
         statuses={
             s: (writer.recovered.statuses + progress.statuses).get(s, 0)
             for s in ("ok", "skipped", "error")
@@ -278,7 +261,7 @@ def build_summary(
     )
 
 
-def _warnings(classifier: Classifier, config: ScanConfig, rows: int) -> list[str]:
+def _warnings(classifier: Any, config: ScanConfig, rows: int) -> list[str]:
     out = []
     if not classifier.info.trained:
         out.append(
