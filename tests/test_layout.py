@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "scanner", "export", "train", "benchmarks")
 #: Who may import whom: the layering the README's Layout section describes.
