@@ -487,7 +487,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         args.images, args.repeats = args.images or "8", 1
         args.memory = args.memory and "200,400"
     try:
-        model = resolve_model(args.model, args.device)
+        model = resolve_model(args.model)
     except ConfigError as exc:
         return error_line(
             "aiscan-bench",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aiscan.model.console import error_line
+from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import DECODE_MODES, RESIZE_POLICIES, Preprocessing
 
 
@@ -106,17 +107,17 @@ def _protocol(spec: str | None, run: Path | None) -> dict[str, Any] | None:
     report = json.loads(Path(path).read_text())
     if "summary" in report and "members" in report:
         if epoch:
-            raise ValueError(f"{path} is an ensemble report: it has no epochs to choose from")
+            raise UsageError(f"{path} is an ensemble report: it has no epochs to choose from")
         return dict(report["summary"], report=str(path))
     if "epochs" not in report:
-        raise ValueError(f"{path} is not an aiscan-protocol folds or ensemble report")
+        raise UsageError(f"{path} is not an aiscan-protocol folds or ensemble report")
     epochs = report["epochs"]
     if not epoch:
         if run is None:
-            raise ValueError(f"{path}: say which epoch (JSON:EPOCH)")
+            raise UsageError(f"{path}: say which epoch (JSON:EPOCH)")
         epoch = str(json.loads((run / "config.json").read_text())["epochs"])
     if epoch not in epochs:
-        raise ValueError(f"{path} has no epoch {epoch} (it has {', '.join(epochs)})")
+        raise UsageError(f"{path} has no epoch {epoch} (it has {', '.join(epochs)})")
     return dict(epochs[epoch], epoch=int(epoch), report=str(path))
 
 

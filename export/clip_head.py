@@ -21,6 +21,7 @@ import numpy as np
 
 from aiscan.model.clip import CLIP_B16, EncoderSource
 from aiscan.model.clip_graph import CLS_TOKENS, EMBEDS, ENCODER_KEY
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import ModelInfo
 from aiscan.train.heads import Head, feature_blocks
 
@@ -30,14 +31,16 @@ IR_VERSION = 7
 _P = "aiscan_head/"
 
 
-def encoder_metadata(source: EncoderSource = CLIP_B16) -> dict[str, Any]:
-    """What a head records of its encoder (``aiscan.encoder``)."""
+def encoder_metadata(source: EncoderSource = CLIP_B16, precision: str = "int8") -> dict[str, Any]:
+    """What a head records of its encoder (``aiscan.encoder``), with the graph its
+    features came from: the scanner joins the head to that graph, and no other."""
     return {
         "name": source.name,
         "sha256": source.sha256,
         "upstream": source.upstream,
         "package": source.requirement,
         "member": source.member,
+        "precision": precision,
     }
 
 
@@ -108,7 +111,9 @@ def write_head(
     and ``width`` are the encoder's (CLIP ViT-B/16: 12 blocks of 768)."""
     import onnx
 
-    full = dataclasses.replace(info, extra={**info.extra, ENCODER_KEY: encoder_metadata()})
+    precision = str(info.extra.get("training", {}).get("encoder_precision", "int8"))
+    encoder = encoder_metadata(precision=precision)
+    full = dataclasses.replace(info, extra={**info.extra, ENCODER_KEY: encoder})
     model = head_graph(head, blocks, width)
     for key, value in full.to_metadata().items():
         entry = model.metadata_props.add()
@@ -128,7 +133,7 @@ def bands(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float, miss: float) -> tuple
     from aiscan.train.protocol import threshold_at_fpr
 
     if not 0 < fpr < 1 or not 0 <= miss < 1:
-        raise ValueError(f"fpr must be within (0, 1) and miss within [0, 1), got {fpr}, {miss}")
+        raise UsageError(f"fpr must be within (0, 1) and miss within [0, 1), got {fpr}, {miss}")
     threshold = threshold_at_fpr(is_ai, p_ai, fpr)
     ai = np.sort(p_ai[is_ai])
     below = float(ai[int(np.floor(miss * len(ai)))]) if len(ai) else threshold
@@ -154,9 +159,12 @@ def export_clip_head(
     from aiscan.train.protocol import load_scored, operating_point, summarize
 
     report_path = Path(report_path)
-    report = json.loads(report_path.read_text())
-    if "config" not in report or "operating_points" not in report:
-        raise ValueError(f"{report_path} is not an aiscan-protocol heads report")
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{report_path}: not a readable heads report ({exc})") from exc
+    if not isinstance(report, dict) or "config" not in report or "operating_points" not in report:
+        raise UsageError(f"{report_path} is not an aiscan-protocol heads report")
     config = HeadConfig(**dict(report["config"], views=tuple(report["config"]["views"])))
     samples = find_samples(report["data_dirs"])
     cache = Path(report["features_cache"])
@@ -183,7 +191,8 @@ def export_clip_head(
                 "images": int((views["base"].ok & trainable).sum()),
                 "sources": len({s.source for s, k in zip(samples, trainable, strict=True) if k}),
                 "left_out_sources": sorted(left_out),
-                "encoder_precision": "int8",
+                # reports from before the field existed were all int8
+                "encoder_precision": report.get("features_precision", "int8"),
             },
             "generalisation": dict(summary, protocol=protocol, report=report_path.name),
             "bands": {

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.factory import ARCH_SEPARATOR, mean_of_members
 from aiscan.model.meta import LABELS, ModelInfo, write_info
 from aiscan.model.preprocessing import Preprocessing
@@ -91,7 +92,7 @@ def _same_split(runs: Sequence[Path]) -> dict[str, Any]:
         other = load_split(run / "split.csv")
         for name in first.keys() | other.keys():
             if [s.path for s in first.get(name, [])] != [s.path for s in other.get(name, [])]:
-                raise ValueError(
+                raise UsageError(
                     f"{run} and {runs[0]} split the data differently ({name!r}): an ensemble's "
                     "test images must be unseen by every member"
                 )
@@ -112,7 +113,7 @@ def _load_members(
     for run in runs:
         best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
         if tuple(best["labels"]) != LABELS:
-            raise ValueError(
+            raise UsageError(
                 f"{run}: checkpoint labels {best['labels']} differ from {list(LABELS)}"
             )
         model = create(best["arch"])
@@ -130,7 +131,7 @@ def _load_members(
         )
     for run, other in zip(runs[1:], specs[1:], strict=True):
         if dataclasses.replace(other, mean=specs[0].mean, std=specs[0].std) != specs[0]:
-            raise ValueError(
+            raise UsageError(
                 f"{run} preprocesses images differently from {runs[0]} (beyond mean and "
                 f"std): {other.to_json()} against {specs[0].to_json()}"
             )
@@ -166,9 +167,9 @@ def export_ensemble(
 
     runs = [Path(r) for r in run_dirs]
     if len(runs) < 2:
-        raise ValueError("an ensemble needs two or more runs")
+        raise UsageError("an ensemble needs two or more runs")
     if protocol_threshold and protocol is None:
-        raise ValueError("a threshold from the protocol needs its summary (--protocol)")
+        raise UsageError("a threshold from the protocol needs its summary (--protocol)")
     out = Path(out)
     split = _same_split(runs)
     models, specs, members = _load_members(runs)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import LABELS, ModelInfo, p_ai, write_info
 from aiscan.model.preprocessing import Preprocessing
 
@@ -91,7 +92,7 @@ def export_run(
     run = Path(run_dir)
     best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
     if tuple(best["labels"]) != LABELS:
-        raise ValueError(f"checkpoint labels {best['labels']} differ from {list(LABELS)}")
+        raise UsageError(f"checkpoint labels {best['labels']} differ from {list(LABELS)}")
     spec = Preprocessing.from_json(best["preprocessing"])
     model = create(best["arch"])
     model.load_state_dict(best["model"])
@@ -111,7 +112,7 @@ def export_run(
         },
     )
     if protocol_threshold and protocol is None:
-        raise ValueError("a threshold from the protocol needs its summary (--protocol)")
+        raise UsageError("a threshold from the protocol needs its summary (--protocol)")
     out = export_onnx(model, info, out)
     val = score(out, split["val"])
     threshold, rule = choose(val, protocol if protocol_threshold else None, target_fpr)
@@ -140,7 +141,7 @@ def export_variant(
     from .variants import VARIANTS, convert_fp16, quantize_int8
 
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise UsageError(f"variant must be one of {VARIANTS}, got {variant!r}")
     fp32 = Path(fp32)
     dst = fp32.with_name(f"{fp32.stem}.{variant}.onnx")
     if variant == "fp16":

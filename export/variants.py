@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import ModelInfo, read_info, write_info
 from aiscan.model.pixels import load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
@@ -63,7 +64,7 @@ def _topological_sort(graph: Any) -> None:
             else:
                 rest.append(node)
         if len(rest) == len(pending):
-            raise ValueError(f"graph has a cycle or a missing input near {rest[0].name}")
+            raise UsageError(f"graph has a cycle or a missing input near {rest[0].name}")
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)

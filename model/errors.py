@@ -13,3 +13,8 @@ from __future__ import annotations
 
 class AiscanError(Exception):
     """An error whose message is a complete, one-line explanation for the user."""
+
+
+class UsageError(AiscanError, ValueError):
+    """An input a user gave a tool (a path, an option, a file, a report) that it cannot
+    use; the message names it and what to give instead."""

@@ -1,10 +1,14 @@
-"""Shared fixtures: a tiny exported model and generators of awkward image files."""
+"""Shared fixtures: a tiny exported model and generators of awkward image files; a child
+process that obeys file modes even as root; and, under CI (``CI=true``), no skip but the
+ones named in :data:`CI_ALLOWED_SKIPS`."""
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -13,6 +17,61 @@ import pytest
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The skips a CI run may have (a reason starts with one of these): the machine has no
+#: GPU, or the shared data set is not beside the checkout. Any other skip under CI (a
+#: missing extra, a missing browser, a privilege that cannot be dropped) fails the run.
+CI_ALLOWED_SKIPS = (
+    "needs a CUDA GPU",
+    "this machine has a CUDA device",
+    "no shared data at",
+)
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        _SKIPPED.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def unlisted_skips(skipped: list[tuple[str, str]]) -> list[str]:
+    """The skips that CI does not accept."""
+    return [f"{node}: {why}" for node, why in skipped if not why.startswith(CI_ALLOWED_SKIPS)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    bad = unlisted_skips(_SKIPPED)
+    if os.environ.get("CI") == "true" and bad:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("skips that CI does not accept (tests/conftest.py):", red=True)
+            for line in bad:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _drop_dac_override() -> None:
+    """preexec_fn: drop root's power to ignore file permissions, for this child only.
+
+    CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2) leave the bounding set, so the
+    interpreter exec'd next runs as root but obeys file modes like any user would.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def run_obeying_file_modes(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a child that obeys file modes, as root too (never a skip: a root
+    that cannot drop the override fails the test)."""
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=_drop_dac_override if os.geteuid() == 0 else None,
+    )
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -10,6 +10,7 @@ import pytest
 
 from aiscan.scanner.api import Detector
 from aiscan.scanner.cli import main
+from aiscan.scanner.cli.common import EXIT_FILE_ERRORS
 from aiscan.scanner.core.errors import ConfigError
 from aiscan.scanner.output.formats import read_rows
 
@@ -29,7 +30,8 @@ def test_files_give_one_row_each_in_order_like_the_scan(
     assert rows[-1].p_ai == rows[0].p_ai  # the same file twice: two rows, one verdict
     # the same files through the command line: the same verdicts (the CSV keeps 6 digits)
     out = tmp_path / "v.csv"
-    main([str(Path(paths[0]).parent), "--out", str(out), "--model", str(tiny_model), "-q"])
+    cli = [str(Path(paths[0]).parent), "--out", str(out), "--model", str(tiny_model), "-q"]
+    assert main(cli) == EXIT_FILE_ERRORS  # the tree's broken files
     scanned = {r.path: r for r in read_rows(out)}
     for row in rows[: len(paths)]:
         assert row.status == scanned[row.path].status
@@ -67,7 +69,9 @@ def test_a_tree_in_memory_gives_the_scans_rows(
     rows = list(Detector(tiny_model, device="cpu").classify_tree([root, root / "a_good.jpg"]))
     assert {r.path: r.status for r in rows} == bad_tree  # each file once
     out = tmp_path / "v.csv"
-    main([str(root), "--out", str(out), "--model", str(tiny_model), "-q"])
+    assert (
+        main([str(root), "--out", str(out), "--model", str(tiny_model), "-q"]) == EXIT_FILE_ERRORS
+    )
     assert [r.path for r in rows] == [r.path for r in read_rows(out)]
 
 

@@ -103,13 +103,15 @@ def test_scan_with_dali_gives_the_cpu_paths_rows(
     bad_tree: dict[str, str], policy: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from aiscan.scanner.cli import main
+    from aiscan.scanner.cli.common import EXIT_FILE_ERRORS
 
     model = request.getfixturevalue("tiny_model" if policy == "squash" else "tiny_crop_model")
     root = str(Path(next(iter(bad_tree))).parent)
     rows = {}
     for decoder in ("cpu", "dali"):
         out = tmp_path / f"{decoder}.csv"
-        main([root, "--out", str(out), "--model", str(model), "--decoder", decoder, "-q"])
+        cli = [root, "--out", str(out), "--model", str(model), "--decoder", decoder, "-q"]
+        assert main(cli) == EXIT_FILE_ERRORS  # the tree's broken files, whichever decoder
         rows[decoder] = {r.path: r for r in read_rows(out)}
     assert {p: r.status for p, r in rows["dali"].items()} == bad_tree
     for path, row in rows["dali"].items():

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from aiscan.scanner.core import discovery as discover_mod
 from aiscan.scanner.core.discovery import discover, in_shard
+from tests.conftest import run_obeying_file_modes
 
 
 def _tree(root: Path, names: list[str]) -> None:
@@ -50,16 +53,22 @@ def test_file_roots_and_missing_roots(tmp_path: Path) -> None:
     assert found[1].error == "path does not exist"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any directory")
 def test_unlistable_directory_becomes_an_error_row(tmp_path: Path) -> None:
     _tree(tmp_path, ["locked/x.jpg", "open/y.jpg"])
     (tmp_path / "locked").chmod(0)
-    try:
-        found = {Path(f.path).name: f for f in discover([str(tmp_path)])}
+    code = (
+        "import json, sys\n"
+        "from aiscan.scanner.core.discovery import discover\n"
+        "print(json.dumps({f.path: f.error for f in discover([sys.argv[1]])}))\n"
+    )
+    try:  # in a child that obeys file modes, as root too
+        proc = run_obeying_file_modes([sys.executable, "-c", code, str(tmp_path)])
     finally:
         (tmp_path / "locked").chmod(0o755)
-    assert "Permission denied" in found["locked"].error
-    assert "y.jpg" in found
+    assert proc.returncode == 0, proc.stderr
+    found = {Path(p).name: error for p, error in json.loads(proc.stdout).items()}
+    assert "Permission denied" in found["locked"]
+    assert found["y.jpg"] == ""
 
 
 def test_huge_directory_streams_without_sorting(

@@ -57,7 +57,9 @@ def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path
         assert clf.info.preprocessing == spec and clf.info.threshold == base.info.threshold
         p = clf.predict(x)
         assert p.shape == ref.shape and np.isfinite(p).all()
-    np.testing.assert_allclose(Classifier(fp16, "cpu").predict(x), ref, atol=2e-2)
+        # the untrained tiny model's p_ai lie within 0.4996..0.5056 here; measured max
+        # differences: fp16 2e-6, int8 1.1e-3 (AVX2-only EPYC)
+        np.testing.assert_allclose(p, ref, atol=2e-2 if precision == "fp16" else 5e-3)
     assert fp16.stat().st_size < tiny_model.stat().st_size
 
 
@@ -76,24 +78,60 @@ def test_export_and_eval_user_errors_are_one_line_and_exit_2(
     assert "no such run folder or model file" in err[-1]
 
 
-@pytest.mark.parametrize(
-    "tool",
-    [
+#: Each console script with a command line that fails deep inside it on a real bad input
+#: (NAME files are made by the test: BAD_ONNX and BAD_DB hold text, DATA is a labelled
+#: folder with no images, TREE a folder with one image), and what its one line says.
+_FAILING = [
+    ("aiscan.scanner.cli", ["TREE", "--out", "OUT.csv", "--model", "BAD_ONNX"], "cannot load"),
+    (
         "aiscan.scanner.cli",
+        ["TREE", "--out", "OUT.csv", "--model", "TINY", "--state", "BAD_DB"],
+        "not a usable aiscan state database",
+    ),
+    (
         "aiscan.benchmarks.cli",
-        "aiscan.export.cli",
-        "aiscan.train.cli",
-        "aiscan.train.eval_cli",
+        ["--quick", "--model", "BAD_ONNX", "--results-dir", "RES"],
+        "not an ONNX",
+    ),
+    ("aiscan.export.cli", ["--clip-head", "BAD_DB", "--out", "OUT.onnx"], "not a readable heads"),
+    ("aiscan.train.cli", ["DATA", "--out", "RUN"], "no images found"),
+    ("aiscan.train.eval_cli", ["BAD_ONNX", "DATA"], "no images found"),
+    (
         "aiscan.train.protocol_cli",
-    ],
-)
-def test_every_console_script_turns_an_aiscan_error_into_one_line_exit_2(
-    tool: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ["heads", "DATA", "--features", "F", "--out", "H.json"],
+        "no images",
+    ),
+]
+
+
+@pytest.mark.parametrize(("tool", "argv", "says"), _FAILING)
+def test_every_console_script_turns_a_real_error_into_one_line_exit_2(
+    tool: str,
+    argv: list[str],
+    says: str,
+    tiny_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The one error contract: whatever raises an AiscanError below a tool's main, the
-    user sees ``TOOL: error: MESSAGE`` on one line and exit status 2, no traceback."""
+    """The one error contract, through each tool's real code path: the user sees
+    ``TOOL: error: MESSAGE`` on one line and exit status 2, no traceback."""
     import importlib
 
+    (tmp_path / "BAD_ONNX").write_text("not a model\n")
+    (tmp_path / "BAD_DB").write_text("not a database\n")
+    for label in ("ai", "real"):
+        (tmp_path / "DATA" / label).mkdir(parents=True)
+    (tmp_path / "TREE").mkdir()
+    (tmp_path / "TREE" / "a.jpg").write_bytes(jpeg_bytes(photo(32, 32)))
+    names = {"TINY": str(tiny_model)}
+    args = [names.get(a) or (str(tmp_path / a) if a[:1].isupper() else a) for a in argv]
+    assert importlib.import_module(tool).main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
+    assert says in err[0], err
+
+
+def test_the_scanners_errors_are_aiscan_errors() -> None:
     from aiscan.model.errors import AiscanError
     from aiscan.model.meta import ModelError
     from aiscan.scanner.core.errors import ConfigError
@@ -106,12 +144,3 @@ def test_every_console_script_turns_an_aiscan_error_into_one_line_exit_2(
     for cls in (ModelError, ConfigError, DeviceError, OutputExistsError, OutputLockedError):
         assert issubclass(cls, AiscanError)
     assert issubclass(StateError, AiscanError) and issubclass(VerdictFileError, AiscanError)
-    module = importlib.import_module(tool)
-
-    def fail(_argv: object = None) -> int:
-        raise StateError("the state database is locked by another run\nsecond line")
-
-    monkeypatch.setattr(module, "_main", fail)
-    assert module.main([]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "error: the state database is locked by another run" in err[0]

@@ -6,6 +6,7 @@ as on a machine where only ``pip install .`` ran.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,13 +81,32 @@ def test_eval_of_an_onnx_model_needs_no_torch(tiny_model: Path, tmp_path: Path) 
     assert "Traceback" not in no_sklearn.stderr
 
 
-def test_bench_without_dali_skips_its_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``nvidia`` absent: DALI is reported unavailable instead of crashing the plan."""
+def test_dali_is_unavailable_when_nvidia_cannot_be_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from aiscan.scanner.core.dali import dali_available
 
     monkeypatch.setitem(sys.modules, "nvidia", None)  # import nvidia -> ImportError
     monkeypatch.delitem(sys.modules, "nvidia.dali", raising=False)
     assert dali_available() is False
+
+
+@pytest.mark.slow
+def test_bench_without_dali_runs_its_plan_without_the_dali_runner(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A plain install (no DALI): ``aiscan-bench`` builds its plan, runs every other runner
+    and writes its results, with no DALI timing in them."""
+    res = tmp_path / "res"
+    args = ["--quick", "--model", str(tiny_model), "--corpus", "1024px", "--images", "4"]
+    args += ["--baselines", "ort", "--repeats", "1", "--cache-dir", str(tmp_path / "cache")]
+    args += ["--data-dir", str(tmp_path / "none"), "--results-dir", str(res)]
+    proc = _run(tmp_path, {"nvidia"}, "aiscan.benchmarks.cli", *args)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = res.glob("throughput_*.json")
+    runners = {t["runner"] for t in json.loads(path.read_text())["timings"]}
+    assert not any("DALI" in r for r in runners)
+    assert any(r.startswith("decode PIL") for r in runners) and len(runners) >= 4
 
 
 def test_a_missing_core_module_is_not_disguised() -> None:

@@ -88,10 +88,19 @@ def test_an_image_that_needs_more_than_the_decode_memory_is_refused(
 def test_decode_budget_makes_large_decodes_take_turns() -> None:
     budget = DecodeBudget(100)
     order: list[str] = []
+    blocked = threading.Event()  # set when the second reservation waits for the budget
+    real_wait_for = budget._cond.wait_for
+
+    def wait_for(predicate, timeout=None):  # type: ignore[no-untyped-def]
+        if not predicate():
+            blocked.set()
+        return real_wait_for(predicate, timeout)
+
+    budget._cond.wait_for = wait_for  # type: ignore[method-assign]
     with budget.reserve(60):
         t = threading.Thread(target=lambda: _hold(budget, 60, order))
         t.start()
-        time.sleep(0.2)
+        assert blocked.wait(10)  # the second decode is waiting, not merely late
         order.append("first done")
     t.join(5)
     assert order == ["first done", "second ran"]  # the second waited for the first
@@ -142,16 +151,23 @@ def test_sigterm_does_not_wait_for_a_stuck_decode(tiny_model: Path, tmp_path: Pa
     script = (
         "import sys, time\n"
         "from aiscan.scanner.core.decode import CpuDecoder\n"
-        "CpuDecoder._decode = lambda *a: time.sleep(600)\n"
+        "import os\n"
+        "def stuck(*a):\n"
+        "    os.write(1, b'stuck\\n')  # one write: two threads' lines never interleave\n"
+        "    time.sleep(600)\n"
+        "CpuDecoder._decode = stuck\n"
         "from aiscan.scanner.cli import main\n"
         "print('started', flush=True)\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     out = tmp_path / "v.csv"
     cmd = [sys.executable, "-c", script, str(tree), "--out", str(out), "--model", str(tiny_model)]
-    proc = subprocess.Popen([*cmd, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*cmd, "-q", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"started"
-    time.sleep(3)  # the model is loaded and every decode thread is stuck
+    # both decode threads are inside a decode that never ends (each says so)
+    assert [proc.stdout.readline().strip() for _ in range(2)] == [b"stuck", b"stuck"]
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -15,10 +14,11 @@ import pytest
 
 from aiscan.scanner.cli import main
 from aiscan.scanner.cli.common import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
+from aiscan.scanner.core import infer as infer_mod
 from aiscan.scanner.core import models as config_mod
 from aiscan.scanner.core.infer import cuda_device_count
 from aiscan.scanner.output.formats import read_rows
-from tests.conftest import jpeg_bytes, photo
+from tests.conftest import jpeg_bytes, photo, run_obeying_file_modes
 
 
 def _scan(paths: list[str], out: Path, model: Path, *extra: str) -> int:
@@ -26,16 +26,21 @@ def _scan(paths: list[str], out: Path, model: Path, *extra: str) -> int:
 
 
 def test_bad_files_each_get_a_row_and_the_scan_finishes(
-    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(infer_mod, "cuda_device_count", lambda: 0)  # --device auto, no GPU
     out = tmp_path / "v.csv"
     root = str(Path(next(iter(bad_tree))).parent)
     assert _scan([root], out, tiny_model, "--batch-size", "3") == EXIT_FILE_ERRORS
     rows = {r.path: r for r in read_rows(out)}
+    summary = json.loads((tmp_path / "v.csv.summary.json").read_text())
+    assert summary["real_below"] == summary["threshold"]
     assert {p: r.status for p, r in rows.items()} == bad_tree
     for r in rows.values():
         if r.status == "ok":
-            assert r.p_ai is not None and 0 <= r.p_ai <= 1 and r.verdict in ("ai", "real")
+            assert r.p_ai is not None and 0 <= r.p_ai <= 1
+            # the tiny model has no band: ai exactly at or above its threshold
+            assert r.verdict == ("ai" if r.p_ai >= summary["threshold"] else "real"), r
             assert r.width and r.height and r.bytes and not r.error
         else:
             assert r.p_ai is None and r.verdict == "" and r.error
@@ -45,43 +50,21 @@ def test_bad_files_each_get_a_row_and_the_scan_finishes(
         by_name["d_zero.jpg"] == "has an image extension but is not an image: empty file (0 bytes)"
     )
     assert "MP" in by_name["g_huge.png"] and "--max-pixels" in by_name["g_huge.png"]
-    summary = json.loads((tmp_path / "v.csv.summary.json").read_text())
     assert summary["statuses"] == {"ok": 3, "skipped": 2, "error": 5}
     assert summary["model_trained"] is False and summary["warnings"]
-    gpu = cuda_device_count() > 0  # --device auto: whatever this machine really runs
-    assert (summary["providers"][0] == "CPUExecutionProvider") == (not gpu)
+    assert summary["providers"] == ["CPUExecutionProvider"]
 
 
 def _scan_obeying_file_modes(
     tree: Path, out: Path, model: Path, restore: Path
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a child that obeys file modes even as root (skips the test where
-    that cannot be arranged); ``restore`` gets mode 755 back afterwards."""
+    """Run the CLI in a child that obeys file modes even as root; ``restore`` gets mode 755
+    back afterwards."""
     cmd = [sys.executable, "-m", "aiscan.scanner.cli", str(tree), "--out", str(out)]
     try:
-        return subprocess.run(
-            [*cmd, "--model", str(model), "--quiet"],
-            capture_output=True,
-            text=True,
-            check=False,
-            preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
-        )
-    except subprocess.SubprocessError as exc:
-        pytest.skip(f"cannot drop root's file-permission override here: {exc}")
+        return run_obeying_file_modes([*cmd, "--model", str(model), "--quiet"])
     finally:
         restore.chmod(0o755)
-
-
-def _without_dac_override() -> None:
-    """preexec_fn: drop root's power to ignore file permissions, for this child only.
-
-    CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2) leave the bounding set, so the
-    interpreter exec'd next runs as root but obeys file modes like any user would.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
 def test_unreadable_file_and_folder_become_error_rows(tiny_model: Path, tmp_path: Path) -> None:
@@ -203,6 +186,25 @@ def test_sha256_column(tiny_model: Path, tmp_path: Path) -> None:
     assert {r.sha256 for r in read_rows(out)} == {digest}
 
 
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a CUDA device")
+def test_device_cuda_without_a_gpu_is_a_usage_error_never_a_cpu_run(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    _make_tree(tree, 1)
+    assert _scan([str(tree)], tmp_path / "v.csv", tiny_model, "--device", "cuda") == EXIT_USAGE
+    assert not (tmp_path / "v.csv").exists()
+
+
+@pytest.mark.gpu
+def test_device_cuda_on_a_gpu_runs_there(tiny_model: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    _make_tree(tree, 1)
+    assert _scan([str(tree)], tmp_path / "v.csv", tiny_model, "--device", "cuda") == EXIT_OK
+    summary = json.loads((tmp_path / "v.csv.summary.json").read_text())
+    assert summary["providers"][0] == "CUDAExecutionProvider"
+
+
 def test_usage_errors_exit_2(
     tiny_model: Path,
     tmp_path: Path,
@@ -215,9 +217,6 @@ def test_usage_errors_exit_2(
     assert _scan([str(tmp_path / "missing")], out, tiny_model) == EXIT_USAGE
     assert _scan([str(tree)], out, tmp_path / "nope.onnx") == EXIT_USAGE
     assert _scan([str(tree)], out, tiny_model, "--batch-size", "0") == EXIT_USAGE
-    cuda = _scan([str(tree)], out, tiny_model, "--device", "cuda")
-    assert cuda == (EXIT_OK if cuda_device_count() > 0 else EXIT_USAGE)  # never a silent CPU run
-    out.unlink(missing_ok=True)
     monkeypatch.setattr(config_mod, "shipped_model", lambda name="default": None)
     assert main([str(tree), "--out", str(out), "--quiet"]) == EXIT_USAGE
     assert "ships no 'default' model" in capsys.readouterr().err

@@ -256,11 +256,12 @@ def test_metrics_file_and_json_log_lines(
         assert line.startswith("# ") or re.fullmatch(r"aiscan_\w+\{[^}]*\} [-0-9.e+]+", line)
 
 
-def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -> None:
-    """The progress counter asks the state from its own thread; closing the database under
-    it (a second night that ends at once) once crashed the process (SIGSEGV in CI). Now
-    close waits for a running query, and a question after close gets an answer, not an
-    exception."""
+def test_closing_the_state_while_a_late_walk_still_asks_it(tmp_path: Path) -> None:
+    """The walk asks the state from its own thread, and a walk stopped late may still ask
+    after the scan closed the database (closing under a running query once crashed the
+    process: SIGSEGV in CI). Close waits for a running query; a question after close gets
+    an answer (scan it), not an exception. Events, not sleeps, order the two threads:
+    queries have run before the close, and run again after it."""
     import threading
 
     from aiscan.scanner.core.discovery import Found
@@ -269,22 +270,29 @@ def test_closing_the_state_while_the_progress_counter_reads_it(tmp_path: Path) -
     state = state_mod.ScanState(tmp_path / "scans.db", "m", 0.5)
     state.begin([str(tmp_path / "store")])
     errors: list[BaseException] = []
-    stop = threading.Event()
+    asked, closed, asked_after = threading.Event(), threading.Event(), threading.Event()
+    answers_after: list[bool] = []
 
-    def count() -> None:
+    def walk() -> None:
         try:
-            while not stop.is_set():
+            while not asked_after.is_set():
                 for f in files:
-                    state.needs_scan(Found(str(f)))
+                    answer = state.needs_scan(Found(str(f)))
+                    asked.set()
+                    if closed.is_set():
+                        answers_after.append(answer)
+                        asked_after.set()
         except BaseException as exc:  # handed to the test
             errors.append(exc)
+            asked.set()
+            asked_after.set()
 
-    reader = threading.Thread(target=count)
+    reader = threading.Thread(target=walk)
     reader.start()
-    time.sleep(0.05)
+    assert asked.wait(10)
     state.close()
-    time.sleep(0.05)
-    stop.set()
+    closed.set()
+    assert asked_after.wait(10)
     reader.join(10)
-    assert not errors
-    assert state.needs_scan(Found(str(files[0]))) is True
+    assert not errors and not reader.is_alive()
+    assert answers_after and all(answers_after)  # after close: always "scan it"

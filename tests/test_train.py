@@ -142,10 +142,20 @@ def test_tiny_run_learns_resumes_exports_and_evaluates(tmp_path: Path) -> None:
         train(cfg)  # and not for fewer
     losses = [e["train_loss"] for e in first.epochs]
     assert losses[-1] < losses[0]
-    assert json.loads((tmp_path / "run" / "history.json").read_text())["best_epoch"] >= 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    aucs = [e["val_auc"] for e in history["epochs"]]
+    # best.pth is the first epoch of the best validation AUC (select="val_auc")
+    assert history["best_epoch"] == aucs.index(max(aucs))
     info = export_run(tmp_path / "run", tmp_path / "run" / "model.onnx")
     assert info.extra["parity"]["max_abs_diff_p_ai"] < 1e-4
-    assert 0.0 <= info.threshold <= 1.0 and info.extra["validation"]["n"] > 0
+    assert info.extra["training"]["best_epoch"] == history["best_epoch"] + 1
+    # no protocol summary given: the threshold is max F1 on the run's validation scores
+    from aiscan.train.predict import score
+
+    val = score(tmp_path / "run" / "model.onnx", load_split(tmp_path / "run" / "split.csv")["val"])
+    assert info.extra["threshold_rule"] == "max F1 on validation"
+    assert info.threshold == choose_threshold(val.is_ai[val.ok], val.p_ai[val.ok], None)
+    assert info.extra["validation"]["n"] == int(val.ok.sum()) > 0
     clf = Classifier(tmp_path / "run" / "model.onnx", "cpu")
     assert clf.info == info and clf.info.preprocessing.input_size == (32, 32)
     report = evaluate(tmp_path / "run", reencode=True)

@@ -6,6 +6,7 @@ import math
 import random
 from typing import Any
 
+from aiscan.model.errors import UsageError
 from aiscan.model.pixels import Box, centre_region
 from aiscan.model.preprocessing import Preprocessing
 
@@ -22,7 +23,7 @@ class RandomRegion:
 
     def __init__(self, scale_min: float = 1.0) -> None:
         if not 0.1 <= scale_min <= 1.0:
-            raise ValueError(f"crop scale_min must be within [0.1, 1], got {scale_min}")
+            raise UsageError(f"crop scale_min must be within [0.1, 1], got {scale_min}")
         self.scale_min = scale_min
 
     def __call__(self, size: tuple[int, int], spec: Preprocessing) -> Box:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import LABELS, POSITIVE_LABEL
 from aiscan.model.pixels import RegionFn, load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
@@ -45,14 +46,14 @@ def find_samples(data_dirs: str | Path | Sequence[str | Path]) -> list[Sample]:
     """
     dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
     if not dirs:
-        raise ValueError("no data folder given")
+        raise UsageError("no data folder given")
     return [s for d in dirs for s in _find_in(Path(d))]
 
 
 def _find_in(root: Path) -> list[Sample]:
     missing = [name for name in LABELS if not (root / name).is_dir()]
     if missing:
-        raise ValueError(f"{root} needs class folders {', '.join(LABELS)}; missing {missing}")
+        raise UsageError(f"{root} needs class folders {', '.join(LABELS)}; missing {missing}")
     manifest = _manifest_sources(root)
     samples = []
     for label, name in enumerate(LABELS):
@@ -63,7 +64,7 @@ def _find_in(root: Path) -> list[Sample]:
             source = manifest.get(rel.as_posix()) or (rel.parts[1] if len(rel.parts) > 2 else "-")
             samples.append(Sample(found.path, label, source))
     if not samples:
-        raise ValueError(f"no images found under {root}/{{{','.join(LABELS)}}}")
+        raise UsageError(f"no images found under {root}/{{{','.join(LABELS)}}}")
     return samples
 
 
@@ -117,12 +118,12 @@ def source_folds(samples: Sequence[Sample], k: int) -> dict[str, int]:
     least; the result depends only on the sources' names and sizes.
     """
     if k < 2:
-        raise ValueError(f"grouped folds need k >= 2, got {k}")
+        raise UsageError(f"grouped folds need k >= 2, got {k}")
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in samples:
         counts[s.source][s.label] += 1
     if len(counts) < k:
-        raise ValueError(f"{len(counts)} sources cannot make {k} folds")
+        raise UsageError(f"{len(counts)} sources cannot make {k} folds")
     totals = [max(1, sum(c[i] for c in counts.values())) for i in range(len(LABELS))]
     load = [[0.0] * len(LABELS) for _ in range(k)]
     folds: dict[str, int] = {}
@@ -142,9 +143,9 @@ def parse_fold(text: str) -> tuple[int, int]:
     try:
         i, k = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"a fold is I/K, e.g. 2/4; got {text!r}") from None
+        raise UsageError(f"a fold is I/K, e.g. 2/4; got {text!r}") from None
     if not (k >= 2 and 1 <= i <= k):
-        raise ValueError(f"fold {text!r}: need K >= 2 and 1 <= I <= K")
+        raise UsageError(f"fold {text!r}: need K >= 2 and 1 <= I <= K")
     return i, k
 
 

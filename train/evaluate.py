@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
+
 from .data import Sample, find_samples, load_split, source_groups
 from .metrics import binary_metrics
 from .predict import Scores, score
@@ -21,19 +23,19 @@ def resolve(
     split; a model file needs a data folder, all of which is evaluated."""
     target = Path(target)
     if not target.exists():
-        raise ValueError(f"{target}: no such run folder or model file")
+        raise UsageError(f"{target}: no such run folder or model file")
     if target.is_dir():
         model = Path(model) if model else target / "model.onnx"
         if not model.is_file():
-            raise ValueError(
+            raise UsageError(
                 f"{target} has no model.onnx: run aiscan-export --run {target} --out {model}"
             )
         samples = load_split(target / "split.csv").get(split)
         if not samples:
-            raise ValueError(f"{target}/split.csv has no {split!r} split")
+            raise UsageError(f"{target}/split.csv has no {split!r} split")
         return model, samples
     if data_dir is None:
-        raise ValueError("a model file needs DATA_DIR (a folder with ai/ and real/)")
+        raise UsageError("a model file needs DATA_DIR (a folder with ai/ and real/)")
     return target, find_samples(data_dir)
 
 

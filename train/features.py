@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.pixels import Box, centre_region, load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
 from aiscan.scanner.core.decode import plugin_for
@@ -49,7 +50,7 @@ def parse_views(text: str) -> tuple[str, ...]:
     views = tuple(v for v in text.split(",") if v)
     unknown = sorted(set(views) - set(VIEWS))
     if unknown or not views:
-        raise ValueError(f"views: unknown {unknown} in {text!r}; choose from {', '.join(VIEWS)}")
+        raise UsageError(f"views: unknown {unknown} in {text!r}; choose from {', '.join(VIEWS)}")
     return views
 
 
@@ -75,7 +76,7 @@ def view_pixels(path: str, spec: Preprocessing, view: str) -> np.ndarray:
     from PIL import Image, ImageFilter
 
     if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        raise UsageError(f"view must be one of {VIEWS}, got {view!r}")
     rng = _rng(path, view)
     region = _crop_region(rng) if view == "crop" else None
     plugin_for(path)
@@ -193,6 +194,50 @@ def extract(
     return folder
 
 
+#: The file in a features cache that names the encoder graph its features came from.
+PRECISION_FILE = "precision.txt"
+
+
+def features_precision(cache: str | Path) -> str:
+    """The encoder graph ("int8", "fp32", "fp16") a features cache was extracted with:
+    its :data:`PRECISION_FILE`, or the one ``features_<precision>.json`` report in it.
+
+    Raises:
+        ValueError: the cache names none, or more than one.
+    """
+    folder = Path(cache)
+    marker = folder / PRECISION_FILE
+    if marker.is_file():
+        return marker.read_text().strip()
+    found = sorted(p.stem.removeprefix("features_") for p in folder.glob("features_*.json"))
+    if len(found) != 1:
+        raise UsageError(
+            f"{folder}: cannot tell which encoder graph its features came from "
+            f"(reports: {found or 'none'})"
+        )
+    return found[0]
+
+
+def claim_precision(cache: str | Path, precision: str) -> None:
+    """Mark ``cache`` as holding ``precision`` features; refuse one that holds another's
+    (features of two graphs in one cache would be mixed into one head).
+
+    Raises:
+        ValueError: the cache holds features of another precision.
+    """
+    folder = Path(cache)
+    try:
+        held = features_precision(folder)
+    except ValueError:
+        held = None
+    if held is not None and held != precision:
+        raise UsageError(
+            f"{folder} holds {held} features; extract {precision} ones into another folder"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PRECISION_FILE).write_text(precision + "\n")
+
+
 def load_features(folder: str | Path, samples: Sequence[Sample]) -> Features:
     """One view's cached features in the order of ``samples``.
 
@@ -210,7 +255,7 @@ def load_features(folder: str | Path, samples: Sequence[Sample]) -> Features:
         shards.append(data)
     missing = [s.path for s in samples if s.path not in where]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{len(missing)} of {len(samples)} samples have no features in {folder} "
             f"(first: {missing[0]}); run the extraction to the end"
         )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import LABELS
 
 from .data import Sample
@@ -43,15 +44,15 @@ def feature_blocks(name: str, blocks: int = 12) -> list[int] | None:
         return None
     kind, _, rest = name.partition(":")
     if kind != "cls" or not rest:
-        raise ValueError(f"features must be 'embeds' or 'cls:N[,M...]' or 'cls:all', got {name!r}")
+        raise UsageError(f"features must be 'embeds' or 'cls:N[,M...]' or 'cls:all', got {name!r}")
     if rest == "all":
         return list(range(blocks))
     try:
         picked = [int(v) for v in rest.split(",")]
     except ValueError as exc:
-        raise ValueError(f"features {name!r}: block numbers must be integers") from exc
+        raise UsageError(f"features {name!r}: block numbers must be integers") from exc
     if any(not 0 <= b < blocks for b in picked) or len(set(picked)) != len(picked):
-        raise ValueError(f"features {name!r}: blocks must be distinct, within 0..{blocks - 1}")
+        raise UsageError(f"features {name!r}: blocks must be distinct, within 0..{blocks - 1}")
     return picked
 
 
@@ -80,15 +81,15 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_KINDS:
-            raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+            raise UsageError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.balance not in BALANCES:
-            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+            raise UsageError(f"balance must be one of {BALANCES}, got {self.balance!r}")
         parse_views(",".join(self.views))  # each a known view
         if "base" not in self.views:
-            raise ValueError("views must include 'base' (the scanner's input)")
+            raise UsageError("views must include 'base' (the scanner's input)")
         feature_blocks(self.features)
         if self.c <= 0 or self.hidden < 1 or self.epochs < 1:
-            raise ValueError("c must be positive, hidden and epochs at least 1")
+            raise UsageError("c must be positive, hidden and epochs at least 1")
 
 
 @dataclass
@@ -126,7 +127,7 @@ def sample_weights(samples: Sequence[Sample], balance: str) -> np.ndarray:
     """Weights (mean 1): each class weighs the same; with "source", each source within
     its class too; "none": every image 1."""
     if balance not in BALANCES:
-        raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
+        raise UsageError(f"balance must be one of {BALANCES}, got {balance!r}")
     if balance == "none":
         return np.ones(len(samples))
 
@@ -277,7 +278,7 @@ def out_of_source(
         test = fold == f
         x, y, w = training_rows(samples, views, config, ~test & may_train)
         if y.all() or not y.any():
-            raise ValueError(
+            raise UsageError(
                 "a fold's training part holds one class only: the protocol needs sources "
                 "of both classes outside every held-out source or fold"
             )

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import LABELS, POSITIVE_LABEL, p_ai
 from aiscan.model.pixels import RegionFn
 from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
@@ -119,14 +120,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("anti_shortcut", "degrade"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
+                raise UsageError(f"{name} is a probability, got {getattr(self, name)}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+            raise UsageError("epochs and batch_size must be positive")
         if not 0.0 < self.body_lr_scale <= 10.0:
-            raise ValueError(f"body_lr_scale must be within (0, 10], got {self.body_lr_scale}")
+            raise UsageError(f"body_lr_scale must be within (0, 10], got {self.body_lr_scale}")
         if self.fold is not None:
             parse_fold(self.fold)
         self.spec()  # validates resize and input_size
@@ -183,7 +184,7 @@ def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
             # run it would have been with the larger count from the start.
             config_path.write_text(json.dumps(current, indent=2) + "\n")
         elif changed:
-            raise ValueError(
+            raise UsageError(
                 f"{out} holds a run with other settings ({', '.join(changed)}); "
                 "use a new --out or the same settings (only --epochs may grow)"
             )
@@ -197,7 +198,7 @@ def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
         split = {k: _limited(v, cfg.limit, cfg.seed) for k, v in split.items()}
     empty = [name for name in ("train", "val") if not split[name]]
     if empty:
-        raise ValueError(
+        raise UsageError(
             f"too few images in {', '.join(cfg.data_dirs)} for a {' and '.join(empty)} split"
         )
     save_split(split, split_path)

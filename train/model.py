@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aiscan.model.errors import UsageError
+
 #: Classifier tensors of source checkpoints, left out when matching by order:
 #: lukemelas EfficientNet (``_fc``), torchvision (``classifier.1``).
 _SOURCE_HEADS = ("_fc", "classifier.")
@@ -41,10 +43,10 @@ def load_init(model: Any, path: str | Path) -> list[str]:
         src = [(k, v) for k, v in _source_tensors(state) if not k.startswith(_SOURCE_HEADS)]
         dst = [k for k in target if k not in head and not k.endswith("num_batches_tracked")]
         if len(src) != len(dst):
-            raise ValueError(f"{path}: {len(src)} tensors for {len(dst)} in the model's body")
+            raise UsageError(f"{path}: {len(src)} tensors for {len(dst)} in the model's body")
         for (sk, sv), dk in zip(src, dst, strict=True):
             if sv.shape != target[dk].shape:
-                raise ValueError(
+                raise UsageError(
                     f"{path}: {sk} {tuple(sv.shape)} does not fit {dk} {tuple(target[dk].shape)}"
                 )
         load = {dk: sv for (_, sv), dk in zip(src, dst, strict=True)}
@@ -74,12 +76,12 @@ def create(
         torch.nn.init.normal_(head.weight, std=0.01)
         torch.nn.init.zeros_(head.bias)
     elif head_init != "timm":
-        raise ValueError(f"head_init must be 'timm' or 'small', got {head_init!r}")
+        raise UsageError(f"head_init must be 'timm' or 'small', got {head_init!r}")
     if init is not None:
         fresh = load_init(model, init)
         body_fresh = [k for k in fresh if not k.startswith("classifier")]
         if body_fresh:
-            raise ValueError(
+            raise UsageError(
                 f"--init {init} left {len(body_fresh)} body tensors unset, e.g. {body_fresh[:3]}"
             )
     if freeze_backbone:

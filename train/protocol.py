@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.errors import UsageError
 from aiscan.model.meta import LABELS
 
 from .data import Sample, source_folds, source_groups
@@ -236,7 +237,7 @@ def load_folds(run_dirs: Sequence[str | Path], column: str = "p_ai") -> dict[int
     for f, run in enumerate(run_dirs):
         files = sorted(Path(run).glob("holdout/epoch_*.csv"))
         if not files:
-            raise ValueError(f"{run} has no holdout/epoch_*.csv: was it trained with --fold?")
+            raise UsageError(f"{run} has no holdout/epoch_*.csv: was it trained with --fold?")
         for path in files:
             per_epoch[int(path.stem.split("_")[1])].append((f, path))
     out = {}
@@ -248,16 +249,16 @@ def load_folds(run_dirs: Sequence[str | Path], column: str = "p_ai") -> dict[int
             with path.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
             if rows and column not in rows[0]:
-                raise ValueError(f"{path} has no column {column!r}")
+                raise UsageError(f"{path} has no column {column!r}")
             samples += [Sample(r["path"], LABELS.index(r["label"]), r["source"]) for r in rows]
             scores += [float(r[column]) for r in rows]
             folds += [f] * len(rows)
         paths = [s.path for s in samples]
         if len(set(paths)) != len(paths):
-            raise ValueError("the runs' held-out images overlap: not folds of one split")
+            raise UsageError("the runs' held-out images overlap: not folds of one split")
         out[epoch] = Scored(samples, np.array(scores), np.array(folds))
     if not out:
-        raise ValueError("no epoch is finished by every run")
+        raise UsageError("no epoch is finished by every run")
     return out
 
 
@@ -273,10 +274,10 @@ def mean_of(members: Sequence[Scored]) -> Scored:
     for other in members[1:]:
         where = {s.path: i for i, s in enumerate(other.samples)}
         if len(where) != len(paths) or not all(p in where for p in paths):
-            raise ValueError("the members were scored on different images: not one protocol")
+            raise UsageError("the members were scored on different images: not one protocol")
         order = np.array([where[p] for p in paths])
         if not np.array_equal(other.fold[order], first.fold):
-            raise ValueError("the members' folds differ: an image was held out by different folds")
+            raise UsageError("the members' folds differ: an image was held out by different folds")
         total += other.p_ai[order]
     return Scored(first.samples, total / len(members), first.fold)
 

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from aiscan.model.clip_graph import PRECISIONS
 from aiscan.model.console import error_line
+from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import RESIZE_POLICIES
 
 from .features import VIEWS, parse_views
@@ -151,18 +152,18 @@ def _ensemble(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from .protocol import aspect_is_square, load_folds, mean_of, summarize
 
     if len(args.recipes) < 2:
-        raise ValueError("an ensemble needs two or more recipes")
+        raise UsageError("an ensemble needs two or more recipes")
     members, scored = [], []
     for spec in args.recipes:
         folder, sep, epoch = spec.rpartition(":")
         if not sep or not epoch.isdigit():
-            raise ValueError(f"{spec!r}: expected RECIPE_DIR:EPOCH, e.g. runs/ft-b0-robust:1")
+            raise UsageError(f"{spec!r}: expected RECIPE_DIR:EPOCH, e.g. runs/ft-b0-robust:1")
         runs = sorted(str(p) for p in Path(folder).glob("fold*") if p.is_dir())
         if not runs:
-            raise ValueError(f"{folder} has no fold* run folders")
+            raise UsageError(f"{folder} has no fold* run folders")
         pooled = load_folds(runs)
         if int(epoch) not in pooled:
-            raise ValueError(f"{folder} has no epoch {epoch} finished by every fold")
+            raise UsageError(f"{folder} has no epoch {epoch} finished by every fold")
         scored.append(pooled[int(epoch)])
         members.append({"recipe": folder, "epoch": int(epoch), "runs": runs})
     ensemble = mean_of(scored)
@@ -224,10 +225,11 @@ def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from aiscan.model.clip_graph import cached_feature_encoder
 
     from .data import find_samples
-    from .features import Encoder, extract
+    from .features import Encoder, claim_precision, extract
 
     views = parse_views(args.views)
     samples = find_samples(args.data_dirs)
+    claim_precision(args.out, args.precision)
     encoder = Encoder(cached_feature_encoder(args.precision), args.threads)
     out = Path(args.out)
     for view in views:
@@ -266,7 +268,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
     from .data import find_samples
-    from .features import load_features
+    from .features import features_precision, load_features
     from .heads import left_out_mask, out_of_source
     from .protocol import (
         operating_point,
@@ -302,6 +304,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "score_only": [str(Path(d).resolve()) for d in args.score_only],
         "score_only_sources": sorted(set(args.score_only_source)),
         "features_cache": str(Path(args.features).resolve()),
+        "features_precision": features_precision(Path(args.features)),
         "undecodable": int((~ok).sum()),
         "summary": summary,
         "operating_points": points,

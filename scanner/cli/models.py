@@ -19,7 +19,7 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--fetch",
         action="store_true",
-        help="fetch the encoder now and build the CPU model (what the first scan would do)",
+        help="fetch the encoder now and build the default model (what the first scan would do)",
     )
     args = p.parse_args(argv)
     from aiscan.model.clip import CLIP_B16, cache_dir
@@ -42,6 +42,6 @@ def models_main(argv: Sequence[str] | None = None) -> int:
     state = "cached" if encoder.is_file() else f"not fetched yet ({CLIP_B16.requirement})"
     out.print(escape(f"encoder: {encoder}: {state}"), highlight=False)
     if args.fetch:
-        built = resolve_model("default", "cpu")
-        out.print(escape(f"default, assembled for the CPU: {built}"), highlight=False)
+        built = resolve_model("default")
+        out.print(escape(f"default, assembled: {built}"), highlight=False)
     return 0

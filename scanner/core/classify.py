@@ -147,9 +147,7 @@ class OpenModel:
         Raises:
             ConfigError, ModelError, DeviceError, EncoderUnavailableError.
         """
-        classifier = Classifier(
-            resolve_model(model, device), device, threads=threads or default_threads()
-        )
+        classifier = Classifier(resolve_model(model), device, threads=threads or default_threads())
         info = classifier.info
         above = info.threshold if threshold is None else threshold
         below = info.real_below if real_below is None else real_below

@@ -31,20 +31,19 @@ def default_model_path() -> Path | None:
     return shipped_model("default")
 
 
-def encoder_precision(device: str) -> str:
-    """The encoder graph a head model runs with on ``device``: the int8 graph it was
-    fitted on, on every device. The dequantised float graphs
-    (:func:`aiscan.model.clip_graph.feature_encoder`) give other features: through the
-    shipped head, float32 moved p_ai by 0.097 on average and up to 0.52 on 256 real images
-    (``benchmarks/results/clip_precision_cpu2core.json``), so a GPU run on them would
-    not give the CPU's verdicts. They serve a head fitted on float features, which does
-    not exist yet; ONNX Runtime places the int8 graph's nodes on the providers that
-    have kernels for them."""
-    del device  # one graph everywhere until a head is fitted on float features
-    return "int8"
+def encoder_precision(encoder: dict[str, object]) -> str:
+    """The encoder graph a head model runs with, on every device: the one its features
+    came from (its metadata says which; heads from before that field were int8).
+
+    The int8 graph's results depend on the CPU: ONNX Runtime's u8s8 kernels saturate
+    where the CPU lacks VNNI (AVX2 only), so the same image gives other features there
+    than on a VNNI CPU (the fp32 and int8 features agree to a cosine of 0.90-0.97 on a
+    Xeon with VNNI, about 0.55 on an AVX2-only EPYC: ``tests/test_clip.py``). The fp32
+    graph gives the same features on every CPU, ONNX Runtime version and GPU (fp32)."""
+    return str(encoder.get("precision", "int8"))
 
 
-def resolve_model(model: str | os.PathLike[str] | None, device: str = "auto") -> Path:
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     """The ONNX file to run: a shipped model by name ("default" when None, "fast"), or the
     path given; a head model (one that names an encoder) is first joined to its encoder
     (:func:`aiscan.model.clip_graph.assembled_model`, cached; the encoder is fetched once).
@@ -67,10 +66,10 @@ def resolve_model(model: str | os.PathLike[str] | None, device: str = "auto") ->
             raise ConfigError(
                 f"--model {path}: no such file (shipped models: {', '.join(SHIPPED_MODELS)})"
             )
-    return _whole_model(path, device)
+    return _whole_model(path)
 
 
-def _whole_model(path: Path, device: str) -> Path:
+def _whole_model(path: Path) -> Path:
     from aiscan.model.clip_graph import GraphError, assembled_model, head_encoder
     from aiscan.model.meta import ModelError, read_info
 
@@ -80,10 +79,11 @@ def _whole_model(path: Path, device: str) -> Path:
         info = read_info(path)
     except (ModelError, OSError):
         return path  # the classifier says what is wrong with it, in its own words
-    if head_encoder(info.extra) is None:
+    encoder = head_encoder(info.extra)
+    if encoder is None:
         return path
     try:
-        return assembled_model(path, encoder_precision(device))
+        return assembled_model(path, encoder_precision(encoder))
     except GraphError as exc:
         raise ConfigError(f"--model {path}: {exc}") from exc
     except OSError as exc:  # the cache's disk or folder: not the scan's output
