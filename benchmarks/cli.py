@@ -180,46 +180,54 @@ def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list
 
 
 def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int) -> Plan:
+    """Every runner of a throughput run, in order: baselines, the stages alone, the
+    end-to-end scan (with and without evidence), and the sweep."""
+    from aiscan.model.meta import read_info
+
+    info = read_info(model)
+    spec, batch, folder = info.preprocessing, args.batch_size, files[0].parent.parent
+    return [
+        *_baselines(args, model, info, workers),
+        *_stages(args, model, spec, folder, workers),
+        *_end_to_end(args, model, batch, workers),
+    ]
+
+
+def _baselines(args: argparse.Namespace, model: Path, info: Any, workers: int) -> Plan:
+    """The naive ways to do the same work: what aiscan is compared with."""
+    from aiscan.benchmarks import runners
+
+    spec, batch = info.preprocessing, args.batch_size
+    have_torch = all(importlib.util.find_spec(m) for m in ("torch", "timm"))
+    wanted = args.baselines.split(",")
+    plan: Plan = []
+    if "ort" in wanted:
+        plan.append(
+            ("baseline", "naive PIL + ORT (1 by 1)", lambda: runners.naive_ort(model, spec))
+        )
+    if "torch" in wanted and have_torch:
+        plan.append(
+            ("baseline", "naive PIL + torch (1 by 1)", lambda: runners.naive_torch(info.arch, spec))
+        )
+    if "loader" in wanted and have_torch:
+        name = f"torch DataLoader (w{workers}, b{batch})"
+        plan.append(
+            ("baseline", name, lambda: runners.torch_loader(info.arch, spec, batch, workers))
+        )
+    return plan
+
+
+def _stages(args: argparse.Namespace, model: Path, spec: Any, folder: Path, workers: int) -> Plan:
+    """Each stage alone: discovery, decode (aiscan's, the reference, DALI), evidence,
+    inference of each model, writing."""
     from aiscan.benchmarks import runners
     from aiscan.model.meta import read_info
     from aiscan.scanner.core.infer import cuda_device_count
 
-    info = read_info(model)
-    spec, batch, folder = info.preprocessing, args.batch_size, files[0].parent.parent
-    have_torch = all(importlib.util.find_spec(m) for m in ("torch", "timm"))
-    plan: Plan = []
-    wanted = args.baselines.split(",")
-    if "ort" in wanted:
-        plan.append(
-            (
-                "baseline",
-                "naive PIL + ORT (1 by 1)",
-                lambda: runners.naive_ort(model, spec),
-            )
-        )
-    if "torch" in wanted and have_torch:
-        plan.append(
-            (
-                "baseline",
-                "naive PIL + torch (1 by 1)",
-                lambda: runners.naive_torch(info.arch, spec),
-            )
-        )
-    if "loader" in wanted and have_torch:
-        plan.append(
-            (
-                "baseline",
-                f"torch DataLoader (w{workers}, b{batch})",
-                lambda: runners.torch_loader(info.arch, spec, batch, workers),
-            )
-        )
-    plan += [
+    batch = args.batch_size
+    plan: Plan = [
         ("discovery", "discovery", lambda: runners.discovery(folder)),
-        (
-            "decode",
-            "decode aiscan CPU",
-            lambda: runners.decode_only(spec, workers),
-        ),
+        ("decode", "decode aiscan CPU", lambda: runners.decode_only(spec, workers)),
         (
             "decode",
             "decode PIL full (reference)",
@@ -229,66 +237,42 @@ def _plan(args: argparse.Namespace, model: Path, files: list[Path], workers: int
     ]
     if dali_available():
         gpu = 0 if cuda_device_count() > 0 else None
+        name = f"decode DALI {'GPU' if gpu is not None else 'CPU'}"
         plan.append(
-            (
-                "decode",
-                f"decode DALI {'GPU' if gpu is not None else 'CPU'}",
-                lambda: runners.decode_dali(spec, workers, max(batch, 16), gpu),
-            )
+            ("decode", name, lambda: runners.decode_dali(spec, workers, max(batch, 16), gpu))
         )
     for m in [model, *[Path(x) for x in filter(None, args.models.split(","))]]:
         precision = read_info(m).extra.get("precision", "fp32")
-        plan.append(
-            (
-                "inference",
-                f"infer {precision} {args.device} {m.stem}",
-                partial(runners.inference_only, m, spec, batch, args.device),
-            )
-        )
+        run = partial(runners.inference_only, m, spec, batch, args.device)
+        plan.append(("inference", f"infer {precision} {args.device} {m.stem}", run))
     plan.append(("write", "write CSV", lambda: runners.write_only()))
-    plan.append(
+    return plan
+
+
+def _end_to_end(args: argparse.Namespace, model: Path, batch: int, workers: int) -> Plan:
+    """The scan a user runs, without the evidence columns (what reading them costs), and
+    the sweep of batch size, decode workers and inference threads."""
+    from aiscan.benchmarks import runners
+
+    scan = partial(runners.aiscan_scan, model, device=args.device, decoder=args.decoder)
+    plan: Plan = [
         (
             "end to end",
             f"aiscan e2e ({args.decoder}, b{batch})",
-            lambda: runners.aiscan_scan(
-                model, batch_size=batch, workers=workers, device=args.device, decoder=args.decoder
-            ),
-        )
-    )
-    # the same scan without the evidence columns: what reading them costs end to end
-    plan.append(
+            partial(scan, batch_size=batch, workers=workers),
+        ),
         (
             "evidence off",
             f"aiscan e2e --no-evidence ({args.decoder}, b{batch})",
-            lambda: runners.aiscan_scan(
-                model,
-                batch_size=batch,
-                workers=workers,
-                device=args.device,
-                decoder=args.decoder,
-                evidence=False,
-            ),
-        )
-    )
+            partial(scan, batch_size=batch, workers=workers, evidence=False),
+        ),
+    ]
     if args.sweep:
         for b in (8, 16, 32):
             for w in sorted({1, workers}):
                 for t in sorted({1, workers}):
-                    plan.append(
-                        (
-                            "sweep",
-                            f"aiscan e2e (b{b}, w{w}, t{t})",
-                            partial(
-                                runners.aiscan_scan,
-                                model,
-                                batch_size=b,
-                                workers=w,
-                                threads=t,
-                                device=args.device,
-                                decoder=args.decoder,
-                            ),
-                        )
-                    )
+                    run = partial(scan, batch_size=b, workers=w, threads=t)
+                    plan.append(("sweep", f"aiscan e2e (b{b}, w{w}, t{t})", run))
     return plan
 
 

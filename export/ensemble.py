@@ -26,7 +26,7 @@ from aiscan.model.factory import ARCH_SEPARATOR, mean_of_members
 from aiscan.model.meta import LABELS, ModelInfo, write_info
 from aiscan.model.preprocessing import Preprocessing
 
-from .from_run import choose, data_summary, parity
+from .from_run import Stamp, data_summary, load_best, parity
 from .onnx_export import export_onnx
 
 
@@ -105,21 +105,11 @@ def _load_members(
     """Each run's best.pth as an eval-mode model, its preprocessing and its summary;
     ValueError if the labels differ from aiscan's or the preprocessing does beyond mean and
     std (one decoded image must fit every member)."""
-    import torch
-
-    from aiscan.train.model import create
-
     models, specs, members = [], [], []
     for run in runs:
-        best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
-        if tuple(best["labels"]) != LABELS:
-            raise UsageError(
-                f"{run}: checkpoint labels {best['labels']} differ from {list(LABELS)}"
-            )
-        model = create(best["arch"])
-        model.load_state_dict(best["model"])
-        models.append(model.eval())
-        specs.append(Preprocessing.from_json(best["preprocessing"]))
+        model, spec, best = load_best(run)
+        models.append(model)
+        specs.append(spec)
         members.append(
             {
                 "run": str(run),
@@ -162,14 +152,11 @@ def export_ensemble(
             out-of-source scores instead of one chosen on validation.
     """
     from aiscan.train.data import save_split
-    from aiscan.train.metrics import binary_metrics
-    from aiscan.train.predict import score
 
     runs = [Path(r) for r in run_dirs]
     if len(runs) < 2:
         raise UsageError("an ensemble needs two or more runs")
-    if protocol_threshold and protocol is None:
-        raise UsageError("a threshold from the protocol needs its summary (--protocol)")
+    stamp = Stamp(target_fpr, protocol, protocol_threshold)
     out = Path(out)
     split = _same_split(runs)
     models, specs, members = _load_members(runs)
@@ -197,22 +184,12 @@ def export_ensemble(
         store_weights_fp16(fp32, out)
         info = dataclasses.replace(info, extra=dict(info.extra, weight_storage="float16"))
         write_info(out, info)
-    val = score(out, split["val"])
-    threshold, rule = choose(val, protocol if protocol_threshold else None, target_fpr)
-    extra = dict(info.extra)
-    extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)
-    extra["threshold_rule"] = rule
-    if protocol is not None:
-        extra["generalisation"] = {k: v for k, v in protocol.items() if k != "per_source"}
     shown = split["val"][:parity_images]
-    extra["parity"] = {
-        "images": len(shown),
-        "max_abs_diff_p_ai": parity(ensemble, out, shown, spec, softmax=False),
-    }
-    final = dataclasses.replace(info, threshold=threshold, extra=extra)
+    diff = parity(ensemble, out, shown, spec, softmax=False)
+    final = stamp.apply(info, out, split["val"], {"images": len(shown), "max_abs_diff_p_ai": diff})
     write_info(out, final)
     if fp32 != out:  # the same model, its weights unrounded
-        unrounded = {k: v for k, v in extra.items() if k != "weight_storage"}
+        unrounded = {k: v for k, v in final.extra.items() if k != "weight_storage"}
         write_info(fp32, dataclasses.replace(final, extra=unrounded))
     if not (out.parent / "split.csv").exists():
         save_split(split, out.parent / "split.csv")

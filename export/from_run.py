@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,63 @@ def choose(
     return threshold, rule
 
 
+def load_best(run: Path) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """A run's ``best.pth``: the eval-mode model, its preprocessing, the checkpoint.
+
+    Raises:
+        UsageError: the checkpoint's labels are not aiscan's.
+    """
+    import torch
+
+    from aiscan.train.model import create
+
+    best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
+    if tuple(best["labels"]) != LABELS:
+        raise UsageError(f"{run}: checkpoint labels {best['labels']} differ from {list(LABELS)}")
+    model = create(best["arch"])
+    model.load_state_dict(best["model"])
+    return model.eval(), Preprocessing.from_json(best["preprocessing"]), best
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """How an exported model's threshold is chosen and what its metadata records of it.
+
+    Attributes:
+        target_fpr: the lowest threshold with validation FPR at most this (None: max F1).
+        protocol: an out-of-source summary, embedded as ``generalisation``.
+        protocol_threshold: the protocol's best balanced threshold instead.
+    """
+
+    target_fpr: float | None = None
+    protocol: dict[str, Any] | None = None
+    protocol_threshold: bool = False
+
+    def __post_init__(self) -> None:
+        if self.protocol_threshold and self.protocol is None:
+            raise UsageError("a threshold from the protocol needs its summary (--protocol)")
+
+    def apply(
+        self, info: ModelInfo, out: Path, val_samples: Any, parity: dict[str, Any]
+    ) -> ModelInfo:
+        """``info`` with its threshold chosen on the exported model's own validation
+        scores, and its validation, rule, generalisation and parity recorded (every other
+        field kept: output, trained, preprocessing)."""
+        from aiscan.train.metrics import binary_metrics
+        from aiscan.train.predict import score
+
+        val = score(out, val_samples)
+        chosen = self.protocol if self.protocol_threshold else None
+        threshold, rule = choose(val, chosen, self.target_fpr)
+        extra = dict(info.extra)
+        extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)
+        extra["threshold_rule"] = rule
+        if self.protocol is not None:
+            extra["generalisation"] = {k: v for k, v in self.protocol.items() if k != "per_source"}
+        extra["parity"] = parity
+        return dataclasses.replace(info, threshold=threshold, extra=extra)
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -82,20 +141,11 @@ def export_run(
         protocol_threshold: take the threshold with the best balanced accuracy on the
             protocol's out-of-source scores instead of choosing one on validation.
     """
-    import torch
-
     from aiscan.train.data import load_split
-    from aiscan.train.metrics import binary_metrics
-    from aiscan.train.model import create
-    from aiscan.train.predict import score
 
     run = Path(run_dir)
-    best = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
-    if tuple(best["labels"]) != LABELS:
-        raise UsageError(f"checkpoint labels {best['labels']} differ from {list(LABELS)}")
-    spec = Preprocessing.from_json(best["preprocessing"])
-    model = create(best["arch"])
-    model.load_state_dict(best["model"])
+    stamp = Stamp(target_fpr, protocol, protocol_threshold)
+    model, spec, best = load_best(run)
     split = load_split(run / "split.csv")
     info = ModelInfo(
         model_id=model_id or f"aiscan-{best['arch']}-{run.name}",
@@ -111,19 +161,10 @@ def export_run(
             }
         },
     )
-    if protocol_threshold and protocol is None:
-        raise UsageError("a threshold from the protocol needs its summary (--protocol)")
     out = export_onnx(model, info, out)
-    val = score(out, split["val"])
-    threshold, rule = choose(val, protocol if protocol_threshold else None, target_fpr)
-    diff = parity(model, out, split["val"][:parity_images], spec)
-    extra = dict(info.extra)
-    extra["validation"] = binary_metrics(val.is_ai[val.ok], val.p_ai[val.ok], threshold)
-    extra["threshold_rule"] = rule
-    if protocol is not None:
-        extra["generalisation"] = {k: v for k, v in protocol.items() if k != "per_source"}
-    extra["parity"] = {"images": min(parity_images, len(split["val"])), "max_abs_diff_p_ai": diff}
-    final = ModelInfo(info.model_id, info.arch, spec, LABELS, threshold, extra=extra)
+    shown = split["val"][:parity_images]
+    checked = {"images": len(shown), "max_abs_diff_p_ai": parity(model, out, shown, spec)}
+    final = stamp.apply(info, out, split["val"], checked)
     write_info(out, final)
     (run / "export.json").write_text(json.dumps(final.to_metadata(), indent=2) + "\n")
     return final

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,14 +27,12 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``aiscan``'s options, one helper per group; every default is :class:`ScanConfig`'s."""
     from aiscan.model.version import __version__
 
-    from ..core.infer import DEVICES
-    from ..output.formats import FORMATS
-    from ..run.config import DECODERS, ENGINES, EVIDENCE_POLICIES, ScanConfig
+    from ..run.config import ScanConfig
 
     defaults = field_defaults(ScanConfig)  # every option's default is the config's
-
     p = argparse.ArgumentParser(
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file. "
@@ -47,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
         "not be written (disk full, no permission...: the partial output is kept, rerun with "
         "--resume); 130 interrupted (rerun with --resume).",
     )
+    _what_options(p, defaults)
+    _run_options(p.add_argument_group("run"), defaults)
+    _performance_options(p.add_argument_group("performance"), defaults)
+    _limit_options(p.add_argument_group("limits per file (each breach is an error row)"), defaults)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    p.add_argument("--version", action="version", version=f"aiscan {__version__}")
+    return p
+
+
+def _what_options(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """What to scan, where the verdicts go, which model judges them."""
+    from ..output.formats import FORMATS
+
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--out", "-o", required=True, type=Path, help="verdict file to write")
     p.add_argument(
@@ -74,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="p_ai below which the verdict is 'real'; between it and the threshold "
         "'uncertain' (default: the model's own band)",
     )
-    run = p.add_argument_group("run")
+
+
+def _run_options(run: argparse._ArgumentGroup, defaults: dict[str, Any]) -> None:
+    """Resume, shards, the nightly state, evidence, reporting, the error tolerance."""
+    from ..run.config import EVIDENCE_POLICIES
+
     run.add_argument(
         "--resume",
         action="store_true",
@@ -131,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0, not 1, while error rows are at most this fraction of the files "
         "(e.g. 0.01 for a nightly job that expects a few broken uploads; default 0)",
     )
-    perf = p.add_argument_group("performance")
+
+
+def _performance_options(perf: argparse._ArgumentGroup, defaults: dict[str, Any]) -> None:
+    """Engine, device, decoder, batch, threads."""
+    from ..core.infer import DEVICES
+    from ..run.config import DECODERS, ENGINES
+
     perf.add_argument(
         "--engine",
         default=defaults["engine"],
@@ -180,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode every JPEG pixel (reference pixels, slower) even where the model was "
         "trained on draft decoding (its preprocessing says which)",
     )
-    limits = p.add_argument_group("limits per file (each breach is an error row)")
+
+
+def _limit_options(limits: argparse._ArgumentGroup, defaults: dict[str, Any]) -> None:
+    """Per-file limits: each breach is an error row."""
     limits.add_argument(
         "--max-pixels",
         type=int,
@@ -211,9 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds one file may take to decode (default %(default)s)",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
-    p.add_argument("--version", action="version", version=f"aiscan {__version__}")
-    return p
 
 
 def _rate(p: Progress) -> float:

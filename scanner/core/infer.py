@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,18 +124,34 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def _captured_stderr() -> Iterator[list[str]]:
     """Hold back what native code writes to stderr (ONNX Runtime's provider-loading
     errors, in colour, before aiscan's own one-line message) and hand it over as lines,
-    so that the caller can quote the useful one. Session creation happens before any
-    worker thread starts, so swapping file descriptor 2 here is safe."""
+    so that the caller can quote the useful one.
+
+    File descriptor 2 belongs to the whole process: while a session is created, what any
+    other thread writes to stderr is held back too (and goes to the debug log, as these
+    lines do), and two sessions created at once in two threads (a threaded service, Ray
+    actors sharing a process) take turns (:data:`_STDERR_SWAP`), so that neither restores
+    the other's descriptor."""
     lines: list[str] = []
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to capture
-        yield lines
-        return
+    with _STDERR_SWAP:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to capture
+            yield lines
+            return
+        with _swapped_stderr(saved, lines):
+            yield lines
+
+
+#: One swap of file descriptor 2 at a time, process-wide.
+_STDERR_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _swapped_stderr(saved: int, lines: list[str]) -> Iterator[None]:
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            yield lines
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
