@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from aiscan.scanner.core.rows import Row
 from aiscan.scanner.output.formats import VerdictFileError, read_rows
 from aiscan.scanner.output.records import COLUMNS
 from aiscan.scanner.output.writer import OutputExistsError, VerdictWriter
+from tests.conftest import jpeg_bytes, photo
 
 
 def _rows(n: int, start: int = 0) -> list[Row]:
@@ -184,3 +186,91 @@ def test_non_utf8_file_names_give_valid_utf8_output_in_every_format(
     # resume finds every file already written: nothing is doubled
     assert main([*args, "--format", fmt, "--resume"]) == 0
     assert len(read_rows(out)) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("out", "fmt", "expect"),
+    [
+        ("v.csv", None, "csv"),
+        ("v.jsonl", None, "jsonl"),
+        ("V.PARQUET", None, "parquet"),
+        ("v.out", "jsonl", "jsonl"),
+        ("v.csv", "csv", "csv"),
+        ("v.parquet", "jsonl", "names parquet but --format is jsonl"),
+        ("v.txt", None, "the suffix .txt names no format"),
+        ("verdicts", None, "the suffix (none) names no format"),
+        ("v.csv", "xml", "--format must be one of"),
+    ],
+)
+def test_one_format_rule_for_every_writer(out: str, fmt: str | None, expect: str) -> None:
+    from aiscan.scanner.core.errors import ConfigError
+    from aiscan.scanner.output.formats import resolve_format
+
+    if expect in ("csv", "jsonl", "parquet"):
+        assert resolve_format(out, fmt) == expect
+    else:
+        with pytest.raises(ConfigError, match=re.escape(expect)):
+            resolve_format(out, fmt)
+
+
+def test_scan_merge_and_export_state_follow_the_suffix(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiscan.scanner.cli import main
+    from aiscan.scanner.output.formats import detect_format
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(32, 32)))
+    base = [str(tree), "--model", str(tiny_model), "-q"]
+    assert main([*base, "--out", str(tmp_path / "v.jsonl")]) == 0
+    assert detect_format(tmp_path / "v.jsonl") == "jsonl"
+    assert main([*base, "--out", str(tmp_path / "v.txt")]) == 2
+    assert main([*base, "--out", str(tmp_path / "w.csv"), "--format", "jsonl"]) == 2
+    assert "names no format" in capsys.readouterr().err
+    assert not list(tmp_path.glob("v.txt*")) and not list(tmp_path.glob("w.csv*"))
+    assert main([*base, "--out", str(tmp_path / "s.csv"), "--state", str(tmp_path / "s.db")]) == 0
+    assert main(["export-state", str(tmp_path / "s.db"), "--out", str(tmp_path / "e.jsonl")]) == 0
+    assert detect_format(tmp_path / "e.jsonl") == "jsonl"
+    assert main(["export-state", str(tmp_path / "s.db"), "--out", str(tmp_path / "e.dat")]) == 2
+    assert main(["merge", str(tmp_path / "v.jsonl"), "--out", str(tmp_path / "m.txt")]) == 2
+    assert not list(tmp_path.glob("m.txt*")) and not list(tmp_path.glob("e.dat*"))
+
+
+def test_every_store_takes_its_columns_from_the_row_schema(tmp_path: Path) -> None:
+    """The schema table (Row's fields) against what each store really holds: the Parquet
+    file's Arrow schema, the state database's files table, the Ray codec's round trip."""
+    import sqlite3
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from aiscan.scanner.core.rows import ROW_FIELDS, ROW_SCHEMA, Row
+    from aiscan.scanner.engines.ray_data import _encode_rows, _row
+    from aiscan.scanner.nightly.state import ScanState, current_rows
+    from aiscan.scanner.output.writer import VerdictWriter
+
+    assert [c.name for c in ROW_SCHEMA] == list(ROW_FIELDS)
+    rows = [
+        Row("/x/a.jpg", "ok", 0.25, "real", "", "JPEG", 4, 3, 100, "ab" * 32, "m@1"),
+        Row("/x/b.png", "error", None, "", "truncated", "PNG", None, None, None, "", "m@1"),
+    ]
+    out = tmp_path / "v.parquet"
+    writer = VerdictWriter(out, "parquet")
+    writer.write(rows)
+    writer.finish()
+    arrow = pq.read_schema(out)
+    for c in ROW_SCHEMA:
+        assert arrow.field(c.name).type == getattr(pa, c.arrow)(), c.name
+    state = ScanState(tmp_path / "s.db", "m", 0.5)
+    state.begin(["/x"])
+    state.record(rows)
+    state.close()
+    con = sqlite3.connect(tmp_path / "s.db")
+    declared = {name: kind for _, name, kind, *_ in con.execute("PRAGMA table_info(files)")}
+    con.close()
+    for c in ROW_SCHEMA:
+        assert declared[c.name] == c.sqlite, c.name
+    assert list(current_rows(tmp_path / "s.db")) == rows
+    columns = _encode_rows(rows)
+    assert [_row(columns, i) for i in range(len(rows))] == rows

@@ -58,3 +58,47 @@ def test_ray_engine_resumes_and_writes_parquet(
     assert main([*args, "--format", "parquet", "--resume"]) == 0
     paths = [r.path for r in read_rows(out)]
     assert len(paths) == len(set(paths)) == 8 and os.path.basename(paths[-1]) == "late.jpg"
+
+
+def test_ray_engine_in_small_chunks_gives_the_local_engines_rows(
+    local_ray: Path, bad_tree: dict[str, str], tiny_model: Path
+) -> None:
+    """The file list reaches Ray in bounded chunks (here 3 files each, for 10 files): the
+    rows are the local engine's, in order, each file once."""
+    from aiscan.scanner.core.discovery import discover
+    from aiscan.scanner.engines import EngineSpec, LocalEngine
+    from aiscan.scanner.engines.ray_data import RayEngine
+    from aiscan.scanner.run.config import DetectorConfig
+
+    config = DetectorConfig(model=tiny_model, device="cpu", batch_size=2, decoder="cpu")
+    spec = EngineSpec(config.open_model(), config.decode_spec)
+    root = str(Path(next(iter(bad_tree))).parent)
+    local = [r for b in LocalEngine(spec).run(discover([root])) for r in b.rows]
+    chunked = [r for b in RayEngine(spec, chunk_files=3).run(discover([root])) for r in b.rows]
+    assert len(local) == len(bad_tree) == 10
+    assert [r.path for r in chunked] == [r.path for r in local]
+    for mine, theirs in zip(chunked, local, strict=True):
+        assert (mine.status, mine.verdict, mine.error) == (
+            theirs.status,
+            theirs.verdict,
+            theirs.error,
+        )
+        assert (
+            mine.p_ai == pytest.approx(theirs.p_ai, abs=1e-6) if theirs.p_ai else mine.p_ai is None
+        )
+
+
+def test_ray_refuses_the_states_verdict_reuse(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.scanner.core.errors import ConfigError
+    from aiscan.scanner.engines import EngineSpec
+    from aiscan.scanner.engines.ray_data import RayEngine
+    from aiscan.scanner.run.config import DetectorConfig, ScanConfig
+
+    with pytest.raises(ConfigError, match="--engine ray cannot reuse"):
+        ScanConfig(paths=(str(tmp_path),), engine="ray", state=tmp_path / "s.db", hash_files=True)
+    # without --sha256 the state works with Ray as with the local engine
+    ScanConfig(paths=(str(tmp_path),), engine="ray", state=tmp_path / "s.db")
+    config = DetectorConfig(model=tiny_model, device="cpu")
+    spec = EngineSpec(config.open_model(), config.decode_spec, known=lambda _: 0.5)
+    with pytest.raises(ConfigError, match="--engine ray cannot reuse"):
+        RayEngine(spec)
