@@ -382,19 +382,29 @@ def gpu_name() -> str | None:
     return out.splitlines()[0] if out else None
 
 
+#: CPU features that change what the int8 kernels of ONNX Runtime compute (VNNI: exact
+#: u8s8 dot products; without it, AVX2's saturate) or how fast anything runs.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def machine() -> dict[str, object]:
     """What this ran on."""
-    cpu = platform.processor()
+    import onnxruntime
+
+    cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
-            )
+            lines = fh.read().splitlines()
+        names = (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+        cpu = next(names, cpu)
+        flags = set(next((ln for ln in lines if ln.startswith("flags")), "").split())
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
     return {
         "cpu": cpu,
+        "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+        "onnxruntime": onnxruntime.__version__,
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(mem / 2**30, 1),
         "platform": platform.platform(),

@@ -496,6 +496,35 @@ def _png(folder: Path, i: int, img: object) -> str:
     return str(path)
 
 
+def test_the_shipped_head_names_the_graph_its_features_came_from() -> None:
+    """The default head was fitted on fp32 features, and says so where the scanner reads
+    it: the scanner joins it to that graph, the same on every CPU and GPU."""
+    from aiscan.model.clip_graph import head_encoder
+    from aiscan.model.meta import read_info
+    from aiscan.scanner.core.models import encoder_precision, shipped_model
+
+    path = shipped_model("default")
+    assert path is not None
+    info = read_info(path)
+    encoder = head_encoder(info.extra)
+    assert encoder is not None and encoder_precision(encoder) == "fp32"
+    assert info.extra["training"]["encoder_precision"] == "fp32"
+
+
+@pytest.mark.slow
+def test_the_default_model_is_assembled_on_its_heads_graph() -> None:
+    import json
+
+    import onnx
+
+    from aiscan.scanner.core.models import resolve_model
+
+    _real_encoder()
+    built = onnx.load(str(resolve_model("default")), load_external_data=False)
+    meta = {p.key: p.value for p in built.metadata_props}
+    assert json.loads(meta["aiscan.precision"]) == "fp32"
+
+
 @pytest.mark.slow
 def test_the_default_model_scans_a_folder(tmp_path: Path) -> None:
     """README command 1 with the shipped default: one row per file, three-valued verdicts,
