@@ -58,6 +58,8 @@ class Verdicts:
             False for is left out (how :func:`scan` skips rows written before, or files
             the state database has seen unchanged).
         known: sha256 -> p_ai of identical content judged before (the state's).
+        engine: the engine, already built from ``model`` and ``known`` (:func:`make_engine`
+            when None).
 
     Raises:
         ConfigError, ModelError, DeviceError: before any file is touched.
@@ -70,11 +72,15 @@ class Verdicts:
         model: OpenModel | None = None,
         keep: Callable[[Found], bool] | None = None,
         known: Callable[[str], float | None] | None = None,
+        engine: Any = None,
     ) -> None:
+        if engine is not None and (model is None or known is not None):
+            raise TypeError("an engine comes with the model it was built on, and its known")
         self.config = config
         self.model = model or config.open_model()
         self._keep = keep
-        self.engine = make_engine(config, EngineSpec(self.model, config.decode_spec, known))
+        spec = EngineSpec(self.model, config.decode_spec, known)
+        self.engine = engine if engine is not None else make_engine(config, spec)
         self.progress = Progress()
 
     def _files(self) -> Iterator[Found]:
@@ -136,6 +142,9 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             real_below=model.real_below,
         )
     try:
+        # the engine before the output: an engine that cannot be built leaves no file
+        known = state.known_p_ai if state is not None and config.hash_files else None
+        engine = make_engine(config, EngineSpec(model, config.decode_spec, known))
         writer = VerdictWriter(
             out,
             config.out_format,
@@ -155,8 +164,8 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         verdicts = Verdicts(
             config,
             model=model,
+            engine=engine,
             keep=lambda f: f.path not in done and (state is None or state.needs_scan(f)),
-            known=state.known_p_ai if state is not None and config.hash_files else None,
         )
         counts, interrupted = _write(verdicts, writer, state, on_progress)
         if not interrupted:
