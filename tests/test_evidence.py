@@ -287,3 +287,64 @@ def test_a_jumbf_segment_without_a_manifest_is_not_c2pa() -> None:
     seg = b"JP" + b"\x00\x10not a manifest store"
     bogus = data[:2] + b"\xff\xeb" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
     assert _evidence(bogus, "JPEG") == Evidence()
+
+
+def _ratio(parse, small: object, large: object) -> float:  # type: ignore[no-untyped-def]
+    """Time of ``parse(large)`` over ``parse(small)``, each the best of five runs."""
+    import time
+
+    def best(arg: object) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            parse(arg)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(large) / max(best(small), 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "parse", "unit"),
+    [
+        ("XMP DigitalSourceType repeated, no value", "_source_types", b"DigitalSourceType "),
+        ("XMP DigitalSourceType= repeated", "_source_types", b"DigitalSourceType=x "),
+        ("SD parameters: Steps repeated, no Sampler", "_sd_parameters", "Steps: 1 "),
+        ("SD parameters: Model repeated", "_model_name", "Model: x"),
+    ],
+)
+def test_evidence_parsers_take_linear_time_on_adversarial_text(
+    name: str, parse: str, unit: str | bytes
+) -> None:
+    """Eight times the input costs about eight times the time (a quadratic parser: 64):
+    the bound 24 sits between. The inputs repeat what made the old regular expressions
+    backtrack (issue 19: a 2-3 KB PNG stalled a scan for minutes)."""
+    from aiscan.scanner.core import evidence
+
+    fn = getattr(evidence, parse)
+    small, large = unit * 4000, unit * 32000
+    assert _ratio(fn, small, large) < 24, name
+
+
+def test_a_png_of_hostile_metadata_gives_short_evidence_quickly(tmp_path: Path) -> None:
+    """The evidence reader on a PNG whose text chunks repeat the backtracking patterns and
+    carry a 200,000-character model name: one short row, no stall."""
+    from PIL import PngImagePlugin
+
+    from aiscan.scanner.core.evidence import read_evidence
+    from aiscan.scanner.output.records import TEXT_CELL_MAX, record_of
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "Steps: 1 " * 30000 + "Sampler: x, Model: " + "m" * 200_000)
+    info.add_itxt("XML:com.adobe.xmp", "<x " + "DigitalSourceType " * 30000 + ">")
+    path = tmp_path / "hostile.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    with path.open("rb") as fh:
+        found = read_evidence(fh, "PNG")
+    assert found.generator.startswith("Stable Diffusion WebUI (model m")
+    assert len(found.generator) < 200 and len(found.detail) < 2000
+    from aiscan.scanner.core.rows import Row
+
+    row = Row(str(path), "error", None, "", "x" * 300_000, "PNG", 8, 8, 1, "", "m")
+    assert len(record_of(row)["error"]) == TEXT_CELL_MAX
+    assert record_of(row)["error"].endswith("[cut: 300000 characters]")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -66,9 +65,13 @@ _MIME = {
 #: ISO BMFF formats: the C2PA store is a top-level ``uuid`` box with this user type.
 _BMFF = ("HEIF", "AVIF")
 _C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
-_DST = re.compile(
-    rb"DigitalSourceType[^>]*?(?:=\s*[\"']|>\s*)([^\"'<\s]+)", re.IGNORECASE | re.DOTALL
-)
+#: Bounds on untrusted metadata, so that every parser here is linear in its input and
+#: short: bytes of an XMP packet read, bytes looked at after a DigitalSourceType name,
+#: length of a value taken from it, characters of a text chunk searched.
+_XMP_MAX = 1 << 20
+_DST_WINDOW = 512
+_VALUE_MAX = 256
+_TEXT_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -257,12 +260,72 @@ def _read_xmp(img: Image.Image, sig: _Signals) -> None:
     raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "replace")
-    for match in _DST.finditer(raw):
-        value = match.group(1).decode("utf-8", "replace").rsplit("/", 1)[-1]
+    for found in _source_types(raw[:_XMP_MAX]):
+        value = found.decode("utf-8", "replace").rsplit("/", 1)[-1]
         if value in AI_SOURCE_TYPES:
             sig.xmp_ai = f"XMP Iptc4xmpExt:DigitalSourceType = {value}"
         elif value:
             sig.xmp_other = f"XMP Iptc4xmpExt:DigitalSourceType = {value}"
+
+
+def _source_types(xmp: bytes) -> list[bytes]:
+    """The values of every ``DigitalSourceType`` in an XMP packet, as attribute
+    (``DigitalSourceType="..."``) or element (``<...DigitalSourceType>...``): a scan, not a
+    regular expression, linear in the packet whatever it repeats."""
+    lowered, name, out = xmp.lower(), b"digitalsourcetype", []
+    start = lowered.find(name)
+    while start >= 0:
+        after = start + len(name)
+        value = _value_after(xmp[after : after + _DST_WINDOW])
+        if value:
+            out.append(value)
+        start = lowered.find(name, after)
+    return out
+
+
+def _value_after(window: bytes) -> bytes:
+    """The value that follows a name: after ``="`` / ``='`` or after ``>``, up to a quote,
+    ``<`` or white space (at most :data:`_VALUE_MAX` bytes); empty when none does."""
+    close = window.find(b">")
+    limit = len(window) if close < 0 else close
+    eq = window.find(b"=", 0, limit)
+    rest = None
+    while eq >= 0:
+        after = window[eq + 1 :].lstrip()
+        if after[:1] in (b'"', b"'"):
+            rest = after[1:]
+            break
+        eq = window.find(b"=", eq + 1, limit)
+    if rest is None:
+        if close < 0:
+            return b""
+        rest = window[close + 1 :].lstrip()
+    end = len(rest)
+    for stop in (b'"', b"'", b"<", b" ", b"\t", b"\r", b"\n"):
+        at = rest.find(stop, 0, end)
+        if at >= 0:
+            end = at
+    return rest[: min(end, _VALUE_MAX)]
+
+
+def _sd_parameters(text: str) -> bool:
+    """Stable Diffusion WebUI's parameters: ``Steps: <digits>`` and, after it,
+    ``Sampler: `` (plain searches, linear; a regular expression with ``.*`` between the two
+    was quadratic on a text that repeats ``Steps: 1``)."""
+    text = text[:_TEXT_MAX]
+    at = text.find("Steps: ")
+    while at >= 0 and not text[at + 7 : at + 8].isdigit():
+        at = text.find("Steps: ", at + 7)
+    return at >= 0 and text.find("Sampler: ", at) >= 0
+
+
+def _model_name(text: str) -> str:
+    """The value of ``Model: `` in SD parameters, up to a comma or line end (short)."""
+    at = text[:_TEXT_MAX].find("Model: ")
+    if at < 0:
+        return ""
+    value = text[at + 7 : at + 7 + _VALUE_MAX]
+    return value.split(",", 1)[0].split("\n", 1)[0].strip()
 
 
 #: PNG text chunks that generators write: key -> (generator, is the key alone enough).
@@ -278,7 +341,6 @@ _PNG_KEYS: dict[str, tuple[str, bool]] = {
     "aigc": ("AIGC label", True),
     "AIGC": ("AIGC label", True),
 }
-_SD_PARAMS = re.compile(r"Steps: \d+.*Sampler: ", re.DOTALL)
 
 
 def _read_generator_metadata(img: Image.Image, sig: _Signals) -> None:
@@ -299,10 +361,10 @@ def _png_text(img: Image.Image) -> tuple[str, str] | None:
         value = img.info.get(key)
         if not isinstance(value, str):
             continue
-        if key == "parameters" and _SD_PARAMS.search(value):
-            model = re.search(r"Model: ([^,\n]+)", value)
-            tool = "Fooocus" if "Fooocus" in value else name
-            hint = f"{tool} (model {model.group(1).strip()})" if model else tool
+        if key == "parameters" and _sd_parameters(value):
+            model = _model_name(value)
+            tool = "Fooocus" if "Fooocus" in value[:_TEXT_MAX] else name
+            hint = f"{tool} (model {_short(model, 80)})" if model else tool
             return hint, f"PNG text chunk 'parameters': {_short(value)}"
         if key in ("prompt", "workflow") and _looks_like_comfy(value):
             return name, f"PNG text chunk '{key}': ComfyUI node graph"
@@ -333,7 +395,7 @@ def _exif_parameters(img: Image.Image) -> tuple[str, str] | None:
         text = text.replace("\0", "")
     else:
         text = str(raw or "")
-    if _SD_PARAMS.search(text):
+    if _sd_parameters(text):
         return "Stable Diffusion WebUI", f"EXIF UserComment: {_short(text)}"
     return None
 
@@ -390,7 +452,7 @@ def _decide(sig: _Signals) -> Evidence:
 
 
 def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: limit * 4].split())  # a bounded prefix: never the whole text
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

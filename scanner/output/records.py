@@ -57,10 +57,21 @@ def unescape_path(text: str, escaped: bool) -> str:
     return "".join(out)
 
 
+#: The longest free text a cell holds (error messages, evidence details, generator
+#: hints are far shorter; a longer one came from a hostile file): cut, and said so.
+TEXT_CELL_MAX = 4096
+
+
 def text_cell(value: str) -> str:
     """Free text (an error message may quote a path): valid UTF-8, undecodable bytes as
-    ``\\xNN``."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    ``\\xNN``, at most :data:`TEXT_CELL_MAX` characters (a longer one is cut and ends in
+    ``[cut: N characters]``), so that every reader of a verdict file, CSV's included,
+    takes whatever the writer writes."""
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) <= TEXT_CELL_MAX:
+        return text
+    marker = f"… [cut: {len(text)} characters]"
+    return text[: TEXT_CELL_MAX - len(marker)] + marker
 
 
 def record_of(row: Row) -> dict[str, Any]:
