@@ -70,12 +70,13 @@ def run_cli(
     tool: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
 ) -> int:
     """Run a console script's ``body``: an :class:`~aiscan.model.errors.AiscanError` it
-    does not handle itself, or a missing optional module, is one line and exit 2."""
+    does not handle itself, or a missing optional module, is one line and exit 2 (3 for a
+    fault of the environment: :class:`~aiscan.model.errors.MachineError`)."""
     from .errors import AiscanError
 
     try:
         return body(argv)
     except AiscanError as exc:
-        return error_line(tool, exc)
+        return error_line(tool, exc, exc.exit_status)
     except ModuleNotFoundError as exc:
         return error_line(tool, install_hint(tool, exc))

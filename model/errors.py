@@ -12,7 +12,22 @@ from __future__ import annotations
 
 
 class AiscanError(Exception):
-    """An error whose message is a complete, one-line explanation for the user."""
+    """An error whose message is a complete, one-line explanation for the user.
+
+    Attributes:
+        exit_status: what a console script exits with: 2, a usage error (rsync's
+            convention, which ``aiscan``'s exit statuses follow).
+    """
+
+    exit_status = 2
+
+
+class MachineError(AiscanError):
+    """A fault of the machine that the user must fix (a full disk, a missing permission,
+    an I/O error), not a mistake in what was asked: exit status 3, so that a scheduler
+    tells a broken night from a night with bad files (1) or a bad command line (2)."""
+
+    exit_status = 3
 
 
 class UsageError(AiscanError, ValueError):

@@ -399,8 +399,8 @@ def scan_main(argv: Sequence[str]) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         summary = scan(config, on_progress=show)
-    except AiscanError as exc:
-        return error_line("aiscan", exc)
+    except AiscanError as exc:  # exit 2, or 3 for the environment (a full disk under the state)
+        return error_line("aiscan", exc, exc.exit_status)
     except OSError as exc:  # the output's disk or folder, not an input file
         stop()
         return error_line(

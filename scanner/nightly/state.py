@@ -14,17 +14,18 @@ list of migrations; a database from a newer aiscan is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from aiscan.model.errors import AiscanError
+from aiscan.model.errors import AiscanError, MachineError
 
 from ..core.discovery import Found, in_shard
 from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
@@ -56,10 +57,49 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _SEEN_FLUSH = 5000
+T = TypeVar("T")
 
 
 class StateError(AiscanError, RuntimeError):
     """The state database cannot be used; the message says why."""
+
+
+class StateEnvironmentError(StateError, MachineError):
+    """The state database's disk, permissions or I/O failed (exit 3); what it committed
+    before is kept."""
+
+
+#: sqlite3's messages that name a fault of the machine, not of the database.
+_ENVIRONMENT = ("disk is full", "disk i/o error", "readonly", "unable to open", "out of memory")
+
+
+def state_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """One sqlite3 error as the one-line error the user sees: the environment's (exit 3:
+    free space, fix permissions, rerun: nothing committed is lost) or the database's
+    (exit 2: not aiscan's, or damaged: check it, restore a backup)."""
+    text = str(exc)
+    if any(key in text.lower() for key in _ENVIRONMENT):
+        return StateEnvironmentError(
+            f"the state database {path} could not be written ({text}): free space or fix "
+            "permissions there and rerun the same command; what it committed is kept"
+        )
+    return StateError(
+        f"{path} is not a usable aiscan state database ({text}): if it is aiscan's, check "
+        f"it with sqlite3 {path} 'PRAGMA integrity_check' and restore it from a backup"
+    )
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """A ScanState method whose sqlite3 errors become :func:`state_error`'s."""
+
+    @functools.wraps(method)
+    def call(self: ScanState, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise state_error(self.path, exc) from exc
+
+    return call
 
 
 #: Drift bounds between tonight's scanned files and the previous night's: AI rate and
@@ -154,9 +194,9 @@ class ScanState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self._lock.release()
-            raise StateError(f"{self.path} is not a usable aiscan state database ({exc})") from exc
+            raise state_error(self.path, exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -187,6 +227,7 @@ class ScanState:
 
     # -- a run ------------------------------------------------------------------------
 
+    @_guarded
     def begin(self, roots: Sequence[str]) -> int:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         cur = self._db.execute(
@@ -197,6 +238,7 @@ class ScanState:
         self.roots = [os.path.abspath(r) for r in roots]
         return self.run_id
 
+    @_guarded
     def needs_scan(self, found: Found) -> bool:
         """True when ``found`` must be scanned tonight; otherwise it is marked as seen.
         Called from the scan's walk thread, which alone counts new, changed, rejudged and
@@ -238,6 +280,7 @@ class ScanState:
         if len(self._seen) >= _SEEN_FLUSH:
             self._flush_seen()
 
+    @_guarded
     def _flush_seen(self) -> None:
         with self._mutex:
             self._db.execute("BEGIN")
@@ -245,6 +288,7 @@ class ScanState:
             self._db.execute("COMMIT")
             self._seen.clear()
 
+    @_guarded
     def known_p_ai(self, sha256: str) -> float | None:
         """p_ai that tonight's model gave identical content before (any path)."""
         with self._mutex:
@@ -255,6 +299,7 @@ class ScanState:
             ).fetchone()
         return None if row is None else float(row[0])
 
+    @_guarded
     def record(self, rows: Iterable[Row]) -> None:
         """Store rows written tonight (one transaction; idempotent)."""
         records = []
@@ -278,6 +323,7 @@ class ScanState:
             )
             self._db.execute("COMMIT")
 
+    @_guarded
     def finish(self, shard: tuple[int, int], reused: int = 0) -> StateStats:
         """Close tonight's run: files under tonight's roots (and shard) that were not seen
         are marked deleted; ``reused`` is how many rows took a known verdict (the scan
@@ -337,8 +383,8 @@ def current_rows(path: str | Path) -> Iterable[Row]:
         query = f"SELECT {', '.join(ROW_FIELDS)} FROM files WHERE deleted_run IS NULL ORDER BY path"
         for rec in con.execute(query):
             yield _row_of(rec)
-    except sqlite3.DatabaseError as exc:
-        raise StateError(f"{db} is not a usable aiscan state database ({exc})") from exc
+    except sqlite3.Error as exc:
+        raise state_error(db, exc) from exc
     finally:
         con.close()
 
