@@ -298,7 +298,7 @@ def test_closing_the_state_while_a_late_walk_still_asks_it(tmp_path: Path) -> No
     assert answers_after and all(answers_after)  # after close: always "scan it"
 
 
-def _night(tree: Path, out: Path, model: Path, db: Path) -> list[str]:
+def _tonight(tree: Path, out: Path, model: Path, db: Path) -> list[str]:
     return [str(tree), "--out", str(out), "--model", str(model), "--state", str(db), "-q"]
 
 
@@ -307,13 +307,13 @@ def test_a_damaged_state_is_exit_2_naming_the_check_and_the_backup(
 ) -> None:
     tree, db = tmp_path / "store", tmp_path / "scans.db"
     _tree(tree, 40)
-    assert main(_night(tree, tmp_path / "n1.csv", tiny_model, db)) == EXIT_OK
+    assert main(_tonight(tree, tmp_path / "n1.csv", tiny_model, db)) == EXIT_OK
     with db.open("r+b") as fh:  # every page after the first: garbage
         size = fh.seek(0, 2)
         fh.seek(4096)
         fh.write(b"\xde\xad" * ((size - 4096) // 2))
     capsys.readouterr()
-    assert main(_night(tree, tmp_path / "n2.csv", tiny_model, db)) == EXIT_USAGE
+    assert main(_tonight(tree, tmp_path / "n2.csv", tiny_model, db)) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PRAGMA integrity_check" in err[0] and "backup" in err[0], err
 
@@ -336,7 +336,7 @@ def test_a_state_the_disk_cannot_take_is_exit_3_and_keeps_the_rows(
         return real(self, rows)
 
     monkeypatch.setattr(state_mod.ScanState, "record", state_mod._guarded(filling))
-    assert main([*_night(tree, out, tiny_model, db), "--batch-size", "4"]) == 3
+    assert main([*_tonight(tree, out, tiny_model, db), "--batch-size", "4"]) == 3
     kept = read_rows(out.with_name(out.name + ".partial"))
     assert len(kept) >= 4  # the first batches' rows, in the journal
 
@@ -346,13 +346,13 @@ def test_a_read_only_state_is_exit_3(tiny_model: Path, tmp_path: Path) -> None:
 
     tree, db = tmp_path / "store", tmp_path / "scans.db"
     _tree(tree, 5)
-    assert main(_night(tree, tmp_path / "n1.csv", tiny_model, db)) == EXIT_OK
+    assert main(_tonight(tree, tmp_path / "n1.csv", tiny_model, db)) == EXIT_OK
     db.chmod(0o444)
     cmd = [
         sys.executable,
         "-m",
         "aiscan.scanner.cli",
-        *_night(tree, tmp_path / "n2.csv", tiny_model, db),
+        *_tonight(tree, tmp_path / "n2.csv", tiny_model, db),
     ]
     proc = run_obeying_file_modes(cmd)
     db.chmod(0o644)
