@@ -18,6 +18,7 @@ import html
 import io
 import json
 import os
+import stat
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -113,11 +114,19 @@ def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
     return t
 
 
-def thumbnail(path: str, size: int) -> str | None:
-    """A JPEG data URI of at most ``size`` pixels a side, or None if unreadable."""
+def thumbnail(path: str, size: int, limits: DecodeLimits | None = None) -> str | None:
+    """A JPEG data URI of at most ``size`` pixels a side, or None (the gallery shows a
+    placeholder) if the file is gone, is no longer a regular file, is over the scan's
+    limits, or fails to decode. The file is opened without blocking and checked as opened
+    (a FIFO or a device put where an image was never stalls the report) and read whole
+    within the file size limit, never streamed from the path."""
+    limits = limits or DecodeLimits()
     try:
-        with open_image(path) as img:
-            check_limits(img, DecodeLimits())
+        data = _regular_file_bytes(path, limits.max_file_bytes)
+        if data is None:
+            return None
+        with open_image(data) as img:
+            check_limits(img, limits)
             if is_jpeg(img):
                 img.draft("RGB", (size, size))
             img.thumbnail((size, size))
@@ -127,6 +136,29 @@ def thumbnail(path: str, size: int) -> str | None:
     except Exception:  # moved, deleted, or one of the files that had an error row
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _regular_file_bytes(path: str, max_bytes: int) -> bytes | None:
+    """The bytes of ``path`` if, as opened, it is a regular file of at most ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(max_bytes + 1)[:max_bytes]
+    finally:
+        os.close(fd)
+
+
+def _threshold(summary: dict[str, Any]) -> float:
+    """The run's threshold from its summary; 0.5 where the summary has none that is a
+    probability (a hand-edited or foreign summary never breaks the report)."""
+    try:
+        value = float(summary.get("threshold", 0.5))
+    except (TypeError, ValueError):
+        return 0.5
+    return value if 0.0 <= value <= 1.0 else 0.5
 
 
 def _summary(verdicts: Path) -> dict[str, Any]:
@@ -143,7 +175,7 @@ def write_report(
     """Write the HTML report; return its headline numbers."""
     verdicts, out = Path(verdicts), Path(out)
     summary = _summary(verdicts)
-    threshold = float(summary.get("threshold", 0.5))
+    threshold = _threshold(summary)
     t = tally(iter_rows(verdicts), gallery, threshold)
     cards = [
         (row, thumbnail(row.path, thumb_px), "") for _, _, row in sorted(t.flagged, reverse=True)

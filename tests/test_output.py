@@ -274,3 +274,92 @@ def test_every_store_takes_its_columns_from_the_row_schema(tmp_path: Path) -> No
     assert list(current_rows(tmp_path / "s.db")) == rows
     columns = _encode_rows(rows)
     assert [_row(columns, i) for i in range(len(rows))] == rows
+
+
+def _csv_rows(path: Path, rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        w.writerows(rows)
+
+
+def _good(path: str = "/x/a.jpg") -> list[str]:
+    head = [path, "ok", "0.250000", "real", "", "JPEG", "4", "3", "100", "", "m@1"]
+    return [*head, "none", "", "", "false"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "says"),
+    [
+        ("status", "zzz", "column 'status': 'zzz' is none of"),
+        ("p_ai", "-3", "column 'p_ai': -3.0 is not within [0, 1]"),
+        ("p_ai", "inf", "column 'p_ai': 'inf' is not finite"),
+        ("p_ai", "1e308", "column 'p_ai': 1e+308 is not within [0, 1]"),
+        ("width", "-1", "column 'width': -1 is negative"),
+        ("bytes", "lots", "column 'bytes': 'lots' is not a number"),
+        ("verdict", "maybe", "column 'verdict': 'maybe' is none of"),
+        ("verdict", "", "columns 'status', 'p_ai', 'verdict' disagree"),
+    ],
+)
+def test_a_nonsense_row_is_refused_by_every_reader_naming_row_and_column(
+    tmp_path: Path, column: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19: recovered and read rows are held to what the writer writes; every reader
+    (the report, merge, export) and resume say which row and column, in one line, never
+    a traceback."""
+    from aiscan.scanner.cli import main
+
+    bad = _good("/x/b.jpg")
+    bad[COLUMNS.index(column)] = value
+    path = tmp_path / "v.csv"
+    _csv_rows(path, [_good(), bad])
+    with pytest.raises(VerdictFileError, match=re.escape(f"row 2: {says}")):
+        read_rows(path)
+    assert main(["report", str(path), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "r.html").exists()
+    journal = tmp_path / "j.csv.partial"
+    _csv_rows(journal, [_good(), bad])
+    with pytest.raises(VerdictFileError, match=re.escape(f"record 2 is not a verdict row ({says}")):
+        VerdictWriter(tmp_path / "j.csv", "csv", resume=True)
+    assert journal.read_bytes().count(b"\r\n") == 3  # nothing cut, nothing lost
+
+
+def test_resume_refuses_rows_of_another_model_unless_asked(
+    tiny_model: Path, tiny_crop_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiscan.scanner.cli import main
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(32, 32)))
+    out = tmp_path / "v.csv"
+    assert main([str(tree), "--out", str(out), "--model", str(tiny_model), "-q"]) == 0
+    before = out.read_bytes()
+    (tree / "b.jpg").write_bytes(jpeg_bytes(photo(40, 32, seed=1)))
+    other = [str(tree), "--out", str(out), "--model", str(tiny_crop_model), "--resume", "-q"]
+    assert main(other) == 2
+    assert "--mix-models" in capsys.readouterr().err
+    assert out.read_bytes() == before and not list(tmp_path.glob("v.csv.partial*"))
+    again = [str(tree), "--out", str(out), "--model", str(tiny_model), "--resume", "-q"]
+    assert main([*again, "--threshold", "0.9"]) == 2  # same model, another threshold
+    assert main([*other, "--mix-models"]) == 0
+    assert {r.model.split("@")[0] for r in read_rows(out)} == {"tiny-test", "tiny-test-crop"}
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    from aiscan.scanner.cli import main
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    image = tree / "a.jpg"
+    image.write_bytes(jpeg_bytes(photo(32, 32)))
+    original = image.read_bytes()
+    (tree / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)  # an image by its bytes
+    for out, flag in ((image, "--overwrite"), (image, "--resume"), (tree / "b.png", "--resume")):
+        args = [str(tree), "--out", str(out), "--model", str(tiny_model), flag, "-q"]
+        assert main(args) == 2
+    assert main([str(image), "--out", str(image), "--model", str(tiny_model), "-q"]) == 2
+    assert image.read_bytes() == original
+    assert sorted(p.name for p in tree.iterdir()) == ["a.jpg", "b.png"]

@@ -132,3 +132,28 @@ def test_report_renders_its_gallery_in_headless_chromium(scanned: Path, tmp_path
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     assert "Refused to load" not in proc.stderr  # nothing blocked by the CSP: nothing external
+
+
+def test_a_flagged_file_that_became_a_fifo_is_a_placeholder_not_a_hang(tmp_path: Path) -> None:
+    """Issue 19: thumbnails open only regular files, without blocking; run in a child so
+    that a regression fails on its timeout instead of hanging the suite."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from aiscan.scanner.output.records import COLUMNS
+
+    fifo = tmp_path / "flagged.jpg"
+    os.mkfifo(fifo)
+    verdicts = tmp_path / "v.csv"
+    with verdicts.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        w.writerow([str(fifo), "ok", "0.990000", "ai", "", "JPEG", "8", "8", "100", "", "m@1",
+                    "none", "", "", "false"])  # fmt: skip
+    out = tmp_path / "r.html"
+    cmd = [sys.executable, "-m", "aiscan.scanner.cli", "report", str(verdicts), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "flagged.jpg" in out.read_text(encoding="utf-8")

@@ -96,6 +96,12 @@ def _run_options(run: argparse._ArgumentGroup, defaults: dict[str, Any]) -> None
         action="store_true",
         help="continue an interrupted scan (or extend a finished one)",
     )
+    run.add_argument(
+        "--mix-models",
+        action="store_true",
+        help="with --resume: keep the rows another model, threshold or band wrote, beside "
+        "this run's (refused without it)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
     run.add_argument(
         "--shard",

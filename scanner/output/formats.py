@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiscan.model.errors import AiscanError
 from aiscan.model.files import replacing
@@ -23,10 +23,10 @@ from ..core.errors import ConfigError
 from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
 from .records import (
     COLUMNS,
+    RecordError,
     csv_cell,
     record_of,
     row_from_record,
-    unescape_path,
 )
 
 
@@ -51,17 +51,40 @@ class Recovered:
         paths: every path that has a row.
         statuses: row count per status.
         verdicts: row count per verdict.
+        models: row count per model (the ``model`` column; empty for rows no model judged).
     """
 
     paths: set[str] = field(default_factory=set)
     statuses: Counter[str] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
 
-    def add(self, path: str, status: str, verdict: str) -> None:
-        self.paths.add(path)
-        self.statuses[status] += 1
-        if verdict:
-            self.verdicts[verdict] += 1
+    def add(self, row: Row) -> None:
+        self.paths.add(row.path)
+        self.statuses[row.status] += 1
+        if row.verdict:
+            self.verdicts[row.verdict] += 1
+        if row.status == "ok":
+            self.models[row.model] += 1
+
+
+def _recovered_row(path: Path, number: int, rec: dict[str, Any]) -> Row:
+    """Record ``number`` of a journal as a row, as strictly checked as a written one."""
+    try:
+        return row_from_record(rec)
+    except RecordError as exc:
+        raise VerdictFileError(
+            f"{path}: record {number} is not a verdict row ({exc}): the file was changed "
+            "by something else; give another --out, or --overwrite to scan again"
+        ) from None
+
+
+def _read_rows(path: Path, records: Iterable[dict[str, Any]]) -> Iterator[Row]:
+    for number, rec in enumerate(records, 1):
+        try:
+            yield row_from_record(rec)
+        except RecordError as exc:
+            raise VerdictFileError(f"{path}: row {number}: {exc}") from None
 
 
 class Lines:
@@ -103,10 +126,10 @@ class _Csv:
             if header != list(COLUMNS):
                 raise VerdictFileError(foreign(path, header))
             valid = lines.offset
-            for rec in reader:
+            for number, rec in enumerate(reader, 1):
                 if not lines.complete or len(rec) != len(COLUMNS):
                     break
-                found.add(unescape_path(rec[0], rec[-1] == "true"), rec[1], rec[3])
+                found.add(_recovered_row(path, number, dict(zip(COLUMNS, rec, strict=True))))
                 valid = lines.offset
         except csv.Error:
             pass  # a torn quoted field at the very end
@@ -114,7 +137,7 @@ class _Csv:
 
     def read(self, path: Path) -> Iterator[Row]:
         with path.open(encoding="utf-8", newline="") as fh:
-            yield from (row_from_record(r) for r in csv.DictReader(fh))
+            yield from _read_rows(path, csv.DictReader(fh))
 
     def publish(self, journal: Path, out: Path) -> None:
         journal.replace(out)
@@ -136,24 +159,22 @@ class _Jsonl(_Csv):
 
     def recover(self, path: Path, lines: Lines, found: Recovered) -> int:
         valid = 0
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 break
             if not lines.complete:
                 break
-            if "path_escaped" not in rec:
-                raise VerdictFileError(foreign(path, list(rec)))
-            found.add(
-                unescape_path(rec["path"], rec["path_escaped"]), rec["status"], rec["verdict"]
-            )
+            if not isinstance(rec, dict) or "path_escaped" not in rec:
+                raise VerdictFileError(foreign(path, list(rec) if isinstance(rec, dict) else []))
+            found.add(_recovered_row(path, number, rec))
             valid = lines.offset
         return valid
 
     def read(self, path: Path) -> Iterator[Row]:
         with path.open(encoding="utf-8") as fh:
-            yield from (row_from_record(json.loads(line)) for line in fh if line.strip())
+            yield from _read_rows(path, (json.loads(line) for line in fh if line.strip()))
 
 
 class _Parquet(_Jsonl):
@@ -164,8 +185,8 @@ class _Parquet(_Jsonl):
     def read(self, path: Path) -> Iterator[Row]:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-            yield from (row_from_record(rec) for rec in batch.to_pylist())
+        batches = pq.ParquetFile(path).iter_batches(batch_size=10_000)
+        yield from _read_rows(path, (rec for batch in batches for rec in batch.to_pylist()))
 
     def publish(self, journal: Path, out: Path) -> None:
         jsonl_to_parquet(journal, out)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import astuple
 from typing import Any
 
-from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
+from aiscan.model.meta import VERDICTS
+
+from ..core.rows import ROW_FIELDS, ROW_SCHEMA, STATUSES, Row
 
 #: The columns of a verdict file: a Row's fields, then ``path_escaped`` (see
 #: :func:`escape_path`). Appended last so that earlier columns keep their positions.
@@ -93,13 +96,60 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+class RecordError(ValueError):
+    """A stored record that is not a verdict row; the message names the column."""
+
+
 def row_from_record(rec: dict[str, Any]) -> Row:
-    """Rebuild a Row from a stored record: CSV strings, or JSON/Parquet values."""
-    escaped = rec.get("path_escaped") in (True, "true")
-    vals: dict[str, Any] = dict(rec)
-    vals["path"] = unescape_path(rec["path"], escaped)
+    """Rebuild a Row from a stored record (CSV strings, or JSON/Parquet values), held to
+    what the writer writes: every column present and of its type, a known status and
+    verdict, p_ai a probability, sizes not negative, and p_ai and a verdict exactly on
+    "ok" rows.
+
+    Raises:
+        RecordError: the record breaks one of these; the message names the column.
+    """
+    vals: dict[str, Any] = {}
     for col in ROW_SCHEMA:
-        value = rec[col.name]
-        if col.python is not str and isinstance(value, str):  # a CSV cell
-            vals[col.name] = col.python(value) if value else None
-    return Row(**{c: vals[c] for c in ROW_FIELDS})
+        if col.name not in rec:
+            raise RecordError(f"no column {col.name!r}")
+        vals[col.name] = _typed(col.name, col.python, col.nullable, rec[col.name])
+    escaped = rec.get("path_escaped") in (True, "true")
+    vals["path"] = unescape_path(vals["path"], escaped)
+    _check_values(vals)
+    return Row(**vals)
+
+
+def _typed(name: str, kind: type, nullable: bool, value: Any) -> Any:
+    if kind is str:
+        if not isinstance(value, str):
+            raise RecordError(f"column {name!r}: {value!r} is not text")
+        return value
+    if value is None or value == "":
+        if not nullable:
+            raise RecordError(f"column {name!r} is empty")
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise RecordError(f"column {name!r}: {str(value)[:40]!r} is not a number") from None
+    if kind is float and not math.isfinite(number):
+        raise RecordError(f"column {name!r}: {value!r} is not finite")
+    return number
+
+
+def _check_values(vals: dict[str, Any]) -> None:
+    status, p_ai, verdict = vals["status"], vals["p_ai"], vals["verdict"]
+    if status not in STATUSES:
+        raise RecordError(f"column 'status': {status[:40]!r} is none of {', '.join(STATUSES)}")
+    if verdict not in ("", *VERDICTS):
+        raise RecordError(f"column 'verdict': {verdict[:40]!r} is none of {', '.join(VERDICTS)}")
+    if p_ai is not None and not 0.0 <= p_ai <= 1.0:
+        raise RecordError(f"column 'p_ai': {p_ai!r} is not within [0, 1]")
+    if (status == "ok") != (p_ai is not None) or (status == "ok") != bool(verdict):
+        raise RecordError(
+            f"columns 'status', 'p_ai', 'verdict' disagree ({status}, {p_ai}, {verdict or 'none'})"
+        )
+    for name in ("width", "height", "bytes"):
+        if vals[name] is not None and vals[name] < 0:
+            raise RecordError(f"column {name!r}: {vals[name]} is negative")

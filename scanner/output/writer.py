@@ -58,6 +58,7 @@ class VerdictWriter:
         self.journal = sidecars(self.out).journal(fmt)
         self.recovered = Recovered()
         self._last_sync = 0.0
+        self._reopened = False  # the journal is a copy of a finished output, made here
         self._lock = OutputLock(self.out)  # before looking at what is there
         try:
             exists = self.out.exists() or self.journal.exists()
@@ -72,6 +73,8 @@ class VerdictWriter:
                 self._start_journal([])
             self._fh: IO[str] = self.journal.open("a", newline="", encoding="utf-8")
         except BaseException:
+            if self._reopened:
+                self.journal.unlink(missing_ok=True)
             self._lock.release()
             raise
 
@@ -89,6 +92,7 @@ class VerdictWriter:
         if not self.journal.exists():
             # A finished output: it becomes the journal again, so new rows extend it.
             self._format.reopen(self.out, self.journal, self._start_journal)
+            self._reopened = True
         with self.journal.open("rb") as fh:
             valid = self._format.recover(self.journal, Lines(fh), self.recovered)
         if valid == 0 and self._format.header:
@@ -120,6 +124,16 @@ class VerdictWriter:
         finally:
             self._lock.release()
         return self.out
+
+    def abandon(self) -> None:
+        """Stop before writing anything (a resume refused): a journal made here from the
+        finished output goes again, so the output is left as it was found."""
+        try:
+            self._close_journal()
+            if self._reopened:
+                self.journal.unlink(missing_ok=True)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Stop writing without publishing (interrupted run); the journal stays."""

@@ -40,6 +40,29 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _is_an_input_image(out: Path, paths: tuple[str, ...]) -> bool:
+    """Whether ``out`` is a file the scan reads: a given path itself, or an image (by its
+    first bytes or its name) below a given folder. A verdict file there is not: a scan
+    never reads its own output, and may resume it."""
+    from ..core.sniffing import SNIFF_BYTES, claims_image, sniff
+
+    if not out.is_file():
+        return False
+    target = os.path.realpath(out)
+    for given in paths:
+        root = os.path.realpath(given)
+        if target == root:
+            return True
+        if os.path.isdir(root) and target.startswith(root.rstrip(os.sep) + os.sep):
+            try:
+                with out.open("rb") as fh:
+                    head = fh.read(SNIFF_BYTES)
+            except OSError:
+                return False
+            return sniff(head) is not None or claims_image(str(out))
+    return False
+
+
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"--{flag} must be one of {', '.join(choices)}, got {value!r}")
@@ -186,6 +209,8 @@ class ScanConfig(DetectorConfig):
             (:func:`~aiscan.scanner.output.formats.resolve_format`). Resolved here: a
             built config always holds the format it writes.
         resume: continue an interrupted (or finished) scan of the same output.
+        mix_models: let a resumed output keep rows that another model (or another
+            threshold or band) judged; without it such a resume is refused.
         overwrite: replace an existing output.
         state: SQLite state of earlier runs: scan only what is new or changed, reuse the
             verdicts of identical content, report deleted files
@@ -200,6 +225,7 @@ class ScanConfig(DetectorConfig):
     out: Path | None = None
     fmt: str | None = None
     resume: bool = False
+    mix_models: bool = False
     overwrite: bool = False
     state: Path | None = None
     engine: str = "local"
@@ -227,6 +253,11 @@ class ScanConfig(DetectorConfig):
             raise ConfigError(f"--out {out} is a folder; give a file name")
         if out is not None and not out.parent.is_dir() and str(out.parent):
             raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+        if out is not None and _is_an_input_image(out, self.paths):
+            raise ConfigError(
+                f"--out {out} is one of the images to scan: give an output path outside them "
+                "(the output would replace it, or its journal would join the tree)"
+            )
         if out is not None:
             # the one normalisation of a frozen config: the format it will write
             object.__setattr__(self, "fmt", resolve_format(out, self.fmt))

@@ -8,6 +8,7 @@ consumer alone counts.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -20,6 +21,7 @@ from aiscan.model.files import write_atomic
 
 from ..core.classify import OpenModel
 from ..core.discovery import Found, discover, in_shard
+from ..core.errors import ConfigError
 from ..core.rows import Row
 from ..engines.local import LocalEngine
 from ..engines.spec import BatchResult, EngineSpec
@@ -158,6 +160,10 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         raise
     state_stats = None
     try:
+        refusal = _mixed_resume(config, model, writer)
+        if refusal:
+            writer.abandon()
+            raise ConfigError(refusal)
         if state is not None:
             _start_state(state, config, writer)
         done = writer.recovered.paths
@@ -205,6 +211,33 @@ def _write(
     finally:
         batches.close()  # stops the walk and the engine before the state closes
     return counts, False
+
+
+def _mixed_resume(config: ScanConfig, model: OpenModel, writer: VerdictWriter) -> str:
+    """Why resuming this output would mix verdicts of two models (or of two thresholds or
+    bands), or "" when it would not, or when ``--mix-models`` allows it."""
+    if config.mix_models or not writer.recovered.paths:
+        return ""
+    label = model.classifier.model_label
+    others = sorted(m for m in writer.recovered.models if m != label)
+    if others:
+        return (
+            f"--resume: {config.out} holds rows judged by {', '.join(others)}, and this run's "
+            f"model is {label}: give another --out, --overwrite to judge everything again, "
+            "or --mix-models to keep both"
+        )
+    try:
+        before = json.loads(config.summary_path.read_text(encoding="utf-8"))
+        edges = (float(before["threshold"]), float(before["real_below"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # no summary beside it (a crash before the first one): the model decides
+    if edges != (model.threshold, model.real_below):
+        return (
+            f"--resume: {config.out} was judged at threshold {edges[0]:g} (real below "
+            f"{edges[1]:g}), and this run's is {model.threshold:g} ({model.real_below:g}): "
+            "give another --out, --overwrite, or --mix-models to keep both"
+        )
+    return ""
 
 
 def _start_state(state: ScanState, config: ScanConfig, writer: VerdictWriter) -> None:
