@@ -2,14 +2,19 @@
 
 python -m aiscan.benchmarks.hostile [--model M.onnx] [--work DIR] [--junk-mb 600]
 
-Every file must get exactly one row with a status; the scan's peak RSS, wall time and
-exit status go to ``benchmarks/results/hostile_<machine>.json``. The set: empty, text
+Every file must get exactly one row with a status. The whole set is scanned once, then
+each case alone (its own scan, its own process), and the peak RSS, wall time and exit
+status of each go to ``benchmarks/results/hostile_<machine>.json``. The set: empty, text
 named .jpg, truncated JPEG, a JPEG whose header claims 15000x15000 over 256x171 of data,
 a 15000x15000 PNG of zeros (about 0.7 MB on disk, 675 MB decoded), a PNG header claiming
 60000x60000, a large junk file that starts like a JPEG (sparse on disk), non-UTF-8 and
 rich-markup file names (a "[/b]" in a folder name is in tests/test_scan.py), a FIFO,
 a broken link, and good images (unreadable files: tests/test_scan.py, as root cannot
-make one).
+make one); and the evidence parsers' bombs: PNGs of a few KB whose metadata repeats what
+made regular expressions backtrack (an XMP packet of DigitalSourceType repeated, SD
+``parameters`` of ``Steps: 1`` repeated with no ``Sampler:``; each under Pillow's 1 MB
+text limit, a few KB compressed), and a 200,000-character ``Model:`` value, which must
+come out cut in the row.
 """
 
 from __future__ import annotations
@@ -47,6 +52,22 @@ def zero_png(width: int, height: int) -> bytes:
     )
 
 
+def _png_with_text(chunks: dict[str, str], xmp: str | None = None) -> bytes:
+    """An 8x8 PNG with these text chunks (zTXt: a few KB for any repeated text)."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value, zip=True)
+    if xmp is not None:
+        info.add_itxt("XML:com.adobe.xmp", xmp, zip=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
 def _jpeg(width: int, height: int) -> bytes:
     import io
 
@@ -61,13 +82,19 @@ def _jpeg(width: int, height: int) -> bytes:
 
 
 def build(root: Path, junk_mb: int) -> dict[str, str]:
-    """Write the hostile set under ``root``; map file name -> expected status."""
+    """Write the hostile set under ``root``, each case in a folder of its own (``root /
+    case-NN``); map file name -> expected status."""
     root.mkdir(parents=True, exist_ok=True)
     good = _jpeg(640, 480)
-    expect = {}
+    expect: dict[str, str] = {}
+
+    def case() -> Path:
+        folder = root / f"case-{len(expect):02d}"
+        folder.mkdir()
+        return folder
 
     def put(name: str | bytes, data: bytes, status: str) -> None:
-        path = os.path.join(os.fsencode(root), os.fsencode(name))
+        path = os.path.join(os.fsencode(case()), os.fsencode(name))
         with open(path, "wb") as fh:
             fh.write(data)
         expect[os.fsdecode(os.path.basename(path))] = status
@@ -87,16 +114,44 @@ def build(root: Path, junk_mb: int) -> dict[str, str]:
     put("huge-header.png", bytes(huge), "error")
     put(b"caf\xe9-latin1.jpg", good, "ok")
     put("[bold]markup[red].jpg", good, "ok")
-    junk = root / "junk-starts-like-jpeg.jpg"
+    put("xmp-dst-bomb.png", _png_with_text({}, "<x " + "DigitalSourceType " * 50_000), "ok")
+    put("sd-steps-bomb.png", _png_with_text({"parameters": "Steps: 1 " * 100_000}), "ok")
+    long_model = "Steps: 20, Sampler: Euler, Model: " + "m" * 200_000
+    put("sd-model-200k.png", _png_with_text({"parameters": long_model}), "ok")
+    junk = case() / "junk-starts-like-jpeg.jpg"
     with junk.open("wb") as fh:
         fh.write(good[:4096])
         fh.truncate(junk_mb * 2**20)  # sparse: large on paper, nothing on disk
     expect[junk.name] = "error"
-    os.mkfifo(root / "pipe.jpg")
+    os.mkfifo(case() / "pipe.jpg")
     expect["pipe.jpg"] = "skipped"
-    (root / "dead-link.jpg").symlink_to(root / "nowhere")
+    link = case() / "dead-link.jpg"
+    link.symlink_to(root / "nowhere")
     expect["dead-link.jpg"] = "error"
     return expect
+
+
+def _scan(tree: Path, out: Path, model: str | None) -> dict[str, object]:
+    """One scan of ``tree`` in a child process: its exit status, wall time, peak RSS, rows."""
+    from aiscan.scanner.output.formats import read_rows
+
+    for suffix in ("", ".summary.json", ".partial"):
+        out.with_name(out.name + suffix).unlink(missing_ok=True)
+    report = out.with_name(out.name + ".peak")
+    cmd = [sys.executable, "-m", "aiscan.benchmarks.peak", str(report), str(tree)]
+    cmd += ["--out", str(out), "-q"] + (["--model", model] if model else [])
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    rows = read_rows(out) if out.exists() else []
+    return {
+        "exit_status": proc.returncode,
+        "stderr_tail": proc.stderr[-2000:],
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": round(int(report.read_text()) / 1024, 1),
+        "rows": {os.path.basename(r.path): (r.status, r.error, len(r.generator_hint))
+                 for r in rows},
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -105,31 +160,25 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if tree.exists():
         subprocess.run(["rm", "-rf", str(tree)], check=True)
     expect = build(tree, args.junk_mb)
-    out = work / "hostile.csv"
-    for suffix in ("", ".summary.json"):
-        out.with_name(out.name + suffix).unlink(missing_ok=True)
-    report = work / "hostile.peak"
-    cmd = [sys.executable, "-m", "aiscan.benchmarks.peak", str(report), str(tree)]
-    cmd += ["--out", str(out), "-q"] + (["--model", args.model] if args.model else [])
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    peak_kib = int(report.read_text())
-    from aiscan.scanner.output.formats import read_rows
-
-    rows = read_rows(out) if out.exists() else []
-    got = {os.path.basename(r.path): (r.status, r.error) for r in rows}
+    whole = _scan(tree, work / "hostile.csv", args.model)
+    got = whole.pop("rows")
+    assert isinstance(got, dict)
+    cases = {}
+    for folder in sorted(tree.iterdir()):
+        alone = _scan(folder, work / f"{folder.name}.csv", args.model)
+        rows = alone.pop("rows")
+        assert isinstance(rows, dict)
+        (name, (status, error, hint)), *more = rows.items() or [("?", ("missing", "", 0))]
+        cases[name] = dict(alone, status=status, error=error, hint_chars=hint, rows=1 + len(more))
     return {
         "machine": machine(),
         "files": len(expect),
-        "rows": len(rows),
-        "exit_status": proc.returncode,
-        "stderr_tail": proc.stderr[-2000:],
-        "wall_s": round(wall, 2),
-        "peak_rss_mib": round(peak_kib / 1024, 1),
-        "every_file_once": sorted(got) == sorted(expect) and len(rows) == len(expect),
-        "as_expected": {n: got.get(n, ("missing", ""))[0] == s for n, s in expect.items()},
-        "rows_by_file": {n: {"status": s, "error": e} for n, (s, e) in sorted(got.items())},
+        "rows": len(got),
+        **whole,
+        "every_file_once": sorted(got) == sorted(expect) and len(got) == len(expect),
+        "as_expected": {n: got.get(n, ("missing",))[0] == s for n, s in expect.items()},
+        "rows_by_file": {n: {"status": r[0], "error": r[1]} for n, r in sorted(got.items())},
+        "cases": cases,
     }
 
 
