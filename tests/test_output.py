@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -363,3 +364,33 @@ def test_an_output_that_is_one_of_the_inputs_is_refused(tiny_model: Path, tmp_pa
     assert main([str(image), "--out", str(image), "--model", str(tiny_model), "-q"]) == 2
     assert image.read_bytes() == original
     assert sorted(p.name for p in tree.iterdir()) == ["a.jpg", "b.png"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_the_largest_row_the_writer_writes_reads_back_everywhere(tmp_path: Path, fmt: str) -> None:
+    """Issue 19: free text at the cap (and beyond it, cut), a 4,096-byte undecodable path:
+    every reader (read_rows, report, merge) takes what the writer writes."""
+    from aiscan.scanner.cli import main
+    from aiscan.scanner.output.records import TEXT_CELL_MAX
+
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    name = "/x/" + "\udcff" * 1000 + "a" * 3000  # 4,004 bytes as the file system has it
+    huge = "e" * 300_000
+    rows = [
+        Row(name, "error", None, "", huge, "PNG", None, None, None, "", "m@1", "none", huge, huge),
+        Row("/x/b.jpg", "ok", 0.5, "ai", "", "JPEG", 1, 1, 1, "", "m@1"),
+    ]
+    out = tmp_path / f"v.{fmt}"
+    writer = VerdictWriter(out, fmt)
+    writer.write(rows)
+    writer.finish()
+    back = read_rows(out)
+    assert back[0].path == name and back[1] == rows[1]
+    for text in (back[0].error, back[0].evidence_detail, back[0].generator_hint):
+        assert len(text) == TEXT_CELL_MAX and text.endswith("[cut: 300000 characters]")
+    summary = {"config": {"shard": "0/1"}, "threshold": 0.5}
+    (tmp_path / f"v.{fmt}.summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert main(["merge", str(out), "--out", str(tmp_path / f"m.{fmt}")]) == 0
+    assert read_rows(tmp_path / f"m.{fmt}") == back

@@ -137,7 +137,12 @@ class _Csv:
 
     def read(self, path: Path) -> Iterator[Row]:
         with path.open(encoding="utf-8", newline="") as fh:
-            yield from _read_rows(path, csv.DictReader(fh))
+            try:
+                yield from _read_rows(path, csv.DictReader(fh))
+            except csv.Error as exc:  # a field over csv's limit: not this writer's file
+                raise VerdictFileError(
+                    f"{path}: not a verdict file this aiscan wrote ({exc})"
+                ) from None
 
     def publish(self, journal: Path, out: Path) -> None:
         journal.replace(out)
