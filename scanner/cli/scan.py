@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "where they are).",
         epilog="Exit status: 0 every file scanned (or skipped as not an image), or error rows "
         "within --max-error-rate; 1 some files had errors (see their rows); 2 bad usage, "
-        "unusable model, or the output is being written by another run; 3 the output could "
-        "not be written (disk full, no permission...: the partial output is kept, rerun with "
-        "--resume); 130 interrupted (rerun with --resume).",
+        "unusable model, the output is being written by another run, a resume that would mix "
+        "two models' verdicts, or a damaged state database; 3 the output or the state "
+        "database could not be written (disk full, no permission, I/O error: what was written "
+        "is kept, rerun the same command); 130 interrupted (rerun with --resume).",
     )
     _what_options(p, defaults)
     _run_options(p.add_argument_group("run"), defaults)
