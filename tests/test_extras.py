@@ -114,3 +114,23 @@ def test_a_missing_core_module_is_not_disguised() -> None:
 
     with pytest.raises(ModuleNotFoundError):
         install_hint("aiscan-eval", ModuleNotFoundError("No module named 'numpy'", name="numpy"))
+
+
+@pytest.mark.parametrize("spelling", ["data", "./data", "data/", "sub/../data", "ABS"])
+def test_every_spelling_of_a_data_folder_works_from_another_folder(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """Issue 20: relative folders, "..", "." and a trailing slash, from the folder a user
+    happens to be in: the samples and aiscan-eval's report are the same."""
+    from aiscan.train.data import find_samples
+    from aiscan.train.eval_cli import main as eval_main
+
+    _labelled(tmp_path / "data")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    given = str(tmp_path / "data") if spelling == "ABS" else spelling
+    samples = find_samples(given)
+    assert len(samples) == 6 and {s.source for s in samples} == {"src"}
+    assert all(os.path.isabs(s.path) for s in samples)
+    assert eval_main([str(tiny_model), given, "--out", "report"]) == 0
+    assert list((tmp_path / "report").glob("eval_*.json"))

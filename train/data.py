@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,7 +51,10 @@ def find_samples(data_dirs: str | Path | Sequence[str | Path]) -> list[Sample]:
     return [s for d in dirs for s in _find_in(Path(d))]
 
 
-def _find_in(root: Path) -> list[Sample]:
+def _find_in(given: Path) -> list[Sample]:
+    # the walk gives absolute paths (os.path.abspath: "..", ".", a trailing slash resolved,
+    # links kept as named): the root is made absolute the same way, to take them apart
+    root = Path(os.path.abspath(given))
     missing = [name for name in LABELS if not (root / name).is_dir()]
     if missing:
         raise UsageError(f"{root} needs class folders {', '.join(LABELS)}; missing {missing}")
