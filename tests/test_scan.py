@@ -55,6 +55,21 @@ def test_bad_files_each_get_a_row_and_the_scan_finishes(
     assert summary["providers"] == ["CPUExecutionProvider"]
 
 
+def test_the_summary_names_the_files_that_failed_and_why(
+    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: "error 5" and exit 1 come with the files and their reasons."""
+    root = str(Path(next(iter(bad_tree))).parent)
+    capsys.readouterr()
+    assert _scan([root], tmp_path / "v.csv", tiny_model) == EXIT_FILE_ERRORS
+    err = capsys.readouterr().err
+    failed = [Path(p).name for p, s in bad_tree.items() if s == "error"]
+    assert "error rows" in err and "--max-error-rate" in err
+    assert all(name in err for name in failed), err
+    summary = json.loads((tmp_path / "v.csv.summary.json").read_text())
+    assert {Path(e["path"]).name for e in summary["error_sample"]} == set(failed)
+
+
 def _scan_obeying_file_modes(
     tree: Path, out: Path, model: Path, restore: Path
 ) -> subprocess.CompletedProcess[str]:

@@ -345,8 +345,29 @@ def render_summary(console: Console, s: ScanSummary) -> None:
         + ("  [yellow](interrupted: partial kept, use --resume)" if s.interrupted else ""),
     )
     console.print(table)
+    _render_errors(console, s)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def _render_errors(console: Console, s: ScanSummary, shown: int = 5) -> None:
+    """Which files failed, why, and where the rest are: a user reading ``error 3`` and
+    exit 1 should not have to open the output to find out."""
+    errors = s.statuses.get("error", 0)
+    if not errors:
+        return
+    sample = s.error_sample[:shown]
+    more = errors - len(sample)
+    console.print(f"[red]error rows[/] ({errors}; exit 1 unless within --max-error-rate):")
+    for e in sample:
+        console.print(
+            f"  {escape(e['path'])}: {escape(e['error'])}", highlight=False, soft_wrap=True
+        )
+    if more > 0:
+        console.print(
+            escape(f"  ... and {more} more: the rows with status 'error' in {s.out}"),
+            highlight=False,
+        )
 
 
 def _sigterm_to_interrupt(_signum: int, _frame: FrameType | None) -> None:

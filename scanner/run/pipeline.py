@@ -32,6 +32,9 @@ from .config import ScanConfig
 from .summary import Progress, ScanSummary, versions
 from .walk import Walk
 
+#: Error rows a summary names (the rest are counted, and in the output).
+ERROR_SAMPLE = 10
+
 
 def make_engine(config: ScanConfig, spec: EngineSpec) -> Any:
     """The engine the configuration names, built from ``spec``: a
@@ -84,6 +87,8 @@ class Verdicts:
         spec = EngineSpec(self.model, config.decode_spec, known)
         self.engine = engine if engine is not None else make_engine(config, spec)
         self.progress = Progress()
+        #: the first error rows a writer saw (filled by :func:`scan`)
+        self.error_sample: list[dict[str, str]] = []
 
     def _files(self) -> Iterator[Found]:
         shard_i, shard_n = self.config.shard_index_count
@@ -197,6 +202,7 @@ def _write(
 ) -> tuple[Counter[str], bool]:
     """The scan loop: (verdict counts, whether it was interrupted)."""
     counts: Counter[str] = Counter(writer.recovered.verdicts)
+    errors = verdicts.error_sample
     batches = verdicts.batches()
     try:
         for result in batches:
@@ -204,6 +210,10 @@ def _write(
             if state is not None:  # after the journal: a crash between is mended on rerun
                 state.record(result.rows)
             counts.update(r.verdict for r in result.rows if r.verdict)
+            if len(errors) < ERROR_SAMPLE:
+                failed = [r for r in result.rows if r.status == "error"]
+                errors += [{"path": r.path, "error": r.error} for r in failed]
+                del errors[ERROR_SAMPLE:]
             if on_progress:
                 on_progress(verdicts.progress)
     except KeyboardInterrupt:
@@ -300,6 +310,7 @@ def build_summary(
         warnings=_warnings(classifier, config, progress.done + len(writer.recovered.paths))
         + _drift_warnings(outcome.state),
         state=outcome.state,
+        error_sample=list(verdicts.error_sample),
     )
 
 

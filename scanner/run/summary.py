@@ -65,6 +65,8 @@ class ScanSummary:
     versions: dict[str, str]
     warnings: list[str]
     state: dict[str, Any] | None = None
+    #: the first error rows of this run (path and reason), for the terminal summary
+    error_sample: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
