@@ -59,6 +59,19 @@ class Tally:
     flagged: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
     disagreements: int = 0
     disagree: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
+    errors: list[tuple[str, str]] = field(default_factory=list)  # the first ERRORS_SHOWN
+    error_reasons: Counter[str] = field(default_factory=Counter)
+
+
+#: Error rows the report lists by path (all are counted by reason).
+ERRORS_SHOWN = 200
+
+
+def error_reason(error: str) -> str:
+    """An error message without its particulars (sizes, names, the decoder's own words),
+    to count errors by kind: "truncated image data (...)" -> "truncated image data"."""
+    head = error.split(" (", 1)[0].split(": ", 1)[0]
+    return " ".join(w for w in head.split() if not any(c.isdigit() for c in w))[:80] or "-"
 
 
 #: Evidence that claims a capture, not a generation: a model verdict of AI contradicts it.
@@ -98,6 +111,10 @@ def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
         if row.verdict:
             t.verdicts[row.verdict] += 1
         t.evidence[row.evidence or "none"] += 1
+        if row.status == "error":
+            t.error_reasons[error_reason(row.error)] += 1
+            if len(t.errors) < ERRORS_SHOWN:
+                t.errors.append((row.path, row.error))
         folder = t.folders[os.path.dirname(row.path) or "."]
         folder.files += 1
         folder.declared += row.evidence == "ai-declared"
@@ -236,7 +253,7 @@ def _folders(t: Tally, limit: int = 50) -> str:
     rows = "".join(
         f"<tr><td>{_e(name)}</td><td class=n>{f.files}</td><td class=n>{f.flagged}</td>"
         f"<td class=n>{f.flagged / f.files:.1%}</td>"
-        f"<td class=n>{(f.p_sum / f.scored if f.scored else 0):.3f}</td>"
+        f"<td class=n>{f'{f.p_sum / f.scored:.3f}' if f.scored else '-'}</td>"
         f"<td class=n>{f.declared}</td></tr>"
         for name, f in ranked[:limit]
     )
@@ -245,6 +262,21 @@ def _folders(t: Tally, limit: int = 50) -> str:
         "<table id=folders><caption>Folders by flagged images</caption><tr><th>folder</th>"
         "<th>files</th><th>flagged</th><th>share</th><th>mean p_ai</th>"
         f"<th>AI declared</th></tr>{rows}</table>{more}"
+    )
+
+
+def _errors(t: Tally) -> str:
+    """The files that could not be classified: counts by reason, then path by path."""
+    total = t.statuses.get("error", 0)
+    if not total:
+        return "<p>None: every file was classified or skipped.</p>"
+    rows = "".join(f"<tr><td>{_e(path)}</td><td>{_e(error)}</td></tr>" for path, error in t.errors)
+    more = total - len(t.errors)
+    tail = f"<p>{more} more error rows in the verdict file (status error).</p>" if more else ""
+    return (
+        _table("Error rows by reason", t.error_reasons)
+        + f"<table id=errors><caption>Error rows ({total}; kept out of the p_ai figures)"
+        f"</caption><tr><th>file</th><th>reason</th></tr>{rows}</table>{tail}"
     )
 
 
@@ -358,6 +390,7 @@ stripped or forged (see the aiscan README).</p>
 <div id=disagree>{_cards(odd)}</div>
 <h2>p_ai</h2>{_histogram(t, threshold)}
 <h2>Folders</h2>{_folders(t)}
+<h2>Files that could not be classified</h2>{_errors(t)}
 <h2>Flagged images</h2>
 <p>The {len(cards)} flagged images with the highest p_ai (of {flagged}).
 <input id=filter placeholder="filter by path"> <span id=shown></span></p>

@@ -157,3 +157,35 @@ def test_a_flagged_file_that_became_a_fifo_is_a_placeholder_not_a_hang(tmp_path:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "flagged.jpg" in out.read_text(encoding="utf-8")
+
+
+def test_error_rows_have_their_own_section_and_stay_out_of_p_ai(
+    bad_tree: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    """Issue 20: the error rows are listed with their reasons and counted by kind; a
+    folder of error rows only has no mean p_ai (not 0.000)."""
+    from aiscan.scanner.cli import main
+    from aiscan.scanner.report import error_reason
+
+    root = Path(next(iter(bad_tree))).parent
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "zero.jpg").write_bytes(b"")
+    out = tmp_path / "v.csv"
+    assert main([str(root), str(broken), "--out", str(out), "--model", str(tiny_model), "-q"]) == 1
+    html = tmp_path / "r.html"
+    assert main(["report", str(out), "--out", str(html)]) == 0
+    page = html.read_text(encoding="utf-8")
+    section = page[page.index("Files that could not be classified") :]
+    for name, status in bad_tree.items():
+        if status == "error":
+            assert Path(name).name in section
+    assert "Error rows by reason" in section and "zero.jpg" in section
+    folders = page[
+        page.index("<table id=folders>") : page.index("</table>", page.index("<table id=folders>"))
+    ]
+    row = folders[folders.index(str(broken)) :]
+    assert row.split("</tr>")[0].count("<td class=n>-</td>") == 1  # its mean p_ai
+    assert error_reason("truncated image data (image file is truncated (17 bytes))") == (
+        "truncated image data"
+    )
