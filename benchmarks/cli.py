@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aiscan.model.console import error_line
+from aiscan.model.console import error_line, show_defaults
 from aiscan.scanner.core.dali import dali_available
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--tag", default="", help="appended to the results file name")
-    return p
+    return show_defaults(p)
 
 
 def _corpora(args: argparse.Namespace, console: Console) -> list[tuple[str, list[Path], dict]]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiscan.model.console import error_line
+from aiscan.model.console import error_line, show_defaults
 from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import DECODE_MODES, RESIZE_POLICIES, Preprocessing
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--decode", default="draft", choices=DECODE_MODES, help="JPEG decoding")
     arch.add_argument("--threshold", type=float, default=0.5)
     arch.add_argument("--seed", type=int, default=0)
-    return p
+    return show_defaults(p)
 
 
 def _protocol(spec: str | None, run: Path | None) -> dict[str, Any] | None:

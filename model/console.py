@@ -11,6 +11,7 @@ through :func:`run_cli`, which turns a :class:`ModuleNotFoundError` for one of t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -80,3 +81,23 @@ def run_cli(
         return error_line(tool, exc, exc.exit_status)
     except ModuleNotFoundError as exc:
         return error_line(tool, install_hint(tool, exc))
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every option of ``parser`` (and of its subcommands) that has a default says it in
+    its help, unless its help already speaks of one: a newcomer reads ``--epochs`` and
+    sees what happens without it. Returns ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+            continue
+        default = action.default
+        if not action.option_strings or any(default is v for v in (None, False, argparse.SUPPRESS)):
+            continue  # identity: a default of 0 is a default to show, False (a flag) is not
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = action.help or ""
+        if "default" not in text.lower():
+            action.help = f"{text} (default: %(default)s)".strip()
+    return parser

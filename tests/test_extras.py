@@ -134,3 +134,50 @@ def test_every_spelling_of_a_data_folder_works_from_another_folder(
     assert all(os.path.isabs(s.path) for s in samples)
     assert eval_main([str(tiny_model), given, "--out", "report"]) == 0
     assert list((tmp_path / "report").glob("eval_*.json"))
+
+
+@pytest.mark.parametrize(
+    ("module", "config"),
+    [
+        ("aiscan.scanner.cli.scan", "aiscan.scanner.run.config:ScanConfig"),
+        ("aiscan.train.cli", "aiscan.train.loop:TrainConfig"),
+        ("aiscan.benchmarks.cli", None),
+        ("aiscan.export.cli", None),
+        ("aiscan.train.eval_cli", None),
+        ("aiscan.train.protocol_cli", None),
+    ],
+)
+def test_help_shows_every_default_and_the_defaults_are_the_configs(
+    module: str, config: str | None
+) -> None:
+    """Issue 20: ``--help`` names each option's default, and where a tool has a config,
+    the parser's defaults are that config's own (declared once)."""
+    import argparse
+    import dataclasses
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    parsers = [parser] + [
+        sub
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)
+        for sub in a.choices.values()
+    ]
+    for p in parsers:
+        p.format_help()  # every help string expands
+        for a in p._actions:
+            unset = any(a.default is v for v in (None, False, argparse.SUPPRESS))
+            if a.option_strings and not unset:
+                if isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+                    continue
+                helped = p._get_formatter()._expand_help(a)
+                assert "default" in helped.lower(), (p.prog, a.dest)
+    if config:
+        mod, name = config.split(":")
+        fields = {
+            f.name: f for f in dataclasses.fields(getattr(importlib.import_module(mod), name))
+        }
+        for a in parser._actions:
+            f = fields.get(a.dest)
+            if f is not None and f.default is not dataclasses.MISSING and a.default is not None:
+                assert a.default == f.default, a.dest

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from aiscan.model.console import error_line, field_defaults
+from aiscan.model.console import error_line, field_defaults, show_defaults
 from aiscan.model.preprocessing import RESIZE_POLICIES
 
 from .loop import TrainConfig
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    return p
+    return show_defaults(p)
 
 
 def _printer(console: Console) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aiscan.model.console import error_line
+from aiscan.model.console import error_line, show_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also re-save every image as JPEG q90 and report the change",
     )
-    return p
+    return show_defaults(p)
 
 
 def _fmt(v: Any) -> str:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiscan.model.clip_graph import PRECISIONS
-from aiscan.model.console import error_line
+from aiscan.model.console import error_line, show_defaults
 from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import RESIZE_POLICIES
 
@@ -43,7 +43,11 @@ SHOWN = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aiscan-protocol", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="aiscan-protocol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the usage lines as written
+    )
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("folds", help="pool the held-out scores of aiscan-train --fold runs")
     f.add_argument("runs", nargs="+", help="the K run folders of one recipe")
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trained on (repeatable)",
     )
     h.add_argument("--out", required=True, help="JSON report; scores go beside it as CSV")
-    return p
+    return show_defaults(p)
 
 
 def _table(console: Console, title: str, rows: dict[str, dict[str, Any]]) -> None:

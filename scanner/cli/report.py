@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from aiscan.model.console import error_line
+from aiscan.model.console import error_line, show_defaults
 
 from .common import EXIT_ENVIRONMENT, EXIT_OK
 
@@ -29,7 +29,7 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thumb-size", type=int, default=160, help="thumbnail side, pixels (default %(default)s)"
     )
-    return p
+    return show_defaults(p)
 
 
 def report_main(argv: Sequence[str]) -> int:

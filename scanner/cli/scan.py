@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aiscan.model.console import error_line, field_defaults
+from aiscan.model.console import error_line, field_defaults, show_defaults
 from aiscan.model.errors import AiscanError
 
 from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_options(p.add_argument_group("limits per file (each breach is an error row)"), defaults)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
     p.add_argument("--version", action="version", version=f"aiscan {__version__}")
-    return p
+    return show_defaults(p)
 
 
 def _what_options(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
