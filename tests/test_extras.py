@@ -181,3 +181,20 @@ def test_help_shows_every_default_and_the_defaults_are_the_configs(
             f = fields.get(a.dest)
             if f is not None and f.default is not dataclasses.MISSING and a.default is not None:
                 assert a.default == f.default, a.dest
+
+
+def test_eval_takes_a_shipped_model_by_name_and_writes_only_where_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: ``aiscan-eval fast DATA`` (no path inside site-packages to find) prints its
+    table and leaves the current folder as it was; ``--out`` gets the report and plots."""
+    from aiscan.train.eval_cli import main as eval_main
+
+    _labelled(tmp_path / "data")
+    work = tmp_path / "here"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert eval_main(["fast", str(tmp_path / "data")]) == 0
+    assert list(work.iterdir()) == []
+    assert eval_main(["fast", str(tmp_path / "data"), "--out", "rep"]) == 0
+    assert sorted(p.suffix for p in (work / "rep").iterdir()) == [".json", ".png", ".png", ".png"]

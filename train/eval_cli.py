@@ -15,10 +15,18 @@ from aiscan.model.console import error_line, show_defaults
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiscan-eval", description=__doc__)
-    p.add_argument("target", help="a run folder (its model.onnx and split) or a .onnx model")
+    p.add_argument(
+        "target",
+        help="a run folder (its model.onnx and split), a .onnx model, or a shipped model "
+        "by name ('default', 'fast')",
+    )
     p.add_argument("data_dir", nargs="?", help="with a model file: folder with ai/ and real/")
     p.add_argument("--split", default="test", help="which split of a run (default: test)")
-    p.add_argument("--out", help="where the JSON report and plots go (default: the run)")
+    p.add_argument(
+        "--out",
+        help="where the JSON report and plots go (default: a run's own folder; with a model "
+        "file or name, nothing is written: the table only)",
+    )
     p.add_argument("--threshold", type=float, help="default: the model's own")
     p.add_argument("--model", help="with a run: evaluate this model file on the run's split")
     p.add_argument(

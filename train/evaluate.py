@@ -21,9 +21,19 @@ def resolve(
 ) -> tuple[Path, list[Sample]]:
     """(model, samples): a run folder gives its model.onnx (or ``model``) and its saved
     split; a model file needs a data folder, all of which is evaluated."""
+    from aiscan.scanner.core.models import SHIPPED_MODELS, shipped_model
+
+    if str(target) in SHIPPED_MODELS and not Path(target).exists():
+        shipped = shipped_model(str(target))
+        if shipped is None:
+            raise UsageError(f"this aiscan build ships no {str(target)!r} model")
+        target = shipped
     target = Path(target)
     if not target.exists():
-        raise UsageError(f"{target}: no such run folder or model file")
+        raise UsageError(
+            f"{target}: no such run folder or model file (shipped models: "
+            f"{', '.join(SHIPPED_MODELS)})"
+        )
     if target.is_dir():
         model = Path(model) if model else target / "model.onnx"
         if not model.is_file():
@@ -121,19 +131,23 @@ def evaluate(
     """Score, compute metrics and plots, write ``eval_<tag>.json``; return the report.
 
     The tag is the split, plus the model file's stem when ``model`` overrides a run's.
+    Files go to ``out_dir``; without it, into the run folder, and for a model file (or a
+    shipped model by name) nowhere: the report is returned, and shown by the CLI.
     """
     from aiscan.scanner.core.infer import Classifier
+    from aiscan.scanner.core.models import resolve_model
 
     tag = split if model is None else f"{split}_{Path(model).stem}"
     model, samples = resolve(target, data_dir, split, model)
     # Read what the report needs and drop the session before scoring starts its own.
-    probe = Classifier(model, "cpu", threads=1)
+    probe = Classifier(resolve_model(model), "cpu", threads=1)  # a head: joined to its encoder
     model_id, model_sha256, own_threshold = probe.info.model_id, probe.sha256, probe.info.threshold
     del probe
     threshold = own_threshold if threshold is None else threshold
-    out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else None)
     scores = score(model, samples)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     metrics = binary_metrics(scores.is_ai[scores.ok], scores.p_ai[scores.ok], threshold)
     report: dict[str, Any] = {
         "model": str(model),
@@ -145,7 +159,7 @@ def evaluate(
         "threshold": threshold,
         "metrics": metrics,
         "per_source": per_source(scores, threshold),
-        "plots": plots(scores, metrics, out, tag),
+        "plots": plots(scores, metrics, out, tag) if out is not None else [],
     }
     if reencode:
         again = score(model, samples, reencode_quality=90)
@@ -158,7 +172,8 @@ def evaluate(
             },
             "mean_abs_change_p_ai": float(np.nanmean(np.abs(again.p_ai - scores.p_ai))),
         }
-    (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+    if out is not None:
+        (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
