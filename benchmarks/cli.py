@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from aiscan.model.clip import cache_dir
 from aiscan.model.console import error_line, show_defaults
 from aiscan.scanner.core.dali import dali_available
 
@@ -108,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path("bench-data"),
-        help="where generated images are kept between runs",
+        default=cache_dir() / "bench-data",
+        help="where generated images are kept between runs (default: bench-data in aiscan's "
+        "user cache, $AISCAN_CACHE or ~/.cache/aiscan)",
     )
     p.add_argument(
         "--data-dir",

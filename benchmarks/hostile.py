@@ -31,6 +31,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from aiscan.model.clip import cache_dir
+
 from .runners import machine
 
 
@@ -185,7 +187,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aiscan.benchmarks.hostile", description=__doc__)
     p.add_argument("--model", help="model to scan with (default: the shipped one)")
-    p.add_argument("--work", default="bench-data", help="where the hostile set is written")
+    p.add_argument(
+        "--work",
+        default=str(cache_dir() / "hostile"),
+        help="where the hostile set is written (default: aiscan's user cache)",
+    )
     p.add_argument("--junk-mb", type=int, default=600, help="size of the sparse junk file")
     p.add_argument("--results-dir", default="benchmarks/results")
     args = p.parse_args(argv)

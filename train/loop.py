@@ -173,7 +173,6 @@ def _autocast_dtype(device: Any, amp: str) -> Any:
 def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
     """Create the run folder with its split and config, or check and reuse them."""
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config_path, split_path = out / "config.json", out / "split.csv"
     current = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
     if split_path.exists() and config_path.exists():
@@ -201,6 +200,7 @@ def prepare_run(cfg: TrainConfig) -> dict[str, list[Sample]]:
         raise UsageError(
             f"too few images in {', '.join(cfg.data_dirs)} for a {' and '.join(empty)} split"
         )
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
     save_split(split, split_path)
     config_path.write_text(json.dumps(current, indent=2) + "\n")
     return split
