@@ -213,7 +213,10 @@ def write_report(
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: escaped, and valid UTF-8 (a file name's undecodable bytes
+    shown as ``\\xNN``, as the verdict file writes them)."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(text, quote=True)
 
 
 def _table(title: str, counts: Counter[str]) -> str:
