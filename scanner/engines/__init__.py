@@ -9,12 +9,13 @@ actors (imported on use: Ray is an extra).
 
 from .local import LocalEngine, decode_stages
 from .pool import DaemonPool, Task
-from .spec import BatchResult, DecodeSpec, EngineSpec
+from .spec import BatchResult, DecodeSpec, Engine, EngineSpec
 
 __all__ = [
     "BatchResult",
     "DaemonPool",
     "DecodeSpec",
+    "Engine",
     "EngineSpec",
     "LocalEngine",
     "Task",

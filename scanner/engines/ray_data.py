@@ -187,8 +187,13 @@ class RayEngine:
         ConfigError: known verdicts were given.
     """
 
-    name = "ray (cpu decode on workers)"
-    failed_batches = 0
+    @property
+    def name(self) -> str:
+        return "ray (cpu decode on workers)"
+
+    @property
+    def failed_batches(self) -> int:
+        return 0
 
     def __init__(
         self,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiscan.model.pixels import DecodeLimits
 
 from ..core.classify import OpenModel
+from ..core.discovery import Found
 from ..core.rows import Row
 
 
@@ -51,6 +53,19 @@ class EngineSpec:
     model: OpenModel
     decode: DecodeSpec
     known: Callable[[str], float | None] | None = None
+
+
+class Engine(Protocol):
+    """What the run needs of an engine: its name (as the summary reports it), how many
+    batches its batch decoder gave up on, and its rows, batch by batch, in input order."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def failed_batches(self) -> int: ...
+
+    def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]: ...
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..core.discovery import Found, discover, in_shard
 from ..core.errors import ConfigError
 from ..core.rows import Row
 from ..engines.local import LocalEngine
-from ..engines.spec import BatchResult, EngineSpec
+from ..engines.spec import BatchResult, Engine, EngineSpec
 from ..nightly.state import DRIFT_BOUNDS, ScanState
 from ..output.formats import iter_rows
 from ..output.writer import VerdictWriter
@@ -36,7 +36,7 @@ from .walk import Walk
 ERROR_SAMPLE = 10
 
 
-def make_engine(config: ScanConfig, spec: EngineSpec) -> Any:
+def make_engine(config: ScanConfig, spec: EngineSpec) -> Engine:
     """The engine the configuration names, built from ``spec``: a
     :class:`~aiscan.scanner.engines.local.LocalEngine` or a
     :class:`~aiscan.scanner.engines.ray_data.RayEngine` (same ``run``, same results)."""
@@ -77,7 +77,7 @@ class Verdicts:
         model: OpenModel | None = None,
         keep: Callable[[Found], bool] | None = None,
         known: Callable[[str], float | None] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         if engine is not None and (model is None or known is not None):
             raise TypeError("an engine comes with the model it was built on, and its known")
