@@ -239,3 +239,17 @@ def test_importing_every_module_changes_no_process_wide_setting() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_relative_imports_only_inside_packages() -> None:
+    """A script folder (train/recipes, benchmarks/gpu) is not a package: a relative import
+    there fails when the script runs (``python train/recipes/clip_card.py``)."""
+    bad = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if (path.parent / "__init__.py").exists():
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)):
+                bad.append(str(path.relative_to(ROOT)))
+    assert not bad, bad

@@ -13,8 +13,7 @@ from __future__ import annotations
 import sys
 
 from aiscan.model.meta import read_info
-
-from ..categories import category
+from aiscan.train.categories import category
 
 
 def _pct(v: float) -> str:

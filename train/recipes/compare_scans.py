@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from aiscan.scanner.output.formats import iter_rows
-
-from ..data import find_samples
-from ..metrics import binary_metrics
+from aiscan.train.data import find_samples
+from aiscan.train.metrics import binary_metrics
 
 
 def _p_ai(path: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..metrics import REPORTED as METRICS
+from aiscan.train.metrics import REPORTED as METRICS
 
 
 def _load(path: Path) -> dict[str, Any] | None:
