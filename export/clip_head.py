@@ -6,7 +6,7 @@ The head model takes the encoder's outputs (``cls_tokens`` [N, 12, 768] or
 (``ai``, ``real``): the AI logit and a zero, so that the scanner's softmax is the head's
 sigmoid. Its ``aiscan.encoder`` metadata names the encoder (name, sha256, upstream
 revision): :func:`aiscan.model.clip_graph.assemble` puts the two into one graph, and the
-scanner does so on first use (see :func:`aiscan.scanner.config.resolve_model`). The head
+scanner does so on first use (see :func:`aiscan.scanner.core.models.resolve_model`). The head
 file is small enough (a few MB) to ship inside the package; the encoder (90 MB) is not.
 """
 
