@@ -51,7 +51,7 @@ def export_state_main(argv: Sequence[str]) -> int:
         finally:
             writer.close()
     except AiscanError as exc:
-        return error_line("aiscan", exc)
+        return error_line("aiscan", exc, exc.exit_status)
     except OSError as exc:
         return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
     err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
@@ -87,7 +87,7 @@ def merge_main(argv: Sequence[str]) -> int:
             args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
         )
     except AiscanError as exc:
-        return error_line("aiscan", exc)
+        return error_line("aiscan", exc, exc.exit_status)
     except OSError as exc:
         return error_line("aiscan", f"cannot merge: {exc}", EXIT_ENVIRONMENT)
     lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
