@@ -3,12 +3,14 @@
 # test that must catch it, and restores the file. Prints "caught" or "NOT CAUGHT" per case.
 # Usage: bash tests/deliberate_breaks.sh   (from a checkout with .venv; a few minutes)
 set -u
-backup=$(mktemp) log=$(mktemp)
-trap 'rm -f "$backup" "$log"' EXIT
+backup=$(mktemp) log=$(mktemp) current=""
+# interrupted mid-case: the broken file gets its backup back
+trap '[ -n "$current" ] && cp "$backup" "$current"; rm -f "$backup" "$log"' EXIT
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 run() {  # run NAME FILE SED_EXPR TEST...
   local name=$1 file=$2 expr=$3; shift 3
   cp "$file" "$backup"
+  current=$file
   sed -i "$expr" "$file"
   if cmp -s "$file" "$backup"; then echo "BREAK NOT APPLIED: $name"; return; fi
   if timeout 600 python -m pytest -q -x -p no:cacheprovider "$@" >"$log" 2>&1; then
@@ -17,6 +19,7 @@ run() {  # run NAME FILE SED_EXPR TEST...
     echo "caught: $name -> $(grep -m1 -E '^FAILED|^ERROR' "$log" | cut -c1-150)"
   fi
   cp "$backup" "$file"
+  current=""
 }
 run "a lazy upward import in the core" scanner/core/rows.py '$a def _upward():  # noqa\n    from ..run import config\n\n    return config' tests/test_layout.py
 run "verdicts ignore the threshold" scanner/core/classify.py 's/verdict = "" if p_ai is None else verdict_of(p_ai, self.threshold, self.real_below)/verdict = "" if p_ai is None else "real"/' tests/test_scan.py::test_bad_files_each_get_a_row_and_the_scan_finishes
