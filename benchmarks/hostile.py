@@ -136,9 +136,10 @@ def build(root: Path, junk_mb: int) -> dict[str, str]:
 def _scan(tree: Path, out: Path, model: str | None) -> dict[str, object]:
     """One scan of ``tree`` in a child process: its exit status, wall time, peak RSS, rows."""
     from aiscan.scanner.output.formats import read_rows
+    from aiscan.scanner.output.sidecars import sidecars
 
-    for suffix in ("", ".summary.json", ".partial"):
-        out.with_name(out.name + suffix).unlink(missing_ok=True)
+    for left in sidecars(out).all():  # a previous run's output, journal, summary...
+        left.unlink(missing_ok=True)
     report = out.with_name(out.name + ".peak")
     cmd = [sys.executable, "-m", "aiscan.benchmarks.peak", str(report), str(tree)]
     cmd += ["--out", str(out), "-q"] + (["--model", model] if model else [])

@@ -17,6 +17,17 @@ from ..output.formats import FORMATS, resolve_format
 from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_OK
 
 
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--format``, as the scan takes them (the suffix decides the format)."""
+    p.add_argument("--out", "-o", required=True, type=Path)
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        help="the output's format (default: the one the --out suffix names)",
+    )
+
+
 def export_state_main(argv: Sequence[str]) -> int:
     """``aiscan export-state scans.db --out all.parquet``: the current verdict table."""
     p = argparse.ArgumentParser(
@@ -25,13 +36,7 @@ def export_state_main(argv: Sequence[str]) -> int:
         "out), in the verdict file schema.",
     )
     p.add_argument("state", type=Path, help="the state database")
-    p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument(
-        "--format",
-        dest="fmt",
-        choices=FORMATS,
-        help="the output's format (default: the one the --out suffix names)",
-    )
+    _output_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     err = Console(stderr=True)
@@ -68,13 +73,7 @@ def merge_main(argv: Sequence[str]) -> int:
         "doubled (the merged file is written either way), 2 on bad input.",
     )
     p.add_argument("parts", nargs="+", type=Path, help="the shard runs' outputs")
-    p.add_argument("--out", "-o", required=True, type=Path)
-    p.add_argument(
-        "--format",
-        dest="fmt",
-        choices=FORMATS,
-        help="the output's format (default: the one the --out suffix names)",
-    )
+    _output_options(p)
     p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)

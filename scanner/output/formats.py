@@ -213,19 +213,22 @@ FORMATS = tuple(FORMAT_HANDLERS)
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
-def resolve_format(out: str | Path, fmt: str | None = None) -> str:
+def resolve_format(out: str | Path | None, fmt: str | None = None) -> str:
     """The format a verdict file ``out`` is written in: ``fmt`` when given, else the one
-    its suffix names; one rule for the scan, ``merge`` and ``export-state``.
+    its suffix names; one rule for the scan, ``merge`` and ``export-state``. Without a
+    file (rows only), ``fmt`` is checked alone and CSV is the default.
 
     Raises:
         ConfigError: an unknown format; a suffix that names no format while ``fmt`` is
             absent; a ``fmt`` that contradicts the suffix; Parquet without pyarrow.
     """
-    suffix = Path(out).suffix.lower()
+    suffix = "" if out is None else Path(out).suffix.lower()
     named = SUFFIXES.get(suffix)
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt is None:
+    if fmt is None and out is None:
+        fmt = "csv"
+    elif fmt is None:
         if named is None:
             raise ConfigError(
                 f"--out {out}: the suffix {suffix or '(none)'} names no format; end the name "

@@ -262,7 +262,7 @@ class ScanConfig(DetectorConfig):
             # the one normalisation of a frozen config: the format it will write
             object.__setattr__(self, "fmt", resolve_format(out, self.fmt))
         elif self.fmt is not None:
-            resolve_format(f"rows.{self.fmt}", self.fmt)
+            resolve_format(None, self.fmt)
         if self.state is not None and self.state.is_dir():
             raise ConfigError(f"--state {self.state} is a folder; give a database file name")
 

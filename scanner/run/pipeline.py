@@ -84,8 +84,9 @@ class Verdicts:
         self.config = config
         self.model = model or config.open_model()
         self._keep = keep
-        spec = EngineSpec(self.model, config.decode_spec, known)
-        self.engine = engine if engine is not None else make_engine(config, spec)
+        if engine is None:
+            engine = make_engine(config, EngineSpec(self.model, config.decode_spec, known))
+        self.engine = engine
         self.progress = Progress()
         #: the first error rows a writer saw (filled by :func:`scan`)
         self.error_sample: list[dict[str, str]] = []
