@@ -17,6 +17,7 @@ declares none); confirm with OpenAI before a commercial release if that matters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -44,6 +45,16 @@ PREPROCESSING = Preprocessing(
     interpolation="bicubic",
     decode="draft",
 )
+
+
+#: The same, after the canonical step: every image first becomes what train-v1/v2's copies
+#: are (fit in 256 x 256 with Lanczos, JPEG quality 85; see ``Preprocessing``), so a head
+#: fitted on such copies sees the same pixel regime in every file a user sends.
+CANONICAL_PREPROCESSING = dataclasses.replace(
+    PREPROCESSING, canonical_size=256, canonical_quality=85
+)
+#: The pixel regimes feature extraction knows, by name.
+PIXEL_REGIMES = {"native": PREPROCESSING, "canonical": CANONICAL_PREPROCESSING}
 
 
 @dataclass(frozen=True)

@@ -183,9 +183,42 @@ def _width(model: Any) -> int:
     raise GraphError("post_layernorm.weight not found: cannot tell the token width")
 
 
-#: Encoder precisions :func:`feature_encoder` builds: the int8 graph as shipped (fastest
-#: on CPUs with VNNI), float32 (dequantised), float16 (for CUDA and TensorRT).
-PRECISIONS = ("int8", "fp32", "fp16")
+#: Encoder precisions :func:`feature_encoder` builds: the int8 graph as shipped (its
+#: results depend on the CPU: see :func:`aiscan.scanner.core.models.encoder_precision`),
+#: float32 (dequantised), float16 (for CUDA and TensorRT), and "int8rr": the float32
+#: graph quantised again by ONNX Runtime's own quantiser with 7-bit weights
+#: (:func:`requantise`), whose results are the same on every x86 CPU.
+PRECISIONS = ("int8", "fp32", "fp16", "int8rr")
+
+
+def requantise(model: Any) -> Any:
+    """``model`` (float32) with every MatMul on a constant weight dynamically quantised by
+    ``onnxruntime.quantization.quantize_dynamic``: signed 8-bit weights per output channel,
+    ``reduce_range`` (7-bit weights), activations quantised to unsigned 8 bits at run time.
+
+    Why 7 bits: ONNX Runtime's AVX2 int8 kernels (CPUs without VNNI) add pairs of u8 x s8
+    products in 16-bit registers, which saturate for full-range weights (2 x 255 x 127 >
+    32,767); VNNI CPUs accumulate in 32 bits and do not. With 7-bit weights a pair is at
+    most 2 x 255 x 64 = 32,640, so both kernels compute the exact integer products and the
+    features no longer depend on the CPU (ONNX Runtime's documentation gives
+    ``reduce_range`` as the remedy for non-VNNI CPUs).
+    """
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="aiscan-requantise-") as tmp:
+        out = Path(tmp) / "int8rr.onnx"
+        quantize_dynamic(
+            model,
+            out,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            reduce_range=True,
+            weight_type=QuantType.QInt8,
+        )
+        return onnx.load(str(out))
 
 
 def feature_graph(int8_path: str | Path, precision: str) -> Any:
@@ -202,6 +235,8 @@ def feature_graph(int8_path: str | Path, precision: str) -> Any:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(model, keep_io_types=True)
+    elif precision == "int8rr":
+        model = requantise(model)
     return model
 
 

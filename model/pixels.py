@@ -245,10 +245,37 @@ def source_bytes(source: Source) -> int | None:
 def draft_request(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
     """Smallest decode size that still covers the model input in both axes.
 
-    Orientation may swap the axes later, so both get the larger side of the input.
+    Orientation may swap the axes later, so both get the larger side of the input. With
+    a canonical step, the decode covers twice its size instead (what Pillow's own
+    ``thumbnail`` asks of a JPEG: its ``reducing_gap`` of 2), so the canonical copy
+    does not depend on whether the resize started from a drafted image.
     """
-    side = max(spec.input_size)
+    side = max(*spec.input_size, 2 * spec.canonical_size)
     return (min(size[0], side), min(size[1], side))
+
+
+#: The ``reducing_gap`` of the canonical shrink (Pillow's ``thumbnail`` default).
+CANONICAL_REDUCING_GAP = 2.0
+
+
+def canonicalise(img: Image.Image, spec: Preprocessing) -> Image.Image:
+    """The canonical copy of an RGB image (see ``Preprocessing.canonical_size``): shrunk
+    to fit ``canonical_size`` square (Pillow's ``thumbnail``, Lanczos, aspect kept, never
+    enlarged), JPEG-encoded at ``canonical_quality`` (Pillow's defaults otherwise: 4:2:0
+    chroma, no optimisation, no metadata) and decoded again. Deterministic for one
+    Pillow/libjpeg build; a definition without the step returns ``img`` itself.
+    Shrinks ``img`` in place, as ``thumbnail`` does: pass a copy to keep it."""
+    if not spec.canonical:
+        return img
+    img.thumbnail(
+        (spec.canonical_size, spec.canonical_size),
+        Image.Resampling.LANCZOS,
+        reducing_gap=CANONICAL_REDUCING_GAP,
+    )
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=spec.canonical_quality)
+    with Image.open(io.BytesIO(buf.getvalue()), formats=["JPEG"]) as coded:
+        return coded.convert("RGB")
 
 
 def to_rgb(img: Image.Image, background: int) -> Image.Image:
@@ -319,7 +346,7 @@ def _finish(
     if _orientation(img) in (2, 3, 4, 5, 6, 7, 8):  # else no copy is needed
         img = ImageOps.exif_transpose(img)
     width, height = img.size
-    img = to_rgb(img, spec.background)
+    img = canonicalise(to_rgb(img, spec.background), spec)
     h, w = spec.input_size
     box = (region or centre_region)(img.size, spec)
     if img.size != (w, h) or box != (0.0, 0.0, float(img.width), float(img.height)):

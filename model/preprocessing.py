@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PREPROCESS_VERSION = "aiscan-preprocess/2"
+PREPROCESS_VERSION = "aiscan-preprocess/3"
 #: Earlier definitions this aiscan still reads (:meth:`Preprocessing.from_json`).
-READABLE_VERSIONS = ("aiscan-preprocess/1", PREPROCESS_VERSION)
+READABLE_VERSIONS = ("aiscan-preprocess/1", "aiscan-preprocess/2", PREPROCESS_VERSION)
 RESIZE_POLICIES = ("squash", "crop")
 #: How a JPEG is decoded before the resize: "draft" lets libjpeg decode at a reduced DCT
 #: scale (1/2, 1/4 or 1/8), never below the model input size; "full" decodes every pixel.
@@ -39,6 +39,14 @@ class Preprocessing:
         decode: how JPEGs are decoded, one of :data:`DECODE_MODES`: part of the
             definition, because the two give pixels a few levels apart and a model
             learns from the pixels it is trained on.
+        canonical_size: 0 for none; N > 0 puts every image into one pixel regime before
+            the resize policy: shrunk to fit N x N (Pillow's ``thumbnail``: Lanczos,
+            aspect kept, never enlarged), then JPEG-encoded at ``canonical_quality`` and
+            decoded again. A model whose training images were all such copies (train-v1/v2
+            are 256 px JPEG q85 copies) then sees the same regime in every file a user
+            sends, whatever its size and format (:func:`aiscan.model.pixels.canonicalise`).
+        canonical_quality: the JPEG quality (1..100) of the canonical step; 0 exactly
+            when ``canonical_size`` is 0.
     """
 
     input_size: tuple[int, int] = (224, 224)
@@ -48,6 +56,8 @@ class Preprocessing:
     interpolation: str = "bilinear"
     background: int = 255
     decode: str = "draft"
+    canonical_size: int = 0
+    canonical_quality: int = 0
     version: str = field(default=PREPROCESS_VERSION)
 
     def __post_init__(self) -> None:
@@ -67,6 +77,16 @@ class Preprocessing:
             )
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
+        if self.canonical_size < 0 or (0 < self.canonical_size < 16):
+            raise ValueError(f"canonical_size must be 0 or at least 16, got {self.canonical_size}")
+        if (self.canonical_size == 0) != (self.canonical_quality == 0) or not (
+            0 <= self.canonical_quality <= 100
+        ):
+            raise ValueError(
+                "canonical_quality must be a JPEG quality 1..100 with a canonical_size, "
+                f"0 without one (got size {self.canonical_size}, "
+                f"quality {self.canonical_quality})"
+            )
         if not 0 <= self.background <= 255:
             raise ValueError(f"background must be a grey level 0..255, got {self.background}")
         if self.version != PREPROCESS_VERSION:
@@ -79,10 +99,16 @@ class Preprocessing:
         """Canonical JSON: the same definition always gives the same text (and hash)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
+    @property
+    def canonical(self) -> bool:
+        """True when the definition has a canonical step (``canonical_size`` > 0)."""
+        return self.canonical_size > 0
+
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
-        """Parse a definition; version 1 (no decode mode: everything then trained and
-        scanned with "draft") is read as the same definition in version 2."""
+        """Parse a definition; earlier versions are read as the same definition in this
+        one: version 1 had no decode mode (everything then trained and scanned with
+        "draft"), versions 1 and 2 no canonical step."""
         raw: dict[str, Any] = json.loads(text)
         if raw.get("version") not in READABLE_VERSIONS:
             raise ValueError(
@@ -92,7 +118,11 @@ class Preprocessing:
         if raw["version"] == "aiscan-preprocess/1":
             if "decode" in raw:
                 raise ValueError("aiscan-preprocess/1 has no decode field")
-            raw["version"], raw["decode"] = PREPROCESS_VERSION, "draft"
+            raw["version"], raw["decode"] = "aiscan-preprocess/2", "draft"
+        if raw["version"] == "aiscan-preprocess/2":
+            if "canonical_size" in raw or "canonical_quality" in raw:
+                raise ValueError("aiscan-preprocess/2 has no canonical step")
+            raw["version"] = PREPROCESS_VERSION
         raw["input_size"] = tuple(raw["input_size"])
         raw["mean"] = tuple(float(v) for v in raw["mean"])
         raw["std"] = tuple(float(v) for v in raw["std"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -167,13 +168,31 @@ def test_spec_round_trips_and_hash_is_stable() -> None:
     # A fixed definition has a fixed text and hash, pinned here: models store both, so a
     # change to the canonical form must come with a new version (as decode's did).
     assert Preprocessing().to_json() == (
-        '{"background":255,"decode":"draft","input_size":[224,224],'
-        '"interpolation":"bilinear","mean":[0.5,0.5,0.5],"resize":"squash",'
-        '"std":[0.5,0.5,0.5],"version":"aiscan-preprocess/2"}'
+        '{"background":255,"canonical_quality":0,"canonical_size":0,"decode":"draft",'
+        '"input_size":[224,224],"interpolation":"bilinear","mean":[0.5,0.5,0.5],'
+        '"resize":"squash","std":[0.5,0.5,0.5],"version":"aiscan-preprocess/3"}'
     )
     assert Preprocessing().sha256() == (
-        "b1a0895df7f65dfaf622c70f6866351169120e54e2af29d7400a7272358be956"
+        "ad5d76104a26341ef25a101268c8da7f323e8b7df49ae6ca7e9694a19fe8c512"
     )
+    canonical = Preprocessing(canonical_size=256, canonical_quality=85)
+    assert Preprocessing.from_json(canonical.to_json()) == canonical
+    assert canonical.sha256() != Preprocessing().sha256()
+
+
+#: Version 2's canonical text of the default definition, as every model exported before
+#: the canonical step stores it (the shipped fast model among them).
+V2_DEFAULT = (
+    '{"background":255,"decode":"draft","input_size":[224,224],'
+    '"interpolation":"bilinear","mean":[0.5,0.5,0.5],"resize":"squash",'
+    '"std":[0.5,0.5,0.5],"version":"aiscan-preprocess/2"}'
+)
+
+
+def test_version_2_reads_as_no_canonical_step() -> None:
+    assert Preprocessing.from_json(V2_DEFAULT) == Preprocessing()
+    with pytest.raises(ValueError, match="no canonical step"):
+        Preprocessing.from_json(V2_DEFAULT.replace('"std', '"canonical_size":256,"std'))
 
 
 #: Version 1's canonical text of the default definition, as models exported before the
@@ -221,6 +240,11 @@ def test_the_decoder_follows_the_definitions_decode_mode(resize: str) -> None:
         {"background": 300},
         {"version": "aiscan-preprocess/1"},
         {"decode": "exact"},
+        {"canonical_size": 256},
+        {"canonical_quality": 85},
+        {"canonical_size": 8, "canonical_quality": 85},
+        {"canonical_size": 256, "canonical_quality": 101},
+        {"canonical_size": -1, "canonical_quality": 85},
     ],
 )
 def test_invalid_spec_raises(kwargs: dict[str, object]) -> None:
@@ -356,3 +380,38 @@ def test_a_png_with_a_broken_text_chunk_decodes_as_a_browser_shows_it(tmp_path: 
     assert drop_broken_ancillary_chunks(broken[: len(broken) // 2]) is None
     with pytest.raises((UnidentifiedImageError, SyntaxError, OSError)):
         load_pixels(_break_crc(good, b"IHDR"), SPEC)
+
+
+def _copy_recipe(data: bytes) -> np.ndarray:
+    """train-v1/v2's copies (``build_from_mirror.py --normalise``): EXIF orientation, RGB,
+    thumbnail 256 Lanczos, JPEG q85, as the pixels a decoder reads back."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as img:
+        small = ImageOps.exif_transpose(img).convert("RGB")
+        small.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=85)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_the_canonical_step_gives_the_training_copies_pixels(fmt: str) -> None:
+    """A full decode through the canonical step is the copy recipe, pixel for pixel; so a
+    head fitted on such copies sees them again in a file sent as the original."""
+    data = encode(photo(1200, 800), fmt)
+    copy = _copy_recipe(data)
+    spec = dataclasses.replace(clip.CANONICAL_PREPROCESSING, decode="full", resize="squash")
+    spec = dataclasses.replace(spec, input_size=copy.shape[:2])
+    np.testing.assert_array_equal(load_pixels(data, spec).pixels, copy)
+    np.testing.assert_array_equal(reference_pixels(data, spec), copy)
+
+
+def test_the_canonical_step_drafts_big_jpegs_at_twice_its_size() -> None:
+    """Draft decoding with a canonical step stays within a level of the full decode (the
+    shrink starts from at least twice the canonical size)."""
+    data = jpeg_bytes(photo(3000, 2000))
+    spec = clip.CANONICAL_PREPROCESSING
+    drafted = load_pixels(data, spec).pixels.astype(float)
+    full = load_pixels(data, spec, decode="full").pixels
+    assert np.abs(drafted - full).mean() < 1.0

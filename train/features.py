@@ -238,6 +238,42 @@ def claim_precision(cache: str | Path, precision: str) -> None:
     (folder / PRECISION_FILE).write_text(precision + "\n")
 
 
+#: The file in a features cache that holds the preprocessing its features came from.
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def features_preprocessing(cache: str | Path) -> Preprocessing:
+    """The preprocessing a features cache was extracted with: its
+    :data:`PREPROCESSING_FILE`, or CLIP's native one for caches from before that file."""
+    from aiscan.model.clip import PREPROCESSING
+
+    marker = Path(cache) / PREPROCESSING_FILE
+    if marker.is_file():
+        return Preprocessing.from_json(marker.read_text())
+    return PREPROCESSING
+
+
+def claim_preprocessing(cache: str | Path, spec: Preprocessing) -> None:
+    """Mark ``cache`` as holding features of ``spec``'s pixels; refuse one that holds
+    another's (features of two pixel regimes in one cache would be mixed into one head).
+
+    Raises:
+        UsageError: the cache holds features of another preprocessing.
+    """
+    folder = Path(cache)
+    marker = folder / PREPROCESSING_FILE
+    has_features = any(folder.glob("*/part-*.npz"))
+    if marker.is_file() or has_features:
+        held = features_preprocessing(folder)
+        if held != spec:
+            raise UsageError(
+                f"{folder} holds features of another preprocessing ({held.to_json()}); "
+                "extract these into another folder"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(spec.to_json() + "\n")
+
+
 def load_features(folder: str | Path, samples: Sequence[Sample]) -> Features:
     """One view's cached features in the order of ``samples``.
 

@@ -84,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("data_dirs", nargs="+", metavar="DATA_DIR")
     x.add_argument("--out", required=True, help="cache folder (one subfolder per view)")
     x.add_argument("--views", default="base", help="comma-separated, from " + ",".join(VIEWS))
-    x.add_argument("--precision", default="int8", choices=PRECISIONS, help="encoder graph")
+    x.add_argument("--precision", default="int8rr", choices=PRECISIONS, help="encoder graph")
+    x.add_argument(
+        "--pixels",
+        default="canonical",
+        choices=("canonical", "native"),
+        help="pixel regime: 'canonical' puts every image through the 256 px JPEG q85 copy "
+        "first (the default model's), 'native' resizes the file as it is",
+    )
     x.add_argument("--batch-size", type=int, default=32)
     x.add_argument("--threads", type=int, default=None, help="inference threads (all cores)")
     h = sub.add_parser(
@@ -225,24 +232,27 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    from aiscan.model.clip import CLIP_B16, PREPROCESSING
+    from aiscan.model.clip import CLIP_B16, PIXEL_REGIMES
     from aiscan.model.clip_graph import cached_feature_encoder
 
     from .data import find_samples
-    from .features import Encoder, claim_precision, extract
+    from .features import Encoder, claim_precision, claim_preprocessing, extract
 
     views = parse_views(args.views)
+    spec = PIXEL_REGIMES[args.pixels]
     samples = find_samples(args.data_dirs)
     claim_precision(args.out, args.precision)
+    claim_preprocessing(args.out, spec)
     encoder = Encoder(cached_feature_encoder(args.precision), args.threads)
     out = Path(args.out)
     for view in views:
-        extract(samples, encoder, PREPROCESSING, out, view, args.batch_size, log=console.print)
+        extract(samples, encoder, spec, out, view, args.batch_size, log=console.print)
     report = {
         "encoder": CLIP_B16.upstream,
         "encoder_sha256": CLIP_B16.sha256,
         "precision": args.precision,
-        "preprocessing": PREPROCESSING.to_json(),
+        "pixels": args.pixels,
+        "preprocessing": spec.to_json(),
         "data_dirs": [str(Path(d).resolve()) for d in args.data_dirs],
         "samples": len(samples),
         "views": views,
