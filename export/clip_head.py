@@ -24,6 +24,7 @@ from aiscan.model.clip_graph import CLS_TOKENS, EMBEDS, ENCODER_KEY
 from aiscan.model.errors import UsageError
 from aiscan.model.meta import ModelInfo
 from aiscan.train.heads import Head, feature_blocks
+from aiscan.train.protocol import Edge, Scored
 
 #: Opset of the encoder graph the head joins (the int8 file's).
 OPSET = 14
@@ -126,18 +127,20 @@ def write_head(
     return out
 
 
-def bands(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float, miss: float) -> tuple[float, float]:
-    """The verdict bands from held-out scores: ``threshold`` ("ai" at or above) flags at
-    most ``fpr`` of the real images; ``real_below`` ("real" below) lets at most ``miss``
-    of the AI images fall under it (never above the threshold)."""
-    from aiscan.train.protocol import threshold_at_fpr
+def bands(scored: Scored, fpr: float, miss: float) -> tuple[Edge, float]:
+    """The verdict bands from held-out scores: the ``ai`` edge (at or above) flags at most
+    ``fpr`` of the real images pooled and at most twice that of any real kind
+    (:func:`aiscan.train.protocol.band_edge`); ``real_below`` ("real" below) lets at most
+    ``miss`` of the AI images fall under it (never above the ``ai`` edge)."""
+    from aiscan.train.protocol import band_edge
 
     if not 0 < fpr < 1 or not 0 <= miss < 1:
         raise UsageError(f"fpr must be within (0, 1) and miss within [0, 1), got {fpr}, {miss}")
-    threshold = threshold_at_fpr(is_ai, p_ai, fpr)
-    ai = np.sort(p_ai[is_ai])
-    below = float(ai[int(np.floor(miss * len(ai)))]) if len(ai) else threshold
-    return threshold, min(below, threshold)
+    edge = band_edge(scored, fpr)
+    ok = np.isfinite(scored.p_ai)
+    ai = np.sort(scored.p_ai[ok & scored.is_ai])
+    below = float(ai[int(np.floor(miss * len(ai)))]) if len(ai) else edge.threshold
+    return edge, min(below, edge.threshold)
 
 
 def export_clip_head(
@@ -152,10 +155,9 @@ def export_clip_head(
     (:func:`bands`), and write it with its protocol figures in the metadata."""
     import json
 
-    from aiscan.model.clip import PREPROCESSING
     from aiscan.train.data import find_samples
-    from aiscan.train.features import load_features
-    from aiscan.train.heads import HeadConfig, fit_head, left_out_mask, training_rows
+    from aiscan.train.features import features_preprocessing
+    from aiscan.train.heads import HeadConfig, fit_head, left_out_mask, load_views, training_rows
     from aiscan.train.protocol import load_scored, operating_point, summarize
 
     report_path = Path(report_path)
@@ -165,15 +167,17 @@ def export_clip_head(
         raise UsageError(f"{report_path}: not a readable heads report ({exc})") from exc
     if not isinstance(report, dict) or "config" not in report or "operating_points" not in report:
         raise UsageError(f"{report_path} is not an aiscan-protocol heads report")
-    config = HeadConfig(**dict(report["config"], views=tuple(report["config"]["views"])))
+    raw = report["config"]
+    config = HeadConfig(**dict(raw, views=tuple(raw["views"]), also=tuple(raw.get("also", ()))))
     samples = find_samples(report["data_dirs"])
     cache = Path(report["features_cache"])
-    views = {v: load_features(cache / v, samples) for v in config.views}
+    views = load_views(cache, samples, config)
     left_out = report.get("score_only_sources", [])
     trainable = left_out_mask(samples, left_out)
     head = fit_head(*training_rows(samples, views, config, trainable), config)
     scored = load_scored(report_path.with_suffix(".scores.csv"))
-    threshold, real_below = bands(scored.is_ai, scored.p_ai, fpr, miss)
+    edge, real_below = bands(scored, fpr, miss)
+    threshold = edge.threshold
     at_threshold = summarize(scored, threshold)  # per source, right at the shipped edge
     summary = {k: v for k, v in report["summary"].items() if k not in ("per_source", "per_fold")}
     groups = report.get("groups", "source")
@@ -181,7 +185,7 @@ def export_clip_head(
     info = ModelInfo(
         model_id=model_id,
         arch=f"clip-vit-b16+{config.head}({config.features})",
-        preprocessing=PREPROCESSING,
+        preprocessing=features_preprocessing(cache),
         threshold=threshold,
         real_below=real_below,
         extra={
@@ -196,7 +200,10 @@ def export_clip_head(
             },
             "generalisation": dict(summary, protocol=protocol, report=report_path.name),
             "bands": {
-                "rule": f"ai: held-out FPR {fpr:g}; real: held-out AI miss rate {miss:g}",
+                "rule": f"{edge.rule}; real: held-out AI miss rate {miss:g}",
+                "promise": fpr,
+                "pooled_edge": edge.pooled,
+                "raised_by": edge.binding,
                 "at_threshold": operating_point(scored, threshold),
                 "at_real_below": operating_point(scored, real_below),
             },

@@ -642,3 +642,115 @@ def test_feature_views_open_heic_as_the_scan_does(tmp_path: Path) -> None:
     path = tmp_path / "p.heic"
     heif.from_pillow(photo(320, 240)).save(str(path), quality=90)
     assert view_pixels(str(path), clip.PREPROCESSING, "base").shape == (224, 224, 3)
+
+
+# -- the int8rr graph, pixel regimes of a features cache, training rows of another ----
+
+
+def test_requantise_gives_7_bit_weights_and_keeps_the_outputs(tmp_path: Path) -> None:
+    """ONNX Runtime's quantiser, with reduce_range: every constant-weight MatMul becomes
+    an integer one whose weights stay within 7 bits (no u8 x s8 pair can saturate the
+    16-bit sums of AVX2 kernels), and the outputs stay close to the float graph's."""
+    from aiscan.model.clip_graph import requantise
+
+    model = onnx.load(str(_tiny_vit(tmp_path)))
+    quantised = requantise(model)
+    ops = [n.op_type for n in quantised.graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulInteger") == BLOCKS + 2
+    inits = {t.name: numpy_helper.to_array(t) for t in quantised.graph.initializer}
+    weights = [v for k, v in inits.items() if k.endswith("_quantized") and v.dtype == np.int8]
+    assert len(weights) == BLOCKS + 2
+    assert all(int(np.abs(w.astype(int)).max()) <= 64 for w in weights)  # 2 x 255 x 64 < 2**15
+    x = np.random.default_rng(1).normal(size=(4, 3, 4, 4)).astype(np.float32)
+    want = _session(model).run(None, {"pixel_values": x})[0]  # type: ignore[attr-defined]
+    got = _session(quantised).run(None, {"pixel_values": x})[0]  # type: ignore[attr-defined]
+    cos = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.99, cos
+
+
+def test_a_features_cache_holds_one_pixel_regime(tmp_path: Path) -> None:
+    from aiscan.train.features import claim_preprocessing, features_preprocessing
+
+    cache = tmp_path / "cache"
+    assert features_preprocessing(cache) == clip.PREPROCESSING  # caches from before
+    claim_preprocessing(cache, clip.CANONICAL_PREPROCESSING)
+    claim_preprocessing(cache, clip.CANONICAL_PREPROCESSING)  # the same again: fine
+    assert features_preprocessing(cache) == clip.CANONICAL_PREPROCESSING
+    with pytest.raises(ValueError, match="another preprocessing"):
+        claim_preprocessing(cache, clip.PREPROCESSING)
+
+
+def test_a_head_trains_on_another_regimes_rows_and_scores_its_own(tmp_path: Path) -> None:
+    """--also-features: the other cache's rows join the fit (twice the rows), the scores
+    come from the scored cache alone; a cache of another encoder graph is refused."""
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, claim_precision, claim_preprocessing, extract
+    from aiscan.train.heads import HeadConfig, load_views, training_rows
+
+    data = tmp_path / "data"
+    _labelled_tree(data)
+    samples = find_samples(data)
+    encoder = Encoder(_pixels_encoder(tmp_path / "enc.onnx"), threads=1)
+    caches = {}
+    for name, spec in (("canonical", clip.CANONICAL_PREPROCESSING), ("native", clip.PREPROCESSING)):
+        cache = caches[name] = tmp_path / name
+        claim_precision(cache, "int8rr")
+        claim_preprocessing(cache, spec)
+        extract(samples, encoder, spec, cache, "base", log=lambda _: None)
+    config = HeadConfig(features="embeds", also=(str(caches["native"]),))
+    views = load_views(caches["canonical"], samples, config)
+    x = training_rows(samples, views, config)[0]
+    alone = training_rows(samples, views, HeadConfig(features="embeds"))[0]
+    assert len(x) == 2 * len(alone) == 2 * (len(samples) - 1)  # the broken file has none
+    assert not np.array_equal(x[: len(alone)], x[len(alone) :])  # two regimes, two rows
+    claim_precision(tmp_path / "fp32", "fp32")
+    with pytest.raises(ValueError, match="fp32 features"):
+        load_views(caches["canonical"], samples, HeadConfig(also=(str(tmp_path / "fp32"),)))
+
+
+def test_samples_carry_their_group_from_the_folders_or_the_manifest(tmp_path: Path) -> None:
+    from aiscan.train.data import find_samples
+
+    for rel in ("ai/gen/sdxl/a.png", "real/walls/anime/b.png", "real/flat/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        photo(32, 32).save(tmp_path / rel)
+    groups = {Path(s.path).name: (s.source, s.group) for s in find_samples(tmp_path)}
+    assert groups == {"a.png": ("gen", "sdxl"), "b.png": ("walls", "anime"), "c.png": ("flat", "")}
+    (tmp_path / "manifest.csv").write_text(
+        "path,label,source,group\nreal/flat/c.png,real,people,photo\nai/gen/sdxl/a.png,ai,gen,-\n"
+    )
+    groups = {Path(s.path).name: (s.source, s.group) for s in find_samples(tmp_path)}
+    assert groups["c.png"] == ("people", "photo") and groups["a.png"] == ("gen", "sdxl")
+
+
+def test_an_exported_head_carries_its_caches_pixel_regime(tmp_path: Path) -> None:
+    """A head fitted on canonical features is exported with the canonical preprocessing
+    (the scanner then feeds it canonical copies), with its band rule in the metadata."""
+    from aiscan.export.cli import main as export_main
+    from aiscan.model.meta import read_info
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, claim_precision, claim_preprocessing, extract
+    from aiscan.train.protocol_cli import main as protocol_main
+
+    data = tmp_path / "data"
+    _labelled_tree(data)
+    for label in ("ai", "real"):
+        (data / label / f"{label}-s3").mkdir()
+        for f in sorted((data / label / f"{label}-s1").glob("*.png")):
+            (data / label / f"{label}-s3" / f.name).write_bytes(f.read_bytes())
+    cache = tmp_path / "cache"
+    claim_precision(cache, "int8rr")
+    claim_preprocessing(cache, clip.CANONICAL_PREPROCESSING)
+    encoder = Encoder(_pixels_encoder(tmp_path / "enc.onnx"), threads=1)
+    extract(find_samples(data), encoder, clip.CANONICAL_PREPROCESSING, cache, "base", log=print)
+    report = tmp_path / "r.json"
+    argv = ["heads", str(data), "--features", str(cache), "--on", "embeds", "--c", "1"]
+    assert protocol_main([*argv, "--promise", "0.2", "--out", str(report)]) == 0
+    out = tmp_path / "head.onnx"
+    assert export_main(["--clip-head", str(report), "--out", str(out), "--fpr", "0.2"]) == 0
+    info = read_info(out)
+    assert info.preprocessing == clip.CANONICAL_PREPROCESSING
+    assert info.extra["encoder"]["precision"] == "int8rr"
+    bands = info.extra["bands"]
+    assert bands["promise"] == 0.2 and bands["pooled_edge"] <= info.threshold
+    assert "every real kind" in bands["rule"]

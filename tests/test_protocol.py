@@ -118,3 +118,73 @@ def test_an_ensembles_scores_are_the_mean_of_its_members_image_by_image() -> Non
         mean_of([a, moved])
     with pytest.raises(ValueError, match="different images"):
         mean_of([a, Scored(b.samples[:3], b.p_ai[:3], b.fold[:3])])
+
+
+def _kind_scored(real: dict[tuple[str, str], list[float]], ai: list[float]) -> Scored:
+    """Real images by (source, group), AI images of one source, one fold."""
+    samples, scores = [], []
+    for (source, group), values in real.items():
+        for i, v in enumerate(values):
+            samples.append(Sample(f"/r/{source}/{group}/{i}.jpg", 1, source, group))
+            scores.append(v)
+    for i, v in enumerate(ai):
+        samples.append(Sample(f"/a/{i}.jpg", 0, "gen"))
+        scores.append(v)
+    return Scored(samples, np.array(scores), np.zeros(len(scores), int))
+
+
+def test_the_band_edge_holds_the_worst_real_kind_to_twice_the_promise() -> None:
+    from aiscan.train.protocol import MIN_KIND_IMAGES, band_edge
+
+    rng = np.random.default_rng(0)
+    photos = list(rng.uniform(0.0, 0.5, 400))  # photos score low
+    anime = list(rng.uniform(0.3, 0.9, 100))  # real anime scores high: the worst kind
+    scored = _kind_scored(
+        {("opencv-course", "photo"): photos, ("agh-books", "anime"): anime},
+        list(rng.uniform(0.5, 1.0, 300)),
+    )
+    edge = band_edge(scored, 0.05)
+    real = ~scored.is_ai
+    anime_sel = np.array([s.group == "anime" for s in scored.samples])
+    pooled_fpr = (scored.p_ai[real] >= edge.pooled).mean()
+    assert pooled_fpr <= 0.05
+    assert (scored.p_ai[anime_sel] >= edge.pooled).mean() > 0.10  # the pooled edge fails it
+    assert edge.binding == "illustration" and edge.threshold > edge.pooled
+    assert (scored.p_ai[anime_sel] >= edge.threshold).mean() <= 0.10
+    assert (scored.p_ai[real] >= edge.threshold).mean() <= 0.05
+    # a kind with too few images to measure does not move the edge
+    few = _kind_scored(
+        {("opencv-course", "photo"): photos, ("agh-books", "anime"): anime[: MIN_KIND_IMAGES - 1]},
+        list(rng.uniform(0.5, 1.0, 300)),
+    )
+    assert band_edge(few, 0.05).binding == ""
+    with pytest.raises(ValueError):
+        band_edge(scored, 1.5)
+
+
+def test_kinds_come_from_the_group_where_a_source_mixes_kinds() -> None:
+    from aiscan.train.categories import CATEGORIES, REAL_KINDS, category
+
+    assert category("real", "frenzy-walls", "anime") == "illustration"
+    assert category("real", "frenzy-walls", "photo") == "photo"
+    assert category("real", "pacs", "cartoon") == "illustration"
+    assert category("real", "pacs", "art_painting") == "art"
+    assert category("real", "people-art", "photo") == "photo"
+    assert category("real", "people-art", "artwork--Cubism") == "art"
+    assert category("real", "imagenet-1k-ajs") == "photo"
+    assert category("real", "no-such-source") == "unknown"
+    assert set(REAL_KINDS) < set(CATEGORIES)
+
+
+def test_the_operating_point_reports_kinds_and_sources() -> None:
+    from aiscan.train.protocol import operating_point
+
+    scored = _kind_scored(
+        {("opencv-course", "portrait"): [0.1, 0.9], ("agh-books", "anime"): [0.95, 0.99]},
+        [0.2, 0.97],
+    )
+    pt = operating_point(scored, 0.5)
+    assert pt["by_category"]["real/face"] == {"n": 2, "flagged": 0.5}
+    assert pt["by_category"]["real/illustration"] == {"n": 2, "flagged": 1.0}
+    assert pt["by_source"]["ai/gen"] == {"n": 2, "caught": 0.5}
+    assert pt["fpr"] == 0.75 and pt["tpr"] == 0.5

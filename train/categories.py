@@ -3,11 +3,14 @@
 A moderation queue feels a detector through the real images it flags, and those differ
 by kind: paintings and manga are flagged far more than camera photos. The training
 manifests name sources, not kinds, so this table gives each (label, source) of
-train-v1, train-v2 and train-v3 one category (by the data READMEs' descriptions):
+train-v1 to train-v4 one kind (by the data READMEs' descriptions), and where a source
+mixes kinds in named folders (train-v4's groups, PACS's domains, PeopleArt's photos),
+each (label, source, group) its own:
 
 - ``photo``: camera photos of scenes and objects;
 - ``face``: photos (or photoreal renders) whose subject is a face or a portrait;
-- ``art``: paintings, drawings, cartoons, sketches, stylised renders;
+- ``art``: paintings, drawings, sketches, stylised renders;
+- ``illustration``: anime, manga, comics, cartoons and digital illustration;
 - ``document``: scans, receipts, memes, infographics, screenshots;
 - ``mixed``: sources that mix the above with no per-image label.
 
@@ -16,7 +19,10 @@ A source missing from the table is "unknown" (say so in a report rather than gue
 
 from __future__ import annotations
 
-CATEGORIES = ("photo", "face", "art", "document", "mixed", "unknown")
+CATEGORIES = ("photo", "face", "art", "illustration", "document", "mixed", "unknown")
+
+#: Kinds of the real images: what a band promise is held to, kind by kind.
+REAL_KINDS = ("photo", "face", "art", "illustration", "document")
 
 _TABLE: dict[tuple[str, str], str] = {
     # train-v1
@@ -76,6 +82,31 @@ _TABLE: dict[tuple[str, str], str] = {
 }
 
 
-def category(label: str, source: str) -> str:
-    """The category of a (label, source) pair, "unknown" when the table lacks it."""
-    return _TABLE.get((label, source), "unknown")
+#: train-v4 (real only): the kind is the group folder.
+_V4_SOURCES = (
+    "agh-books", "apisr-lr", "cugan-demos", "frenzy-walls", "bob-ross", "jojogan-style",
+    "opencomic-pc", "kumiko-tests", "opencv-course", "human-samples", "faceapi",
+    "codeformer-inputs", "u2net-test", "deca-test", "beautygan", "compreface", "bop-test",
+    "gfpgan-inputs", "gpen-inputs", "facenet-pt", "3ddfa-v2",
+)  # fmt: skip
+_V4_GROUPS = {
+    "anime": "illustration",
+    "comic": "illustration",
+    "painting": "art",
+    "portrait": "face",
+    "photo": "photo",
+}
+#: (label, source, group) where a source's groups are kinds of their own.
+_GROUPS: dict[tuple[str, str, str], str] = {
+    ("real", "pacs", "cartoon"): "illustration",
+    ("real", "pacs", "sketch"): "art",
+    ("real", "pacs", "art_painting"): "art",
+    ("real", "people-art", "photo"): "photo",
+    **{("real", s, g): k for s in _V4_SOURCES for g, k in _V4_GROUPS.items()},
+}
+
+
+def category(label: str, source: str, group: str = "") -> str:
+    """The kind of a (label, source[, group]), "unknown" when the table lacks it."""
+    found = _GROUPS.get((label, source, group))
+    return found or _TABLE.get((label, source), "unknown")

@@ -27,11 +27,14 @@ SPLIT_FRACTIONS = {"train": 0.7225, "val": 0.1275, "test": 0.15}
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image. ``label`` indexes :data:`LABELS`."""
+    """One labelled image. ``label`` indexes :data:`LABELS`; ``group`` is the folder
+    below the source folder ("" when the file lies in the source folder itself): a
+    generator, or a kind of picture (train-v4's anime, portrait...)."""
 
     path: str
     label: int
     source: str
+    group: str = ""
 
     @property
     def is_ai(self) -> bool:
@@ -44,6 +47,8 @@ def find_samples(data_dirs: str | Path | Sequence[str | Path]) -> list[Sample]:
     The source of a sample is the ``source`` column of ``DIR/manifest.csv`` when there is
     one, else the first folder below its class folder ("-" when none). Sources are
     named by those names alone, so one source spread over two folders stays one source.
+    The group is the ``group`` column of the manifest, else the second folder below the
+    class folder ("" when none).
     """
     dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
     if not dirs:
@@ -65,19 +70,30 @@ def _find_in(given: Path) -> list[Sample]:
             if found.error or found.skip_reason or not claims_image(found.path):
                 continue
             rel = Path(found.path).relative_to(root)
-            source = manifest.get(rel.as_posix()) or (rel.parts[1] if len(rel.parts) > 2 else "-")
-            samples.append(Sample(found.path, label, source))
+            source, group = manifest.get(rel.as_posix(), ("", ""))
+            source = source or (rel.parts[1] if len(rel.parts) > 2 else "-")
+            group = group or (rel.parts[2] if len(rel.parts) > 3 else "")
+            samples.append(Sample(found.path, label, source, group))
     if not samples:
         raise UsageError(f"no images found under {root}/{{{','.join(LABELS)}}}")
     return samples
 
 
-def _manifest_sources(root: Path) -> dict[str, str]:
+def _manifest_sources(root: Path) -> dict[str, tuple[str, str]]:
+    """(source, group) of each file the manifest names with a source."""
     path = root / "manifest.csv"
     if not path.is_file():
         return {}
     with path.open(newline="", encoding="utf-8") as fh:
-        return {row["path"]: row["source"] for row in csv.DictReader(fh) if row.get("source")}
+        return {
+            row["path"]: (row["source"], _group(row.get("group")))
+            for row in csv.DictReader(fh)
+            if row.get("source")
+        }
+
+
+def _group(value: str | None) -> str:
+    return "" if value in (None, "-") else str(value)
 
 
 def stratified_split(

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -67,7 +68,12 @@ def feature_matrix(features: Features, name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """How a head is fitted (every field is a lever the protocol measures)."""
+    """How a head is fitted (every field is a lever the protocol measures).
+
+    ``views`` name views of the scored features cache; ``also`` names other caches of
+    the same images (another pixel regime, e.g. the files as they are beside their
+    canonical copies) whose "base" view adds training rows, never scores
+    (:func:`also_key`)."""
 
     head: str = "linear"
     features: str = "cls:11"
@@ -77,6 +83,7 @@ class HeadConfig:
     weight_decay: float = 0.05
     balance: str = "source"
     views: tuple[str, ...] = ("base",)
+    also: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -231,6 +238,33 @@ def left_out_mask(samples: Sequence[Sample], left_out: Iterable[str]) -> np.ndar
     )
 
 
+def also_key(cache: str) -> str:
+    """The key under which another cache's "base" view joins the views of a fit."""
+    return f"also:{cache}"
+
+
+def load_views(
+    cache: str | Path, samples: Sequence[Sample], config: HeadConfig
+) -> dict[str, Features]:
+    """The features a fit of ``config`` reads: the views it names from ``cache``, and the
+    "base" view of each cache in ``config.also``.
+
+    Raises:
+        UsageError: a sample has no features, or an ``also`` cache holds features of
+            another encoder graph (rows of two graphs would be mixed into one head).
+    """
+    from .features import features_precision, load_features
+
+    precision = features_precision(cache)
+    views = {v: load_features(Path(cache) / v, samples) for v in config.views}
+    for other in config.also:
+        held = features_precision(other)
+        if held != precision:
+            raise UsageError(f"{other} holds {held} features, {cache} {precision} ones")
+        views[also_key(other)] = load_features(Path(other) / "base", samples)
+    return views
+
+
 def training_rows(
     samples: Sequence[Sample],
     views: Mapping[str, Features],
@@ -244,7 +278,7 @@ def training_rows(
     w_all[idx] = sample_weights([samples[int(i)] for i in idx], config.balance)
     y_all = np.array([s.is_ai for s in samples])
     xs, ys, ws = [], [], []
-    for view in config.views:
+    for view in (*config.views, *map(also_key, config.also)):
         feats = views[view]
         keep = chosen & feats.ok
         xs.append(feature_matrix(feats, config.features)[keep])

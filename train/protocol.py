@@ -57,7 +57,7 @@ class Scored:
 
 
 #: Columns of a saved :class:`Scored` (:func:`save_scored`, :func:`load_scored`).
-SCORED_COLUMNS = ("path", "label", "source", "fold", "p_ai")
+SCORED_COLUMNS = ("path", "label", "source", "group", "fold", "p_ai")
 
 
 def save_scored(scored: Scored, path: str | Path) -> Path:
@@ -68,7 +68,7 @@ def save_scored(scored: Scored, path: str | Path) -> Path:
         out = csv.writer(fh)
         out.writerow(SCORED_COLUMNS)
         for s, f, p in zip(scored.samples, scored.fold, scored.p_ai, strict=True):
-            out.writerow([s.path, s.label, s.source, int(f), f"{p:.6f}"])
+            out.writerow([s.path, s.label, s.source, s.group, int(f), f"{p:.6f}"])
     return path
 
 
@@ -77,7 +77,7 @@ def load_scored(path: str | Path) -> Scored:
     with Path(path).open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return Scored(
-        [Sample(r["path"], int(r["label"]), r["source"]) for r in rows],
+        [Sample(r["path"], int(r["label"]), r["source"], r.get("group") or "") for r in rows],
         np.array([float(r["p_ai"]) for r in rows]),
         np.array([int(r["fold"]) for r in rows]),
     )
@@ -190,29 +190,91 @@ def threshold_at_fpr(is_ai: np.ndarray, p_ai: np.ndarray, fpr: float) -> float:
     return float(np.nextafter(real[allowed], np.inf))
 
 
-def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
-    """What a moderator sees at ``threshold``: the share of AI images caught, the share
-    of real images flagged, pooled and per category of image (:mod:`aiscan.train.categories`)."""
+def _kinds(samples: Sequence[Sample]) -> list[str]:
     from .categories import category
 
+    return [category(LABELS[s.label], s.source, s.group) for s in samples]
+
+
+def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
+    """What a moderator sees at ``threshold``: the share of AI images caught, the share
+    of real images flagged, pooled, per kind of image (:mod:`aiscan.train.categories`)
+    and per source."""
     ok = np.isfinite(scored.p_ai)
     is_ai, p = scored.is_ai[ok], scored.p_ai[ok]
     kept = [s for s, k in zip(scored.samples, ok, strict=True) if k]
     flagged = p >= threshold
-    cats: dict[str, dict[str, Any]] = {}
-    for label in LABELS:
-        for name in sorted({category(label, s.source) for s in kept if LABELS[s.label] == label}):
-            sel = np.array(
-                [LABELS[s.label] == label and category(label, s.source) == name for s in kept]
-            )
-            key = "caught" if label == "ai" else "flagged"
-            cats[f"{label}/{name}"] = {"n": int(sel.sum()), key: float(flagged[sel].mean())}
+    labels = np.array([LABELS[s.label] for s in kept])
+
+    def rates(keys: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for label in LABELS:
+            names = sorted({k for k, lab in zip(keys, labels, strict=True) if lab == label})
+            for name in names:
+                sel = (labels == label) & (np.array(keys) == name)
+                key = "caught" if label == "ai" else "flagged"
+                out[f"{label}/{name}"] = {"n": int(sel.sum()), key: float(flagged[sel].mean())}
+        return out
+
     return {
         "threshold": float(threshold),
         "tpr": float(flagged[is_ai].mean()),
         "fpr": float(flagged[~is_ai].mean()),
-        "by_category": cats,
+        "by_category": rates(_kinds(kept)),
+        "by_source": rates([s.source for s in kept]),
     }
+
+
+#: A real kind needs this many held-out images before the edge answers to it alone.
+MIN_KIND_IMAGES = 20
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The ``ai`` band's edge and why it sits there.
+
+    Attributes:
+        threshold: p_ai at or above which the verdict is "ai".
+        pooled: the edge the pooled promise alone gives.
+        binding: the real kind that raised it above ``pooled`` ("" when none did).
+        rule: the rule in words, for model cards and reports.
+    """
+
+    threshold: float
+    pooled: float
+    binding: str
+    rule: str
+
+
+def band_edge(scored: Scored, promise: float, worst_factor: float = 2.0) -> Edge:
+    """The ``ai`` edge from held-out scores: at most ``promise`` of the real images
+    flagged pooled, and at most ``worst_factor`` x ``promise`` of each real kind
+    (:data:`aiscan.train.categories.REAL_KINDS`, each with at least
+    :data:`MIN_KIND_IMAGES` images): the pooled edge raised until the worst kind keeps
+    the bound (a worst-group edge, not only a pooled one)."""
+    from .categories import REAL_KINDS
+
+    if not 0 < promise < 1 or worst_factor < 1:
+        raise UsageError(
+            f"promise must be within (0, 1), worst_factor >= 1: {promise}, {worst_factor}"
+        )
+    ok = np.isfinite(scored.p_ai)
+    is_ai, p = scored.is_ai[ok], scored.p_ai[ok]
+    kinds = np.array(_kinds([s for s, k in zip(scored.samples, ok, strict=True) if k]))
+    pooled = threshold_at_fpr(is_ai, p, promise)
+    edge, binding = pooled, ""
+    for kind in REAL_KINDS:
+        sel = ~is_ai & (kinds == kind)
+        if sel.sum() < MIN_KIND_IMAGES:
+            continue
+        t = threshold_at_fpr(np.zeros(int(sel.sum()), bool), p[sel], worst_factor * promise)
+        if t > edge:
+            edge, binding = t, kind
+    rule = (
+        f"ai: held-out FPR at most {promise:g} pooled and at most {worst_factor * promise:g} "
+        f"in every real kind of {MIN_KIND_IMAGES}+ images"
+    )
+    return Edge(float(edge), float(pooled), binding, rule)
 
 
 def aspect_is_square(samples: Sequence[Sample], tolerance: float = 0.01) -> np.ndarray:

@@ -109,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--weight-decay", type=float, default=0.05, help="mlp: AdamW decay")
     h.add_argument("--balance", default="source", choices=BALANCES)
     h.add_argument("--views", default="base", help="training views, comma-separated")
+    h.add_argument(
+        "--also-features",
+        action="append",
+        default=[],
+        metavar="CACHE",
+        help="another features cache of the same images (another pixel regime) whose base "
+        "view adds training rows, never scores (repeatable)",
+    )
+    h.add_argument(
+        "--promise",
+        type=float,
+        default=0.05,
+        help="the ai band's false-alarm promise: the edge is set on the held-out scores so "
+        "that the pooled FPR is at most this and no real kind's above twice it",
+    )
     h.add_argument("--groups", default="source", help="'source' (leave one out) or K folds")
     h.add_argument(
         "--score-only",
@@ -273,6 +288,7 @@ def head_config(args: argparse.Namespace) -> Any:
         weight_decay=args.weight_decay,
         balance=args.balance,
         views=parse_views(args.views),
+        also=tuple(str(Path(c).resolve()) for c in args.also_features),
     )
 
 
@@ -282,9 +298,10 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
     from .data import find_samples
-    from .features import features_precision, load_features
-    from .heads import left_out_mask, out_of_source
+    from .features import features_precision, features_preprocessing
+    from .heads import left_out_mask, load_views, out_of_source
     from .protocol import (
+        band_edge,
         operating_point,
         save_scored,
         summarize,
@@ -297,7 +314,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     samples = trained_on + scored_only
     trainable = np.arange(len(samples)) < len(trained_on)
     trainable &= left_out_mask(samples, args.score_only_source)
-    views = {v: load_features(Path(args.features) / v, samples) for v in config.views}
+    views = load_views(args.features, samples, config)
     scored = out_of_source(samples, views, config, args.groups, trainable)
     ok = np.isfinite(scored.p_ai)
     kept = dataclasses.replace(
@@ -311,6 +328,8 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     for fpr in (0.01, 0.05):
         t = threshold_at_fpr(kept.is_ai, kept.p_ai, fpr)
         points[f"fpr_{fpr:g}"] = operating_point(kept, t)
+    edge = band_edge(kept, args.promise)
+    points["edge"] = dict(operating_point(kept, edge.threshold), rule=edge.rule)
     report = {
         "config": dataclasses.asdict(config),
         "groups": args.groups,
@@ -319,6 +338,8 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "score_only_sources": sorted(set(args.score_only_source)),
         "features_cache": str(Path(args.features).resolve()),
         "features_precision": features_precision(Path(args.features)),
+        "features_preprocessing": features_preprocessing(Path(args.features)).to_json(),
+        "promise": args.promise,
         "undecodable": int((~ok).sum()),
         "summary": summary,
         "operating_points": points,
