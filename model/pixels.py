@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -256,6 +257,25 @@ def draft_request(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]
 
 #: The ``reducing_gap`` of the canonical shrink (Pillow's ``thumbnail`` default).
 CANONICAL_REDUCING_GAP = 2.0
+
+
+def canonical_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
+    """(width, height) of the canonical copy of an image of ``size``: the size Pillow's
+    ``thumbnail`` gives, aspect kept to the nearest pixel, never enlarged, at least 1.
+    For decoders that shrink without Pillow (DALI); ``size`` when there is no step."""
+    w, h = size
+    box = spec.canonical_size
+    if not spec.canonical or (w <= box and h <= box):
+        return size
+    aspect = w / h
+
+    def nearest(value: float, error: Callable[[int], float]) -> int:
+        lo, hi = math.floor(value), math.ceil(value)
+        return max(lo if error(lo) <= error(hi) else hi, 1)
+
+    if aspect <= 1:  # at most as wide as tall: the height is the box's
+        return nearest(box * aspect, lambda n: abs(aspect - n / box)), box
+    return box, nearest(box / aspect, lambda n: abs(aspect - box / n) if n else math.inf)
 
 
 def canonicalise(img: Image.Image, spec: Preprocessing) -> Image.Image:

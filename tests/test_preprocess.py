@@ -418,3 +418,17 @@ def test_the_canonical_step_drafts_big_jpegs_at_twice_its_size() -> None:
         return float(np.abs(drafted - load_pixels(data, spec, decode="full").pixels).mean())
 
     assert draft_gap(clip.CANONICAL_PREPROCESSING) < 1.5 * draft_gap(clip.PREPROCESSING) + 0.5
+
+
+@pytest.mark.parametrize(
+    "size", [(3000, 2000), (2000, 3000), (257, 256), (256, 257), (1000, 3), (3, 1000), (300, 299)]
+)
+def test_canonical_size_is_the_size_pillows_thumbnail_gives(size: tuple[int, int]) -> None:
+    """DALI shrinks to this size; the CPU path's thumbnail must agree to the pixel."""
+    from aiscan.model.pixels import canonical_size
+
+    img = Image.new("1", size)
+    img.thumbnail((256, 256))
+    assert canonical_size(size, clip.CANONICAL_PREPROCESSING) == img.size
+    assert canonical_size((200, 100), clip.CANONICAL_PREPROCESSING) == (200, 100)  # never up
+    assert canonical_size(size, clip.PREPROCESSING) == size  # no step: as it is

@@ -12,6 +12,12 @@ the CPU path. When a DALI batch still fails, the pipeline is rebuilt and that ba
 files are decoded one by one on the CPU path, so the bad file gets its error row and the
 others their verdicts.
 
+A definition with a canonical step (``Preprocessing.canonical_size``) gets it on DALI
+too: a Lanczos shrink to the size Pillow's thumbnail gives, then DALI's
+``jpeg_compression_distortion`` at the definition's quality (JPEG encode and decode in
+one operator, CPU and GPU backends); not libjpeg's bits, so it is held to the CPU path
+by a stated bound (``tests/test_dali.py``).
+
 Parity with the reference preprocessing: DALI's antialiased linear resize against
 Pillow's bilinear filter, both from a full decode, differs by about 0.1/255 on average
 (``tests/test_dali.py`` states the bound). DALI decodes every pixel whatever the model's
@@ -28,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.model.pixels import DecodeLimits, centre_region, check_limits, open_image, oriented_size
+from aiscan.model.pixels import (
+    DecodeLimits,
+    canonical_size,
+    centre_region,
+    check_limits,
+    open_image,
+    oriented_size,
+)
 from aiscan.model.preprocessing import Preprocessing
 
 from .decode import Batch, CpuDecoder, Item
@@ -69,6 +82,14 @@ def _pipeline(spec: Preprocessing, device: str, **pipe_args: Any) -> Any:
         images = fn.decoders.image(
             encoded, device=device, output_type=types.RGB, adjust_orientation=True
         )
+        if spec.canonical:
+            # The canonical copy: shrunk to the size Pillow's thumbnail gives (computed per
+            # file, fed in), Lanczos, then JPEG artefacts at the definition's quality.
+            canon = fn.external_source(name="canon_size", dtype=types.FLOAT, ndim=1)
+            images = fn.resize(
+                images, size=canon, interp_type=types.INTERP_LANCZOS3, antialias=True
+            )
+            images = fn.jpeg_compression_distortion(images, quality=spec.canonical_quality)
         images = fn.resize(
             images,
             size=[h, w],
@@ -169,13 +190,19 @@ class DaliDecoder:
 
     def _roi(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
         """The resize region of ``item`` (size after EXIF orientation, from the probe),
-        relative to the image, in DALI's (y, x) order: the CPU path's region exactly."""
-        w, h = item.width or 1, item.height or 1
+        relative to the image, in DALI's (y, x) order: the CPU path's region exactly
+        (of the canonical copy, where the definition has that step)."""
+        w, h = canonical_size((item.width or 1, item.height or 1), self.spec)
         left, top, right, bottom = centre_region((w, h), self.spec)
         return (
             np.array([top / h, left / w], np.float32),
             np.array([bottom / h, right / w], np.float32),
         )
+
+    def _canon(self, item: Item) -> np.ndarray:
+        """The canonical copy's (height, width) for ``item``, in DALI's order."""
+        w, h = canonical_size((item.width or 1, item.height or 1), self.spec)
+        return np.array([h, w], np.float32)
 
     def __call__(self, items: list[Item]) -> Batch:
         batch = Batch(items)
@@ -191,6 +218,8 @@ class DaliDecoder:
                 starts, ends = zip(*(self._roi(it) for it in todo), strict=True)
                 self._pipe.feed_input("roi_start", list(starts))
                 self._pipe.feed_input("roi_end", list(ends))
+                if self.spec.canonical:
+                    self._pipe.feed_input("canon_size", [self._canon(it) for it in todo])
                 (out,) = self._pipe.run()
                 if self.on_gpu:
                     # Stays on the GPU: the classifier binds its memory (IO binding).
