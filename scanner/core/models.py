@@ -43,14 +43,12 @@ def encoder_precision(encoder: dict[str, object]) -> str:
     return str(encoder.get("precision", "int8"))
 
 
-def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """The ONNX file to run: a shipped model by name ("default" when None, "fast"), or the
-    path given; a head model (one that names an encoder) is first joined to its encoder
-    (:func:`aiscan.model.clip_graph.assembled_model`, cached; the encoder is fetched once).
+def model_file(model: str | os.PathLike[str] | None) -> Path:
+    """The file a ``--model`` value names: a shipped model by name ("default" when None,
+    "fast"), or the path given.
 
     Raises:
         ConfigError: no such file, or this build ships no such model.
-        EncoderUnavailableError: the encoder is needed and cannot be fetched.
     """
     text = "default" if model is None else os.fspath(model)
     if text in SHIPPED_MODELS:
@@ -60,34 +58,49 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
                 f"this aiscan build ships no {text!r} model: pass --model PATH to an ONNX "
                 "model made by aiscan-export"
             )
-    else:
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError(
-                f"--model {path}: no such file (shipped models: {', '.join(SHIPPED_MODELS)})"
-            )
-    return _whole_model(path)
+        return path
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(
+            f"--model {path}: no such file (shipped models: {', '.join(SHIPPED_MODELS)})"
+        )
+    return path
 
 
-def _whole_model(path: Path) -> Path:
-    from aiscan.model.clip_graph import GraphError, assembled_model, head_encoder
+def needs_encoder(path: Path) -> bool:
+    """True when ``path`` is a head model, whose encoder must be in aiscan's cache."""
+    from aiscan.model.clip_graph import head_encoder
     from aiscan.model.meta import ModelError, read_info
 
     if path.stat().st_size > 64 * 2**20:
-        return path  # heads are small; a big file is a whole model (no full read here)
+        return False  # heads are small; a big file is a whole model (no full read here)
     try:
-        info = read_info(path)
+        return head_encoder(read_info(path).extra) is not None
     except (ModelError, OSError):
-        return path  # the classifier says what is wrong with it, in its own words
-    encoder = head_encoder(info.extra)
-    if encoder is None:
+        return False  # the classifier says what is wrong with it, in its own words
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
+    """The ONNX file to run: :func:`model_file`, where a head model (one that names an
+    encoder) is first joined to its encoder (:func:`aiscan.model.clip_graph.assembled_model`,
+    built once in aiscan's cache). Never touches the network: an encoder that is not in
+    the cache is an :class:`EncoderUnavailableError` saying how to fetch it (the layers
+    above fetch it first where they may: :mod:`aiscan.scanner.run.fetch`).
+
+    Raises:
+        ConfigError: no such file, this build ships no such model, or a head that does not
+            fit the encoder.
+        EncoderUnavailableError: the head's encoder is not in the cache.
+        CacheError: the cache cannot be written.
+    """
+    path = model_file(model)
+    if not needs_encoder(path):
         return path
+    from aiscan.model.clip_graph import GraphError, assembled_model, head_encoder
+    from aiscan.model.meta import read_info
+
+    encoder = head_encoder(read_info(path).extra) or {}
     try:
-        return assembled_model(path, encoder_precision(encoder))
+        return assembled_model(path, encoder_precision(encoder), fetch=False)
     except GraphError as exc:
         raise ConfigError(f"--model {path}: {exc}") from exc
-    except OSError as exc:  # the cache's disk or folder: not the scan's output
-        raise ConfigError(
-            f"--model {path}: cannot build the whole model in aiscan's cache ({exc}); "
-            "free space there or set AISCAN_CACHE to another folder"
-        ) from exc

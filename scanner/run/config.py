@@ -23,6 +23,7 @@ from ..core.infer import DEVICES, default_threads
 from ..engines.spec import DecodeSpec
 from ..output.formats import resolve_format
 from ..output.sidecars import sidecars
+from .fetch import fetch_encoder, offline_by_environment
 
 DECODERS = ("auto", "cpu", "dali")
 EVIDENCE_POLICIES = ("report", "override")
@@ -95,6 +96,9 @@ class DetectorConfig:
         evidence_policy: "report" (evidence columns only) or "override" (declared-AI
             evidence sets the verdict to "ai"; p_ai stays the model's).
         prefetch: batches decoded ahead of inference.
+        fetch: fetch a head model's encoder into aiscan's cache when it is not there
+            (the only network use of a scan); False, or ``AISCAN_OFFLINE=1``: never, and
+            a missing encoder is one line saying how to fetch it.
     """
 
     model: Path | str | None = "default"
@@ -114,6 +118,7 @@ class DetectorConfig:
     evidence: bool = True
     evidence_policy: str = "report"
     prefetch: int = 2
+    fetch: bool = True
 
     def __post_init__(self) -> None:
         _choice("device", self.device, DEVICES)
@@ -183,9 +188,14 @@ class DetectorConfig:
     def open_model(self) -> OpenModel:
         """The model, opened once (session, threshold, band, batch size).
 
+        A head model's encoder is fetched first when it is not in the cache, unless
+        ``fetch`` is False or ``AISCAN_OFFLINE`` is set (then its absence is one line).
+
         Raises:
-            ConfigError, ModelError, DeviceError, EncoderUnavailableError.
+            ConfigError, ModelError, DeviceError, EncoderUnavailableError, CacheError.
         """
+        if self.fetch and not offline_by_environment():
+            fetch_encoder(self.model)
         return OpenModel.open(
             self.model,
             self.device,
