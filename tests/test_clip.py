@@ -760,3 +760,31 @@ def test_an_exported_head_carries_its_caches_pixel_regime(tmp_path: Path) -> Non
     bands = info.extra["bands"]
     assert bands["promise"] == 0.2 and bands["pooled_edge"] <= info.threshold
     assert "every real kind" in bands["rule"]
+
+
+def test_the_heads_report_checks_the_edge_on_sources_it_was_not_set_on(tmp_path: Path) -> None:
+    """--score-only: the report's transfer section sets the edge on the trained-on
+    sources' held-out scores alone and reports what it does on the scored-only ones."""
+    import json
+
+    from aiscan.train.data import find_samples
+    from aiscan.train.features import Encoder, claim_precision, extract
+    from aiscan.train.protocol_cli import main as protocol_main
+
+    data, extra = tmp_path / "data", tmp_path / "extra"
+    _labelled_tree(data)
+    _labelled_tree(extra)
+    cache = tmp_path / "cache"
+    claim_precision(cache, "int8rr")
+    encoder = Encoder(_pixels_encoder(tmp_path / "enc.onnx"), threads=1)
+    samples = find_samples([data, extra])
+    extract(samples, encoder, clip.PREPROCESSING, cache, "base", log=lambda _: None)
+    report = tmp_path / "r.json"
+    argv = ["heads", str(data), "--score-only", str(extra), "--features", str(cache)]
+    assert protocol_main([*argv, "--on", "embeds", "--c", "1", "--out", str(report)]) == 0
+    transfer = json.loads(report.read_text())["transfer"]
+    n_extra = len(find_samples(extra)) - 1  # the broken file has no score
+    assert transfer["scored_only"]["by_category"]  # kinds of the new sources, at the edge
+    counted = sum(v["n"] for v in transfer["scored_only"]["by_source"].values())
+    assert counted == n_extra
+    assert 0 <= transfer["edge"] <= 1 and transfer["trained_on"]["fpr"] <= 0.05

@@ -330,6 +330,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         points[f"fpr_{fpr:g}"] = operating_point(kept, t)
     edge = band_edge(kept, args.promise)
     points["edge"] = dict(operating_point(kept, edge.threshold), rule=edge.rule)
+    transfer = _transfer(kept, set(map(id, scored_only)), args.promise) if scored_only else None
     report = {
         "config": dataclasses.asdict(config),
         "groups": args.groups,
@@ -344,6 +345,8 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "summary": summary,
         "operating_points": points,
     }
+    if transfer is not None:
+        report["transfer"] = transfer
     save_scored(kept, Path(args.out).with_suffix(".scores.csv"))
     console.print(
         f"{config.head} on {config.features}, views {'+'.join(config.views)}, held out by "
@@ -352,13 +355,41 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         f"({summary['worst_source']}), TPR@1% {summary['tpr_at_fpr_1pct']:.3f}, "
         f"TPR@5% {summary['tpr_at_fpr_5pct']:.3f}"
     )
-    for key, pt in points.items():
+    shown = dict(points)
+    if transfer is not None:
+        shown["edge of the trained-on sources, on the scored-only ones"] = transfer["scored_only"]
+    for key, pt in shown.items():
         flagged = {k: v["flagged"] for k, v in pt["by_category"].items() if "flagged" in v}
         console.print(
             f"{key}: threshold {pt['threshold']:.4f}, TPR {pt['tpr']:.3f}, FPR {pt['fpr']:.3f}; "
             + ", ".join(f"{k} {v:.2f}" for k, v in flagged.items())
         )
     return report
+
+
+def _transfer(kept: Any, scored_only: set[int], promise: float) -> dict[str, Any]:
+    """Does a band promise transfer to sources it was not set on? The edge from the
+    held-out scores of the trained-on sources alone, and what it does on the sources that
+    were only scored (new kinds, new generators: what a hidden test set measures)."""
+    import numpy as np
+
+    from .protocol import Scored, band_edge, operating_point
+
+    only = np.array([id(s) in scored_only for s in kept.samples])
+
+    def part(mask: np.ndarray) -> Scored:
+        picked = [s for s, k in zip(kept.samples, mask, strict=True) if k]
+        return Scored(picked, kept.p_ai[mask], kept.fold[mask])
+
+    trained, other = part(~only), part(only)
+    edge = band_edge(trained, promise)
+    return {
+        "edge": edge.threshold,
+        "rule": edge.rule,
+        "raised_by": edge.binding,
+        "trained_on": operating_point(trained, edge.threshold),
+        "scored_only": operating_point(other, edge.threshold),
+    }
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
