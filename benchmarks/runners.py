@@ -347,7 +347,18 @@ def write_only(rows_per_file: int = 1) -> Callable[[Sequence[Path]], None]:
     def run(files: Sequence[Path]) -> None:
         writer = VerdictWriter(out_dir / "w.csv", overwrite=True)
         rows = [
-            Row(str(f), "ok", 0.5, "ai", "", "JPEG", 1024, 768, 250000, "", "m@0")
+            Row(
+                path=str(f),
+                status="ok",
+                p_ai=0.5,
+                verdict="ai",
+                format="JPEG",
+                width=1024,
+                height=768,
+                bytes=250000,
+                model="m@0",
+                band="ai>=0.5 real<0.5 evidence=report",
+            )
             for f in files
             for _ in range(rows_per_file)
         ]

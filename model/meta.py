@@ -33,6 +33,27 @@ OUTPUTS = ("logits", "probabilities")
 VERDICTS = ("ai", "uncertain", "real")
 
 
+#: Decimal places of a band edge: every edge is used, recorded and compared rounded to
+#: these, so that an edge read back from a summary or typed from one is the same edge.
+EDGE_DECIMALS = 6
+
+
+def canonical_edge(edge: float) -> float:
+    """``edge`` in the one form aiscan uses, records and compares (:data:`EDGE_DECIMALS`
+    places: ``0.8157630000000001`` is ``0.815763``)."""
+    return round(float(edge), EDGE_DECIMALS) + 0.0  # + 0.0: never -0.0
+
+
+def band_label(threshold: float, real_below: float | None, evidence_policy: str) -> str:
+    """What judged a row, beside its model: the ``ai`` edge, the ``real`` edge (the
+    ``ai`` edge when there is no band) and the evidence policy, in canonical form, e.g.
+    ``ai>=0.815763 real<0.0798 evidence=report``. Rows whose labels differ were judged
+    differently and are never combined silently."""
+    ai = canonical_edge(threshold)
+    real = ai if real_below is None else min(canonical_edge(real_below), ai)
+    return f"ai>={ai:g} real<{real:g} evidence={evidence_policy}"
+
+
 def verdict(p: float, threshold: float, real_below: float | None = None) -> str:
     """ "ai" at or above ``threshold``; "real" below ``real_below`` (default: the
     threshold, so no band); "uncertain" between."""

@@ -608,25 +608,44 @@ def test_a_band_edge_above_the_threshold_is_a_config_error(tmp_path: Path) -> No
 
 
 def test_state_rejudges_rows_when_the_band_changes(tmp_path: Path) -> None:
+    """A stored verdict stands for the judge it records (model, edges, evidence policy);
+    a night with another band re-judges it, and a row that records another judge than
+    the night that stored it (a crashed night's journal) is never taken for that night's."""
+    from aiscan.model.meta import band_label
     from aiscan.scanner.core.discovery import Found
     from aiscan.scanner.core.rows import Row
     from aiscan.scanner.nightly.state import ScanState
 
     img = tmp_path / "a.png"
     photo(40, 30).save(img)
-    row = Row(str(img), "ok", 0.5, "uncertain", "", "PNG", 40, 30, img.stat().st_size, "",
-              "m", "", "", "")  # fmt: skip
-    db = tmp_path / "s.db"
-    state = ScanState(db, "sha", 0.8, real_below=0.2)
-    state.begin([str(tmp_path)])
-    state.record([row])
+
+    def row(band: str) -> Row:
+        size = img.stat().st_size
+        return Row(path=str(img), status="ok", p_ai=0.5, verdict="uncertain", format="PNG",
+                   width=40, height=30, bytes=size, model="m@1", band=band)  # fmt: skip
+
+    def night(below: float | None) -> ScanState:
+        judge = ("m@1", band_label(0.8, below, "report"))
+        state = ScanState(tmp_path / "s.db", "sha", 0.8, real_below=below, judge=judge)
+        state.begin([str(tmp_path)])
+        return state
+
+    state = night(0.2)
+    state.record([row(band_label(0.8, 0.2, "report"))])
     state.finish((0, 1))
     state.close()
     for below, expected in ((0.2, False), (0.3, True), (None, True)):
-        state = ScanState(db, "sha", 0.8, real_below=below)
-        state.begin([str(tmp_path)])
+        state = night(below)
         assert state.needs_scan(Found(str(img))) is expected, below
         state.close()
+    state = night(0.3)  # a journal row judged at 0.2, recorded by a night at 0.3
+    state.record([row(band_label(0.8, 0.2, "report"))])
+    state.finish((0, 1))
+    state.close()
+    state = night(0.3)
+    assert state.needs_scan(Found(str(img))) is True  # not taken for the 0.3 night's
+    assert state.known_p_ai("") is None
+    state.close()
 
 
 def test_left_out_sources_by_name_or_by_class() -> None:

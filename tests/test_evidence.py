@@ -345,6 +345,18 @@ def test_a_png_of_hostile_metadata_gives_short_evidence_quickly(tmp_path: Path) 
     assert len(found.generator) < 200 and len(found.detail) < 2000
     from aiscan.scanner.core.rows import Row
 
-    row = Row(str(path), "error", None, "", "x" * 300_000, "PNG", 8, 8, 1, "", "m")
+    row = Row(
+        path=str(path),
+        status="error",
+        p_ai=None,
+        verdict="",
+        error="x" * 300_000,
+        format="PNG",
+        width=8,
+        height=8,
+        bytes=1,
+        sha256="",
+        model="m",
+    )
     assert len(record_of(row)["error"]) == TEXT_CELL_MAX
     assert record_of(row)["error"].endswith("[cut: 300000 characters]")

@@ -16,7 +16,19 @@ from tests.conftest import jpeg_bytes, photo
 
 def _rows(n: int, start: int = 0) -> list[Row]:
     return [
-        Row(f"/p/{i}.jpg", "ok", 0.25, "real", "", "JPEG", 10, 20, 300, "", "m@1")
+        Row(
+            path=f"/p/{i}.jpg",
+            status="ok",
+            p_ai=0.25,
+            verdict="real",
+            error="",
+            format="JPEG",
+            width=10,
+            height=20,
+            bytes=300,
+            sha256="",
+            model="m@1",
+        )
         for i in range(start, start + n)
     ]
 
@@ -37,6 +49,7 @@ def test_csv_header_is_stable() -> None:
         "evidence",
         "evidence_detail",
         "generator_hint",
+        "band",
         "path_escaped",
     )
 
@@ -50,7 +63,17 @@ def test_write_finish_read_round_trip(tmp_path: Path, fmt: str) -> None:
     rows = [
         *_rows(3),
         Row(
-            '/p/bad,\n"name".jpg', "error", None, "", "truncated", "JPEG", None, None, 0, "", "m@1"
+            path='/p/bad,\n"name".jpg',
+            status="error",
+            p_ai=None,
+            verdict="",
+            error="truncated",
+            format="JPEG",
+            width=None,
+            height=None,
+            bytes=0,
+            sha256="",
+            model="m@1",
         ),
     ]
     w.write(rows)
@@ -101,7 +124,23 @@ def test_non_utf8_file_names_survive(tmp_path: Path) -> None:
     name = b"/p/caf\xe9.jpg".decode("utf-8", "surrogateescape")  # as os.scandir gives it
     out = tmp_path / "v.csv"
     w = VerdictWriter(out)
-    w.write([Row(name, "ok", 0.5, "ai", "", "JPEG", 1, 1, 1, "", "m")])
+    w.write(
+        [
+            Row(
+                path=name,
+                status="ok",
+                p_ai=0.5,
+                verdict="ai",
+                error="",
+                format="JPEG",
+                width=1,
+                height=1,
+                bytes=1,
+                sha256="",
+                model="m",
+            )
+        ]
+    )
     w.close()
     assert VerdictWriter(out, resume=True).recovered.paths == {name}
 
@@ -253,8 +292,32 @@ def test_every_store_takes_its_columns_from_the_row_schema(tmp_path: Path) -> No
 
     assert [c.name for c in ROW_SCHEMA] == list(ROW_FIELDS)
     rows = [
-        Row("/x/a.jpg", "ok", 0.25, "real", "", "JPEG", 4, 3, 100, "ab" * 32, "m@1"),
-        Row("/x/b.png", "error", None, "", "truncated", "PNG", None, None, None, "", "m@1"),
+        Row(
+            path="/x/a.jpg",
+            status="ok",
+            p_ai=0.25,
+            verdict="real",
+            error="",
+            format="JPEG",
+            width=4,
+            height=3,
+            bytes=100,
+            sha256="ab" * 32,
+            model="m@1",
+        ),
+        Row(
+            path="/x/b.png",
+            status="error",
+            p_ai=None,
+            verdict="",
+            error="truncated",
+            format="PNG",
+            width=None,
+            height=None,
+            bytes=None,
+            sha256="",
+            model="m@1",
+        ),
     ]
     out = tmp_path / "v.parquet"
     writer = VerdictWriter(out, "parquet")
@@ -286,7 +349,7 @@ def _csv_rows(path: Path, rows: list[list[str]]) -> None:
 
 def _good(path: str = "/x/a.jpg") -> list[str]:
     head = [path, "ok", "0.250000", "real", "", "JPEG", "4", "3", "100", "", "m@1"]
-    return [*head, "none", "", "", "false"]
+    return [*head, "none", "", "", "ai>=0.5 real<0.5 evidence=report", "false"]
 
 
 @pytest.mark.parametrize(
@@ -378,8 +441,35 @@ def test_the_largest_row_the_writer_writes_reads_back_everywhere(tmp_path: Path,
     name = "/x/" + "\udcff" * 1000 + "a" * 3000  # 4,004 bytes as the file system has it
     huge = "e" * 300_000
     rows = [
-        Row(name, "error", None, "", huge, "PNG", None, None, None, "", "m@1", "none", huge, huge),
-        Row("/x/b.jpg", "ok", 0.5, "ai", "", "JPEG", 1, 1, 1, "", "m@1"),
+        Row(
+            path=name,
+            status="error",
+            p_ai=None,
+            verdict="",
+            error=huge,
+            format="PNG",
+            width=None,
+            height=None,
+            bytes=None,
+            sha256="",
+            model="m@1",
+            evidence="none",
+            evidence_detail=huge,
+            generator_hint=huge,
+        ),
+        Row(
+            path="/x/b.jpg",
+            status="ok",
+            p_ai=0.5,
+            verdict="ai",
+            error="",
+            format="JPEG",
+            width=1,
+            height=1,
+            bytes=1,
+            sha256="",
+            model="m@1",
+        ),
     ]
     out = tmp_path / f"v.{fmt}"
     writer = VerdictWriter(out, fmt)

@@ -215,12 +215,52 @@ def test_drift_against_the_previous_night() -> None:
 
     def night(ai: int, real: int, errors: int = 0) -> state_mod.NightFigures:
         f = state_mod.NightFigures()
-        rows = [Row(f"/a{i}", "ok", 0.9, "ai", "", "JPEG", 1, 1, 1, "", "m") for i in range(ai)]
-        rows += [
-            Row(f"/r{i}", "ok", 0.1, "real", "", "JPEG", 1, 1, 1, "", "m") for i in range(real)
+        rows = [
+            Row(
+                path=f"/a{i}",
+                status="ok",
+                p_ai=0.9,
+                verdict="ai",
+                error="",
+                format="JPEG",
+                width=1,
+                height=1,
+                bytes=1,
+                sha256="",
+                model="m",
+            )
+            for i in range(ai)
         ]
         rows += [
-            Row(f"/e{i}", "error", None, "", "bad", "", None, None, 1, "", "m")
+            Row(
+                path=f"/r{i}",
+                status="ok",
+                p_ai=0.1,
+                verdict="real",
+                error="",
+                format="JPEG",
+                width=1,
+                height=1,
+                bytes=1,
+                sha256="",
+                model="m",
+            )
+            for i in range(real)
+        ]
+        rows += [
+            Row(
+                path=f"/e{i}",
+                status="error",
+                p_ai=None,
+                verdict="",
+                error="bad",
+                format="",
+                width=None,
+                height=None,
+                bytes=1,
+                sha256="",
+                model="m",
+            )
             for i in range(errors)
         ]
         f.add(rows)

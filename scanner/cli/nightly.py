@@ -76,6 +76,12 @@ def merge_main(argv: Sequence[str]) -> int:
     _output_options(p)
     p.add_argument("--tree", nargs="+", metavar="PATH", help="the paths the shards scanned")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--mix-models",
+        action="store_true",
+        help="merge parts whose rows were judged by different models, edges or evidence "
+        "policies (refused without it)",
+    )
     args = p.parse_args(argv)
     err = Console(stderr=True)
     from ..nightly.shards import merge
@@ -83,7 +89,12 @@ def merge_main(argv: Sequence[str]) -> int:
     try:
         fmt = resolve_format(args.out, args.fmt)
         report = merge(
-            args.parts, args.out, fmt=fmt, tree=args.tree or (), overwrite=args.overwrite
+            args.parts,
+            args.out,
+            fmt=fmt,
+            tree=args.tree or (),
+            overwrite=args.overwrite,
+            mix_models=args.mix_models,
         )
     except AiscanError as exc:
         return error_line("aiscan", exc, exc.exit_status)

@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aiscan.model.meta import ModelInfo, band_label, canonical_edge
 from aiscan.model.meta import verdict as verdict_of
 from aiscan.model.pixels import normalize_batch
 from aiscan.model.preprocessing import Preprocessing
 
 from .decode import Batch, Item
+from .errors import ConfigError
 from .infer import Classifier, default_batch_size, default_threads
 from .models import resolve_model
-from .rows import Row
+from .rows import Row, as_verdict
 
 
 class RowMaker:
@@ -36,10 +38,13 @@ class RowMaker:
         real_below: float | None = None,
     ) -> None:
         self.model = model
-        self.threshold = threshold
-        self.real_below = threshold if real_below is None else min(real_below, threshold)
+        self.threshold = canonical_edge(threshold)
+        below = self.threshold if real_below is None else canonical_edge(real_below)
+        self.real_below = min(below, self.threshold)
         self.evidence_policy = evidence_policy
         self.override = evidence_policy == "override"
+        #: what judged the rows, beside the model (:func:`aiscan.model.meta.band_label`)
+        self.band = band_label(self.threshold, self.real_below, evidence_policy)
 
     def __call__(self, item: Item, p_ai: float | None = None, error: str = "") -> Row:
         status, err = item.status, item.error
@@ -50,21 +55,47 @@ class RowMaker:
         if verdict and self.override and item.evidence.kind == "ai-declared":
             verdict = "ai"
         return Row(
-            item.path,
-            status,
-            p_ai if status == "ok" else None,
-            verdict,
-            err,
-            item.format,
-            item.width,
-            item.height,
-            item.bytes,
-            item.sha256,
-            self.model,
-            item.evidence.kind,
-            item.evidence.detail,
-            item.evidence.generator,
+            path=item.path,
+            status=status,
+            p_ai=p_ai if status == "ok" else None,
+            verdict=as_verdict(verdict),
+            error=err,
+            format=item.format,
+            width=item.width,
+            height=item.height,
+            bytes=item.bytes,
+            sha256=item.sha256,
+            model=self.model,
+            band=self.band if verdict else "",
+            evidence=item.evidence.kind,
+            evidence_detail=item.evidence.detail,
+            generator_hint=item.evidence.generator,
         )
+
+
+def verdict_band(
+    info: ModelInfo, threshold: float | None, real_below: float | None
+) -> tuple[float, float]:
+    """The (``ai`` edge, ``real`` edge) a scan judges with, as a whole, in canonical form
+    (:func:`aiscan.model.meta.canonical_edge`): each edge given, else the model's own
+    (no ``real`` edge: the ``ai`` edge, two verdicts).
+
+    Raises:
+        ConfigError: the ``real`` edge lies above the ``ai`` edge, whichever of the two
+            came from the options and which from the model (the uncertain band would
+            silently vanish).
+    """
+    above = canonical_edge(info.threshold if threshold is None else threshold)
+    below_raw = info.real_below if real_below is None else real_below
+    below = above if below_raw is None else canonical_edge(below_raw)
+    if below > above:
+        where_ai = "--threshold" if threshold is not None else "the model's ai edge"
+        where_real = "--real-below" if real_below is not None else "the model's real edge"
+        raise ConfigError(
+            f"{where_real} {below:g} is above {where_ai} {above:g}: the uncertain band would "
+            "vanish; give both edges, the real one at or below the ai one"
+        )
+    return above, below
 
 
 def _host_tensor(items: list[Item], spec: Preprocessing) -> np.ndarray:
@@ -148,10 +179,7 @@ class OpenModel:
             ConfigError, ModelError, DeviceError, EncoderUnavailableError.
         """
         classifier = Classifier(resolve_model(model), device, threads=threads or default_threads())
-        info = classifier.info
-        above = info.threshold if threshold is None else threshold
-        below = info.real_below if real_below is None else real_below
-        band = above if below is None else min(below, above)
+        above, band = verdict_band(classifier.info, threshold, real_below)
         size = batch_size or default_batch_size(classifier.report.providers[0])
         rows = RowMaker(classifier.model_label, above, evidence_policy, band)
         return cls(classifier, above, band, size, rows)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiscan.model.errors import AiscanError
+from aiscan.model.meta import band_label
 
 from ..core.discovery import discover
-from ..core.rows import Row
+from ..core.rows import Judge, Row, judge_difference
 from ..output.formats import chunked, iter_rows
 from ..output.sidecars import sidecars
 from ..output.writer import VerdictWriter
@@ -59,11 +60,19 @@ def merge(
     fmt: str = "csv",
     tree: Sequence[str] = (),
     overwrite: bool = False,
+    mix_models: bool = False,
 ) -> MergeReport:
-    """Write every part's rows to ``out`` (first row of a path wins) and report."""
+    """Write every part's rows to ``out`` (first row of a path wins) and report.
+
+    Raises:
+        MergeError: the parts are not shards of one run, or their rows were judged by
+            different models, edges or evidence policies (unless ``mix_models``).
+    """
     if not parts:
         raise MergeError("give the outputs of the shard runs to merge")
     shards = [_shard_of(p) for p in parts]
+    if not mix_models:
+        _one_judge(parts)
     counts = {n for _, n in shards}
     if len(counts) != 1:
         raise MergeError(f"the parts come from different shard counts: {sorted(counts)}")
@@ -87,6 +96,36 @@ def merge(
         report.missing = sorted(expected - seen)
         report.unexpected = sorted(seen - expected)
     return report
+
+
+def _one_judge(parts: Sequence[Path]) -> None:
+    """Refuse parts whose rows were judged otherwise (model, edges, evidence policy): one
+    line naming the first two judges and what differs between them. Rows from before
+    rows recorded their band take their part's summary's."""
+    first: tuple[Judge, Path] | None = None
+    for part in parts:
+        legacy = _summary_band(part)
+        for row in iter_rows(part):
+            if row.status != "ok":
+                continue
+            judge = (row.model, row.band or legacy)
+            if first is None:
+                first = (judge, part)
+            elif judge != first[0]:
+                raise MergeError(
+                    f"{first[1]} and {part} hold rows judged otherwise "
+                    f"({judge_difference(first[0], judge)}): merge outputs of one model and "
+                    "band, or pass --mix-models to keep both"
+                )
+
+
+def _summary_band(part: Path) -> str:
+    try:
+        summary = json.loads(sidecars(part).summary.read_text(encoding="utf-8"))
+        policy = str(summary.get("config", {}).get("evidence_policy", "report"))
+        return band_label(float(summary["threshold"]), float(summary["real_below"]), policy)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def _rows(parts: Sequence[Path], seen: set[str], report: MergeReport) -> Iterator[Row]:

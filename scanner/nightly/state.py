@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,19 +31,39 @@ from ..core.discovery import Found, in_shard
 from ..core.rows import ROW_FIELDS, ROW_SCHEMA, Row
 from ..output.lock import OutputLock
 
+
+def _row_columns(added: bool) -> str:
+    """DDL of the files table's row columns, from the row schema table
+    (:data:`~aiscan.scanner.core.rows.ROW_SCHEMA`): the path is the key, the columns a
+    row cannot lack (no default) are NOT NULL. ``added``: the columns added to rows after
+    the first schema (each comes with a migration of its own, below)."""
+    out = []
+    for c in ROW_SCHEMA:
+        if c.added != added:
+            continue
+        key = " PRIMARY KEY" if c.name == "path" else ""
+        required = " NOT NULL" if c.default is MISSING and c.name != "path" else ""
+        out.append(f"{c.name} {c.sqlite}{key}{required}")
+    return ", ".join(out)
+
+
+def _add_column(name: str) -> str:
+    """The migration that adds row column ``name`` (its type from the schema table)."""
+    (col,) = [c for c in ROW_SCHEMA if c.name == name]
+    return f"ALTER TABLE files ADD COLUMN {col.name} {col.sqlite};"
+
+
 #: Each migration takes the schema one version up; the index is the version it leaves.
 MIGRATIONS: list[str] = [
-    """
+    f"""
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT,
         model_sha256 TEXT NOT NULL, threshold REAL NOT NULL, roots TEXT NOT NULL
     );
     CREATE TABLE files (
-        path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
-        status TEXT NOT NULL, p_ai REAL, verdict TEXT, error TEXT, format TEXT,
-        width INTEGER, height INTEGER, bytes INTEGER, model TEXT,
-        evidence TEXT, evidence_detail TEXT, generator_hint TEXT,
+        {_row_columns(added=False)},
+        size INTEGER, mtime_ns INTEGER,
         model_sha256 TEXT NOT NULL, threshold REAL NOT NULL, scanned_run INTEGER NOT NULL,
         seen_run INTEGER NOT NULL, deleted_run INTEGER
     );
@@ -54,6 +74,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN stats TEXT;",
     # 3: the uncertain band's lower edge is part of a verdict (NULL: no band, as before)
     "ALTER TABLE files ADD COLUMN real_below REAL;",
+    # 4: each row records what judged it (its band and evidence policy, beside its model)
+    _add_column("band"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _SEEN_FLUSH = 5000
@@ -174,6 +196,10 @@ class ScanState:
         real_below: tonight's lower band edge (None: no band); with the threshold and the
             model, what decides whether a stored verdict still stands.
         content: compare content (sha256) rather than size and mtime.
+        judge: tonight's (model label, band) as rows record them
+            (:attr:`~aiscan.scanner.core.rows.Row.judge`). A row is stored with the judge
+            it records, not tonight's: rows of a crashed night's journal judged by another
+            model or band are re-judged by the next night, never taken for tonight's.
     """
 
     def __init__(
@@ -184,8 +210,10 @@ class ScanState:
         *,
         content: bool = False,
         real_below: float | None = None,
+        judge: tuple[str, str] = ("", ""),
     ) -> None:
         self.path = Path(path)
+        self.judge = judge
         self.model_sha256, self.threshold, self.content = model_sha256, threshold, content
         self.real_below = None if real_below is None or real_below >= threshold else real_below
         self._lock = OutputLock(self.path)
@@ -253,8 +281,8 @@ class ScanState:
             if self._closed:  # a walk stopped late, after the scan closed the state
                 return True
             row = self._db.execute(
-                "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run, real_below "
-                "FROM files WHERE path = ?",
+                "SELECT size, mtime_ns, sha256, model_sha256, threshold, deleted_run, real_below, "
+                "model, band FROM files WHERE path = ?",
                 (os.fsencode(found.path),),
             ).fetchone()
         reason = self._reason(row, st)
@@ -266,11 +294,13 @@ class ScanState:
     def _reason(self, row: tuple[Any, ...] | None, st: os.stat_result) -> str:
         if row is None or row[5] is not None:
             return "new"
-        size, mtime_ns, sha256, model, threshold, _, real_below = row
+        size, mtime_ns, sha256, model, threshold, _, real_below, label, band = row
         if size != st.st_size or (mtime_ns != st.st_mtime_ns and not self.content):
             return "changed"
         if self.content and (sha256 is None or mtime_ns != st.st_mtime_ns):
             return "changed"  # content is checked by hashing it again on the scan
+        if band:  # the row's own judge, recorded with it
+            return "unchanged" if (label, band) == self.judge else "rejudged"
         if (model, threshold, real_below) != (self.model_sha256, self.threshold, self.real_below):
             return "rejudged"
         return "unchanged"
@@ -313,8 +343,7 @@ class ScanState:
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = r.bytes, None
-            judged = (self.model_sha256, self.threshold, self.run_id, self.run_id, self.real_below)
-            records.append((*_db_values(r), size, mtime, *judged))
+            records.append((*_db_values(r), size, mtime, *self._judged(r)))
         with self._mutex:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -322,6 +351,16 @@ class ScanState:
                 records,
             )
             self._db.execute("COMMIT")
+
+    def _judged(self, row: Row) -> tuple[Any, ...]:
+        """The state's columns of who judged ``row``: tonight's model and edges where the
+        row records tonight's judge (or none: error and skipped rows); otherwise the row's
+        own model label in place of a hash, so that neither the next night's comparison
+        nor the reuse of identical content ever takes it for tonight's model."""
+        mine = row.status != "ok" or row.judge == self.judge
+        model = self.model_sha256 if mine else f"other:{row.model}"
+        threshold, real_below = (self.threshold, self.real_below) if mine else (-1.0, None)
+        return (model, threshold, self.run_id, self.run_id, real_below)
 
     @_guarded
     def finish(self, shard: tuple[int, int], reused: int = 0) -> StateStats:

@@ -51,13 +51,15 @@ class Recovered:
         paths: every path that has a row.
         statuses: row count per status.
         verdicts: row count per verdict.
-        models: row count per model (the ``model`` column; empty for rows no model judged).
+        judges: row count per judge (model, band) of the rows a model judged
+            (:attr:`~aiscan.scanner.core.rows.Row.judge`; the band is "" in files from
+            before it was recorded).
     """
 
     paths: set[str] = field(default_factory=set)
     statuses: Counter[str] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
-    models: Counter[str] = field(default_factory=Counter)
+    judges: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, row: Row) -> None:
         self.paths.add(row.path)
@@ -65,7 +67,7 @@ class Recovered:
         if row.verdict:
             self.verdicts[row.verdict] += 1
         if row.status == "ok":
-            self.models[row.model] += 1
+            self.judges[row.judge] += 1
 
 
 def _recovered_row(path: Path, number: int, rec: dict[str, Any]) -> Row:

@@ -111,6 +111,9 @@ def row_from_record(rec: dict[str, Any]) -> Row:
     """
     vals: dict[str, Any] = {}
     for col in ROW_SCHEMA:
+        if col.name not in rec and col.added:
+            vals[col.name] = col.default  # a file from before the column
+            continue
         if col.name not in rec:
             raise RecordError(f"no column {col.name!r}")
         vals[col.name] = _typed(col.name, col.python, col.nullable, rec[col.name])

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from aiscan.model.files import write_atomic
+from aiscan.model.meta import band_label
 
 from ..core.classify import OpenModel
 from ..core.discovery import Found, discover, in_shard
 from ..core.errors import ConfigError
-from ..core.rows import Row
+from ..core.rows import Judge, Row, judge_difference
 from ..engines.local import LocalEngine
 from ..engines.spec import BatchResult, Engine, EngineSpec
 from ..nightly.state import DRIFT_BOUNDS, ScanState
@@ -148,6 +149,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             model.threshold,
             content=config.hash_files,
             real_below=model.real_below,
+            judge=(model.classifier.model_label, model.rows.band),
         )
     try:
         # the engine before the output: an engine that cannot be built leaves no file
@@ -170,6 +172,8 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         if refusal:
             writer.abandon()
             raise ConfigError(refusal)
+        if not writer.recovered.paths:  # a fresh start: a summary beside it is an old run's
+            config.summary_path.unlink(missing_ok=True)
         if state is not None:
             _start_state(state, config, writer)
         done = writer.recovered.paths
@@ -179,7 +183,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             engine=engine,
             keep=lambda f: f.path not in done and (state is None or state.needs_scan(f)),
         )
-        counts, interrupted = _write(verdicts, writer, state, on_progress)
+        counts, judges, interrupted = _write(verdicts, writer, state, on_progress)
         if not interrupted:
             writer.finish()
             if state is not None:
@@ -189,7 +193,7 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
         if state is not None:
             state.close()
-    outcome = Outcome(verdicts.progress, counts, interrupted, state_stats)
+    outcome = Outcome(verdicts.progress, counts, judges, interrupted, state_stats)
     summary = build_summary(config, verdicts, writer, outcome, started=started)
     write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
@@ -200,9 +204,10 @@ def _write(
     writer: VerdictWriter,
     state: ScanState | None,
     on_progress: Callable[[Progress], None] | None,
-) -> tuple[Counter[str], bool]:
-    """The scan loop: (verdict counts, whether it was interrupted)."""
+) -> tuple[Counter[str], Counter[Judge], bool]:
+    """The scan loop: (verdict counts, this run's judges, whether it was interrupted)."""
     counts: Counter[str] = Counter(writer.recovered.verdicts)
+    judges: Counter[Judge] = Counter()
     errors = verdicts.error_sample
     batches = verdicts.batches()
     try:
@@ -211,6 +216,7 @@ def _write(
             if state is not None:  # after the journal: a crash between is mended on rerun
                 state.record(result.rows)
             counts.update(r.verdict for r in result.rows if r.verdict)
+            judges.update(r.judge for r in result.rows if r.status == "ok")
             if len(errors) < ERROR_SAMPLE:
                 failed = [r for r in result.rows if r.status == "error"]
                 errors += [{"path": r.path, "error": r.error} for r in failed]
@@ -218,37 +224,49 @@ def _write(
             if on_progress:
                 on_progress(verdicts.progress)
     except KeyboardInterrupt:
-        return counts, True
+        return counts, judges, True
     finally:
         batches.close()  # stops the walk and the engine before the state closes
-    return counts, False
+    return counts, judges, False
 
 
 def _mixed_resume(config: ScanConfig, model: OpenModel, writer: VerdictWriter) -> str:
-    """Why resuming this output would mix verdicts of two models (or of two thresholds or
-    bands), or "" when it would not, or when ``--mix-models`` allows it."""
-    if config.mix_models or not writer.recovered.paths:
+    """Why resuming this output would mix rows judged otherwise (another model, another
+    ``ai`` or ``real`` edge, another evidence policy: each row records its judge), or ""
+    when it would not, or when ``--mix-models`` allows it. Rows from before judges were
+    recorded take the band of the summary beside them, where there is one."""
+    if config.mix_models or not writer.recovered.judges:
         return ""
-    label = model.classifier.model_label
-    others = sorted(m for m in writer.recovered.models if m != label)
-    if others:
-        return (
-            f"--resume: {config.out} holds rows judged by {', '.join(others)}, and this run's "
-            f"model is {label}: give another --out, --overwrite to judge everything again, "
-            "or --mix-models to keep both"
-        )
+    mine = (model.classifier.model_label, model.rows.band)
+    legacy = _summary_band(config)
+    others: Counter[Judge] = Counter()
+    for (label, band), n in writer.recovered.judges.items():
+        if not band and legacy is None:
+            if label != mine[0]:  # nothing recorded but the model: compare that
+                others[(label, "")] += n
+            continue
+        judge = (label, band or legacy or "")
+        if judge != mine:
+            others[judge] += n
+    if not others:
+        return ""
+    judge, n = others.most_common(1)[0]
+    return (
+        f"--resume: {config.out} holds {sum(others.values())} rows judged otherwise "
+        f"(the output's vs this run's: {judge_difference(judge, mine)}): give another --out, "
+        "--overwrite to judge everything again, or --mix-models to keep both"
+    )
+
+
+def _summary_band(config: ScanConfig) -> str | None:
+    """The band a summary beside the output records (for rows written before rows
+    recorded their own), or None."""
     try:
         before = json.loads(config.summary_path.read_text(encoding="utf-8"))
-        edges = (float(before["threshold"]), float(before["real_below"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""  # no summary beside it (a crash before the first one): the model decides
-    if edges != (model.threshold, model.real_below):
-        return (
-            f"--resume: {config.out} was judged at threshold {edges[0]:g} (real below "
-            f"{edges[1]:g}), and this run's is {model.threshold:g} ({model.real_below:g}): "
-            "give another --out, --overwrite, or --mix-models to keep both"
-        )
-    return ""
+        policy = str(before.get("config", {}).get("evidence_policy", "report"))
+        return band_label(float(before["threshold"]), float(before["real_below"]), policy)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _start_state(state: ScanState, config: ScanConfig, writer: VerdictWriter) -> None:
@@ -261,10 +279,12 @@ def _start_state(state: ScanState, config: ScanConfig, writer: VerdictWriter) ->
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a scan ended: its progress, verdict counts, interruption and state figures."""
+    """How a scan ended: its progress, verdict counts, what judged this run's rows,
+    interruption and state figures."""
 
     progress: Progress
     verdicts: Counter[str]
+    judges: Counter[Judge]  # this run's rows only
     interrupted: bool
     state: dict[str, Any] | None
 
@@ -299,6 +319,7 @@ def build_summary(
             for s in ("ok", "skipped", "error")
         },
         verdicts=dict(outcome.verdicts),
+        judges=_judges(writer.recovered.judges + outcome.judges),
         files_this_run=progress.done,
         files_resumed=len(writer.recovered.paths),
         elapsed_s=round(progress.elapsed_s, 3),
@@ -313,6 +334,11 @@ def build_summary(
         state=outcome.state,
         error_sample=list(verdicts.error_sample),
     )
+
+
+def _judges(counts: Counter[Judge]) -> list[dict[str, Any]]:
+    """What judged the output's rows: one entry per (model, band), most rows first."""
+    return [{"model": m, "band": b, "rows": n} for (m, b), n in counts.most_common()]
 
 
 def _warnings(classifier: Any, config: ScanConfig, rows: int) -> list[str]:

@@ -54,6 +54,9 @@ class ScanSummary:
     batch_size: int
     statuses: dict[str, int]
     verdicts: dict[str, int]
+    #: what judged the output's rows (model, band, rows): more than one entry only where
+    #: --mix-models kept rows of another judge
+    judges: list[dict[str, Any]]
     files_this_run: int
     files_resumed: int
     elapsed_s: float
