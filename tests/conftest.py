@@ -116,6 +116,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _tiny(folder: Path, resize: str) -> Path:
+    """A tiny classifier built with onnx.helper (no torch, no timm): the channel means of
+    a 64x64 input through one linear layer into (ai, real) logits, with aiscan metadata.
+    Its p_ai follows the colours of the image (warmer: more "ai"), so different images
+    get different scores; untrained, as its metadata says."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from aiscan.model.meta import ModelInfo, write_info
+    from aiscan.model.preprocessing import Preprocessing
+
+    weight = np.array([[4.0, 0.0], [0.5, 0.0], [-4.0, 0.0]], np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["means"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["means", "weight"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(np.array([0.1, 0.0], np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out = folder / f"tiny-{resize}.onnx"
+    onnx.save(model, str(out))
+    info = ModelInfo(
+        model_id="tiny-test" if resize == "squash" else f"tiny-test-{resize}",
+        arch="tiny-linear-on-channel-means",
+        preprocessing=Preprocessing(input_size=(64, 64), resize=resize),
+        trained=False,
+    )
+    write_info(out, info)
+    return out
+
+
+def _timm_tiny(folder: Path) -> Path:
+    """timm's test_efficientnet, exported by aiscan's own export (tests of the export and
+    training paths; they need torch and timm)."""
     timm = pytest.importorskip("timm")
     torch = pytest.importorskip("torch")
     from aiscan.export.onnx_export import export_onnx
@@ -125,18 +169,24 @@ def _tiny(folder: Path, resize: str) -> Path:
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", num_classes=2, pretrained=False)
     info = ModelInfo(
-        model_id="tiny-test" if resize == "squash" else f"tiny-test-{resize}",
+        model_id="tiny-timm",
         arch="test_efficientnet",
-        preprocessing=Preprocessing(input_size=(64, 64), resize=resize),
+        preprocessing=Preprocessing(input_size=(64, 64)),
         trained=False,
     )
-    return export_onnx(model, info, folder / f"tiny-{resize}.onnx")
+    return export_onnx(model, info, folder / "tiny-timm.onnx")
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """timm's test_efficientnet, 64x64 input, untrained, exported with aiscan metadata."""
+    """A tiny untrained classifier (onnx.helper), 64x64 input, with aiscan metadata."""
     return _tiny(tmp_path_factory.mktemp("model"), "squash")
+
+
+@pytest.fixture(scope="session")
+def timm_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's test_efficientnet exported by aiscan-export's code (needs torch, timm)."""
+    return _timm_tiny(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ from tests.conftest import jpeg_bytes, photo
 onnx = pytest.importorskip("onnx")
 
 
-def test_write_metadata_replaces_only_aiscan_keys(tiny_model: Path, tmp_path: Path) -> None:
+def test_write_metadata_replaces_only_aiscan_keys(timm_tiny_model: Path, tmp_path: Path) -> None:
     from aiscan.model.meta import write_info
 
     path = tmp_path / "m.onnx"
-    path.write_bytes(tiny_model.read_bytes())
+    path.write_bytes(timm_tiny_model.read_bytes())
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
     entry.key, entry.value = "owner", "someone"
@@ -40,14 +40,16 @@ def _calibration(tmp_path: Path, n: int = 8) -> list[str]:
     return files
 
 
-def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path: Path) -> None:
+def test_fp16_and_int8_variants_keep_metadata_and_run(
+    timm_tiny_model: Path, tmp_path: Path
+) -> None:
     from aiscan.export.variants import convert_fp16, quantize_int8
     from aiscan.model.pixels import load_pixels, normalize_batch
 
     files = _calibration(tmp_path)
-    fp16 = convert_fp16(tiny_model, tmp_path / "m.fp16.onnx")
-    int8 = quantize_int8(tiny_model, tmp_path / "m.int8.onnx", files)
-    base = Classifier(tiny_model, "cpu")
+    fp16 = convert_fp16(timm_tiny_model, tmp_path / "m.fp16.onnx")
+    int8 = quantize_int8(timm_tiny_model, tmp_path / "m.int8.onnx", files)
+    base = Classifier(timm_tiny_model, "cpu")
     spec = base.info.preprocessing
     x = normalize_batch([load_pixels(f, spec).pixels for f in files], spec)
     ref = base.predict(x)
@@ -60,7 +62,7 @@ def test_fp16_and_int8_variants_keep_metadata_and_run(tiny_model: Path, tmp_path
         # the untrained tiny model's p_ai lie within 0.4996..0.5056 here; measured max
         # differences: fp16 2e-6, int8 1.1e-3 (AVX2-only EPYC)
         np.testing.assert_allclose(p, ref, atol=2e-2 if precision == "fp16" else 5e-3)
-    assert fp16.stat().st_size < tiny_model.stat().st_size
+    assert fp16.stat().st_size < timm_tiny_model.stat().st_size
 
 
 def test_export_and_eval_user_errors_are_one_line_and_exit_2(
@@ -109,7 +111,7 @@ def test_every_console_script_turns_a_real_error_into_one_line_exit_2(
     tool: str,
     argv: list[str],
     says: str,
-    tiny_model: Path,
+    timm_tiny_model: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -123,7 +125,7 @@ def test_every_console_script_turns_a_real_error_into_one_line_exit_2(
         (tmp_path / "DATA" / label).mkdir(parents=True)
     (tmp_path / "TREE").mkdir()
     (tmp_path / "TREE" / "a.jpg").write_bytes(jpeg_bytes(photo(32, 32)))
-    names = {"TINY": str(tiny_model)}
+    names = {"TINY": str(timm_tiny_model)}
     args = [names.get(a) or (str(tmp_path / a) if a[:1].isupper() else a) for a in argv]
     assert importlib.import_module(tool).main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

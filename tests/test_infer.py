@@ -82,12 +82,12 @@ def test_explicit_gpu_request_on_cpu_machine_fails_loudly(
     assert "onnxruntime" not in capfd.readouterr().err
 
 
-def test_predict_any_batch_size_matches_pytorch(tiny_model: Path) -> None:
+def test_predict_any_batch_size_matches_pytorch(timm_tiny_model: Path) -> None:
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)  # the fixture's seed: the same weights
     ref = timm.create_model("test_efficientnet", num_classes=2, pretrained=False).eval()
-    clf = Classifier(tiny_model, "cpu", threads=1)
+    clf = Classifier(timm_tiny_model, "cpu", threads=1)
     x = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expect = torch.softmax(ref(torch.from_numpy(x)), dim=1)[:, 0].numpy()
