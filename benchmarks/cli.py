@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiscan.model.clip import cache_dir
-from aiscan.model.console import error_line, show_defaults
+from aiscan.model.console import Parser, error_line, show_defaults
 from aiscan.scanner.core.dali import dali_available
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -30,7 +30,7 @@ Plan = list[tuple[str, str, Callable[[], Runner]]]  # (stage, name, build)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aiscan-bench", description=__doc__)
+    p = Parser(prog="aiscan-bench", description=__doc__)
     p.add_argument(
         "folder",
         nargs="?",

@@ -14,7 +14,6 @@ verdicts change at the head's threshold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from aiscan.model.console import Parser
 
 from .runners import machine
 
@@ -144,7 +145,7 @@ def _head_agreement(head_path: str, outputs: dict[str, dict[str, np.ndarray]],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aiscan.benchmarks.clip_precision")
+    p = Parser(prog="python -m aiscan.benchmarks.clip_precision")
     p.add_argument("data_dirs", nargs="+")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--precisions", default="int8,fp32")

@@ -32,6 +32,7 @@ from pathlib import Path
 from PIL import Image
 
 from aiscan.model.clip import cache_dir
+from aiscan.model.console import Parser
 
 from .runners import machine
 
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aiscan.benchmarks.hostile", description=__doc__)
+    p = Parser(prog="python -m aiscan.benchmarks.hostile", description=__doc__)
     p.add_argument("--model", help="model to scan with (default: the shipped one)")
     p.add_argument(
         "--work",

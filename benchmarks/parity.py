@@ -10,7 +10,6 @@ the reference full decode; and single-thread decode time of the fast and referen
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from aiscan.model.console import Parser
 from aiscan.model.pixels import load_pixels, normalize_batch, reference_pixels
 from aiscan.model.preprocessing import Preprocessing
 
@@ -86,7 +86,7 @@ def measure(name: str, blobs: list[bytes], spec: Preprocessing) -> dict[str, obj
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aiscan.benchmarks.parity", description=__doc__)
+    p = Parser(prog="python -m aiscan.benchmarks.parity", description=__doc__)
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/parity.json"))

@@ -8,11 +8,12 @@ Synthetic batches of 32 (data loading excluded), Adam, cross entropy, 2 warm-up 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from aiscan.model.console import Parser
 
 
 def steps_per_s(arch: str, size: int, channels_last: bool, bf16: bool, steps: int = 5) -> float:
@@ -39,7 +40,7 @@ def steps_per_s(arch: str, size: int, channels_last: bool, bf16: bool, steps: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = Parser(description=__doc__)
     p.add_argument("--arch", default="tf_efficientnet_lite0")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/train_speed_cpu.json"))

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiscan.model.console import error_line, show_defaults
+from aiscan.model.console import Parser, error_line, show_defaults
 from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import DECODE_MODES, RESIZE_POLICIES, Preprocessing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aiscan-export", description=__doc__)
+    p = Parser(prog="aiscan-export", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="an aiscan-train run folder (uses its best.pth)")
     src.add_argument(

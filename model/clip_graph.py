@@ -17,9 +17,12 @@ Pure ``onnx`` + ``numpy``: no torch, no inference session.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +224,7 @@ def requantise(model: Any, float_nodes: tuple[str, ...] = ()) -> Any:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="aiscan-requantise-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="aiscan-requantise-") as tmp, _quiet_quantiser():
         out = Path(tmp) / "int8rr.onnx"
         quantize_dynamic(
             model,
@@ -233,6 +236,19 @@ def requantise(model: Any, float_nodes: tuple[str, ...] = ()) -> Any:
             nodes_to_exclude=list(float_nodes),
         )
         return onnx.load(str(out))
+
+
+@contextlib.contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """Hold back the quantiser's advice ("Please consider to run pre-processing..."),
+    which it logs as a warning on the root logger: the graph is aiscan's to build, and a
+    scan's stderr is the operator's."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def feature_graph(int8_path: str | Path, precision: str) -> Any:

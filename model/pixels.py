@@ -17,9 +17,11 @@ scan that follows the definition gives the model the pixels it was trained on, b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -118,12 +120,16 @@ class Decoded:
         width: the file's width after EXIF orientation.
         height: the file's height after EXIF orientation.
         format: Pillow's name for the file format.
+        anomalies: metadata that had to be set aside to decode the pixels (unreadable
+            EXIF, PNG chunks past Pillow's guards...), in words: hiding metadata is a
+            signal, and the scanner reports it beside the verdict.
     """
 
     pixels: np.ndarray
     width: int
     height: int
     format: str
+    anomalies: tuple[str, ...] = ()
 
 
 Source = str | bytes | BinaryIO
@@ -381,13 +387,28 @@ def is_jpeg(img: Image.Image) -> bool:
 
 
 def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation tag (1 when absent). Never decodes pixels: Pillow's PNG
+    """The EXIF orientation tag (1 when absent, or when the EXIF cannot be read: junk
+    EXIF must never keep the pixels from the model). Never decodes pixels: Pillow's PNG
     reader would decode the whole image to look for an eXIf chunk after the image data,
     so a PNG's orientation comes from the chunks read so far: an eXIf chunk before the
     image data (where the PNG specification puts it) before decoding, any one after."""
+    return exif_orientation(img)[0]
+
+
+def exif_orientation(img: Image.Image) -> tuple[int, str]:
+    """(orientation, anomaly): the EXIF orientation tag as :func:`_orientation` reads it,
+    and "" or, for EXIF that is present but cannot be read, what is wrong with it."""
     if img.format == "PNG" and "exif" not in img.info:
-        return 1
-    return int(img.getexif().get(0x0112, 1))
+        return 1, ""
+    raw = img.info.get("exif")
+    try:
+        exif = img.getexif()
+        value = int(exif.get(0x0112, 1))
+    except Exception as exc:  # untrusted metadata: any parser error means "unreadable"
+        return 1, f"EXIF unreadable ({type(exc).__name__}), orientation taken as 1"
+    if isinstance(raw, bytes) and len(raw) > 14 and not len(exif):
+        return 1, f"EXIF of {len(raw)} bytes holds no readable tag"
+    return (value if 1 <= value <= 8 else 1), ""
 
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
@@ -430,6 +451,37 @@ def load_pixels(
     mode = decode or spec.decode
     if mode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {mode!r}")
+    args = (spec, limits, mode, formats, region, budget)
+    try:
+        return _load(source, *args)
+    except _NOT_METADATA:
+        raise
+    except (ValueError, SyntaxError, OSError, EOFError, struct.error) as exc:
+        stripped = _pixels_only(source, exc)
+        if stripped is None:
+            raise
+        try:
+            decoded = _load(stripped, *args)
+        except Exception:
+            raise exc from None  # the pixels themselves are broken: the first error says so
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        note = f"metadata set aside to decode the pixels ({why})"
+        return dataclasses.replace(decoded, anomalies=(note, *decoded.anomalies))
+
+
+#: Errors that are about the image itself, never about its metadata: no retry.
+_NOT_METADATA = (ImageTooLargeError, ImageDataEndsEarlyError)
+
+
+def _load(
+    source: Source,
+    spec: Preprocessing,
+    limits: DecodeLimits,
+    mode: str,
+    formats: list[str] | None,
+    region: RegionFn | None,
+    budget: DecodeBudget | None,
+) -> Decoded:
     with open_image(source, formats) as img:
         check_limits(img, limits, source_bytes(source))
         fmt = img.format or "unknown"
@@ -438,10 +490,70 @@ def load_pixels(
             img.draft("RGB", draft_request(img.size, spec))
         with (budget or DecodeBudget(limits.decode_memory)).reserve(decode_estimate(img)):
             img.load()
-            turned = _orientation(img) in (5, 6, 7, 8)
+            orientation, anomaly = exif_orientation(img)
             out, _, _ = _finish(img, spec, region)
+            turned = orientation in (5, 6, 7, 8)
             true_w, true_h = (stored[1], stored[0]) if turned else stored
-            return Decoded(np.asarray(out), true_w, true_h, fmt)
+            return Decoded(np.asarray(out), true_w, true_h, fmt, (anomaly,) if anomaly else ())
+
+
+#: The PNG chunks a picture needs: the critical ones, and transparency.
+_PIXEL_CHUNKS = (b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS")
+
+
+def pixels_only_png(data: bytes) -> bytes | None:
+    """``data`` (a PNG) with every ancillary chunk dropped but transparency (``tRNS``):
+    text, compressed text, XMP, ICC profiles, EXIF and unknown chunks go, the picture
+    stays. None when it is not a whole PNG, a critical chunk is unknown or broken, or
+    there is nothing to drop. One pass, linear in the file's size."""
+    import zlib
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, pos, dropped = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        kind = data[pos + 4 : pos + 8]
+        if kind in _PIXEL_CHUNKS:
+            crc = zlib.crc32(data[pos + 4 : end - 4])
+            if crc != int.from_bytes(data[end - 4 : end], "big") and kind != b"tRNS":
+                return None  # a broken critical chunk: the picture itself is damaged
+            out.append(data[pos:end])
+        elif not kind[0] & 0x20:
+            return None  # an unknown critical chunk: not a picture Pillow reads anyway
+        else:
+            dropped = True
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out) if dropped else None
+
+
+def _pixels_only(source: Source, exc: BaseException) -> bytes | None:
+    """The bytes of ``source`` with the metadata that can stop a decoder set aside, or
+    None where there is none to set aside (not a PNG, or a PNG without it). Larger
+    files than :data:`PNG_REPAIR_MAX_BYTES` keep the decoder's refusal."""
+    del exc  # every decoder error gets one retry without metadata; the caller keeps it
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            if isinstance(source, str):
+                if os.path.getsize(source) > PNG_REPAIR_MAX_BYTES:
+                    return None
+                with open(source, "rb") as fh:
+                    data = fh.read()
+            else:
+                source.seek(0)
+                data = source.read(PNG_REPAIR_MAX_BYTES + 1)
+                if len(data) > PNG_REPAIR_MAX_BYTES:
+                    return None
+        except OSError:
+            return None
+    return pixels_only_png(data)
 
 
 def reference_pixels(source: Source, spec: Preprocessing) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from aiscan.model.console import error_line, field_defaults, show_defaults
+from aiscan.model.console import Parser, error_line, field_defaults, show_defaults
 from aiscan.model.preprocessing import RESIZE_POLICIES
 
 from .loop import TrainConfig
@@ -19,7 +19,7 @@ DEFAULTS = field_defaults(TrainConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aiscan-train", description=__doc__)
+    p = Parser(prog="aiscan-train", description=__doc__)
     p.add_argument(
         "data_dirs",
         nargs="+",

@@ -10,11 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aiscan.model.console import error_line, show_defaults
+from aiscan.model.console import Parser, error_line, show_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aiscan-eval", description=__doc__)
+    p = Parser(prog="aiscan-eval", description=__doc__)
     p.add_argument(
         "target",
         help="a run folder (its model.onnx and split), a .onnx model, or a shipped model "

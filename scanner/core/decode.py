@@ -31,7 +31,7 @@ from aiscan.model.pixels import (
 from aiscan.model.preprocessing import DECODE_MODES, Preprocessing
 
 from .discovery import Found
-from .evidence import Evidence, read_evidence
+from .evidence import Evidence, read_evidence, with_anomalies
 from .rows import Status
 from .sniffing import SNIFF_BYTES, claims_image, describe_non_image, sniff
 
@@ -302,6 +302,8 @@ class CpuDecoder:
         item.pixels = decoded.pixels
         item.width, item.height = decoded.width, decoded.height
         item.format = decoded.format
+        if self.evidence:
+            item.evidence = with_anomalies(item.evidence, decoded.anomalies)
 
     def decode_bytes(self, item: Item, data: bytes) -> None:
         """Decode bytes already read, on the CPU path, never claimed (status and error

@@ -23,7 +23,20 @@ from PIL import Image
 from aiscan.model.pixels import open_image
 
 #: The values of the ``evidence`` column, strongest first.
-KINDS = ("ai-declared", "c2pa-invalid", "c2pa-signed", "c2pa-unverified", "camera-claimed", "none")
+KINDS = (
+    "ai-declared",
+    "c2pa-invalid",
+    "metadata-anomaly",
+    "c2pa-signed",
+    "c2pa-unverified",
+    "camera-claimed",
+    "none",
+)
+#: Metadata that could not be read, or that had to be set aside before the pixels could
+#: be decoded (oversized or malformed text chunks, ICC profiles, EXIF, XMP): never a
+#: reason to leave an image unjudged, and a signal of its own (an uploader may hide
+#: pixels from a detector that way), so the evidence columns say so.
+ANOMALY = "metadata-anomaly"
 
 #: IPTC digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/) that mean
 #: the image was made by an algorithm, wholly or in part.
@@ -116,7 +129,9 @@ def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
                 fh.seek(0)
                 _read_c2pa(fh, fmt, sig)
         except Exception as exc:
-            return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
+            return Evidence(
+                ANOMALY, _short(f"metadata could not be read ({type(exc).__name__}: {exc})")
+            )
     fh.seek(0)
     try:
         img = open_image(fh)
@@ -132,7 +147,9 @@ def read_evidence(fh: BinaryIO, fmt: str) -> Evidence:
             _read_editor(img, sig)
             _read_camera(img, sig)
         except Exception as exc:  # metadata is untrusted input too; the pixels still count
-            return Evidence("none", f"metadata could not be read ({type(exc).__name__}: {exc})")
+            return Evidence(
+                ANOMALY, _short(f"metadata could not be read ({type(exc).__name__}: {exc})")
+            )
     return _decide(sig)
 
 
@@ -449,6 +466,19 @@ def _decide(sig: _Signals) -> Evidence:
     if sig.camera:
         return Evidence("camera-claimed", _join(others), "")
     return Evidence("none", _join(others), "")
+
+
+def with_anomalies(evidence: Evidence, notes: tuple[str, ...]) -> Evidence:
+    """``evidence`` with metadata anomalies found while decoding (``notes``): the kind
+    becomes :data:`ANOMALY` unless a stronger one holds (a declaration, a failed
+    manifest), and the detail says what was set aside."""
+    if not notes:
+        return evidence
+    detail = _join([*notes, evidence.detail])
+    stronger = (
+        KINDS.index(evidence.kind) < KINDS.index(ANOMALY) if evidence.kind in KINDS else False
+    )
+    return Evidence(evidence.kind if stronger else ANOMALY, detail, evidence.generator)
 
 
 def _short(text: str, limit: int = 160) -> str:

@@ -10,12 +10,12 @@ are not ``ok`` in both files are left out (and counted).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from aiscan.model.console import Parser
 from aiscan.scanner.output.formats import iter_rows
 from aiscan.train.data import find_samples
 from aiscan.train.metrics import binary_metrics
@@ -30,7 +30,7 @@ def _verdicts(path: str) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="compare_scans.py")
+    p = Parser(prog="compare_scans.py")
     p.add_argument("data_dir")
     p.add_argument("a")
     p.add_argument("b")
