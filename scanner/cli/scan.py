@@ -413,6 +413,7 @@ def _config(args: argparse.Namespace) -> ScanConfig:
 def _fetch_first(err: Console, config: ScanConfig, quiet: bool) -> None:
     """Fetch the encoder the model needs before the scan (said once, with a progress
     bar unless ``quiet``): the scan's own layers never use the network."""
+    from aiscan.model.cache import cache_folder
     from aiscan.model.clip import CLIP_B16
 
     from ..run.fetch import encoder_to_fetch, fetch_encoder, offline_by_environment
@@ -422,6 +423,7 @@ def _fetch_first(err: Console, config: ScanConfig, quiet: bool) -> None:
     target = encoder_to_fetch(config.model)
     if target is None:
         return
+    cache_folder(target.parent.name)  # an unusable cache: one line now, nothing announced
     if not quiet:
         err.print(
             escape(

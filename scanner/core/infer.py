@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.cache import cache_dir
 from aiscan.model.errors import AiscanError
 from aiscan.model.meta import ModelError, ModelInfo
 
@@ -78,7 +79,7 @@ def provider_plan(
     trt_opts = {
         "trt_fp16_enable": "True" if fp16 else "False",
         "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": trt_cache_dir or str(Path.home() / ".cache" / "aiscan" / "trt"),
+        "trt_engine_cache_path": trt_cache_dir or str(cache_dir() / "trt"),
         "trt_timing_cache_enable": "True",
     }
     if trt_profile:  # one engine for every batch size from 1 to TRT_MAX_BATCH
