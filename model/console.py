@@ -16,7 +16,9 @@ import dataclasses
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -153,12 +155,35 @@ def run_cli(
     from .errors import AiscanError
 
     configure_logging(tool)
+    previous = _interrupt_on_sigterm()
     try:
         return body(argv)
     except AiscanError as exc:
         return error_line(tool, exc, exc.exit_status)
     except ModuleNotFoundError as exc:
         return error_line(tool, install_hint(tool, exc))
+    except KeyboardInterrupt:  # a tool that keeps a partial result says so itself
+        return error_line(tool, "interrupted; nothing partial was kept", EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+#: The exit status of a run ended by SIGINT or SIGTERM (128 + SIGINT, the shell's).
+EXIT_INTERRUPTED = 130
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupt_on_sigterm() -> Any:
+    """SIGTERM as SIGINT (KeyboardInterrupt) for the run of a console script, so that
+    every ``with`` block unwinds: temporaries go, locks are released. The previous
+    handler, or None off the main thread (where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 class Parser(argparse.ArgumentParser):

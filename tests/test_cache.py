@@ -245,3 +245,45 @@ def test_a_home_that_is_not_writable_is_one_line_and_onnx_runtime_keeps_quiet(
     assert scanned.returncode == 0, scanned.stderr
     assert "onnxruntime" not in scanned.stderr and "[W:" not in scanned.stderr
     assert list(home.rglob("*")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", [["models", "--fetch"], ["SCAN"]])
+def test_sigterm_during_the_first_build_leaves_nothing_partial(
+    tmp_path: Path, tool: list[str]
+) -> None:
+    """SIGTERM while the first run builds the default model in the cache: one line, exit
+    130, and neither the model nor a temporary of several hundred MB is left behind."""
+    import shutil
+    import signal
+
+    encoder = clip.encoder_file()
+    if not cache.verified(encoder, clip.CLIP_B16.sha256):
+        pytest.skip("the CLIP encoder is not cached (aiscan models --fetch)")
+    fresh = tmp_path / "cache"
+    (fresh / "encoders").mkdir(parents=True)
+    shutil.copy(encoder, fresh / "encoders" / encoder.name)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(jpeg_bytes(photo(40, 30)))
+    args = [str(photos), "--out", str(tmp_path / "v.csv")] if tool == ["SCAN"] else tool
+    env = dict(os.environ, AISCAN_CACHE=str(fresh))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "aiscan.scanner.cli", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    models = fresh / "models"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if models.is_dir() and any(p.name.endswith(".tmp") for p in models.iterdir()):
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, "the build ended before the signal"
+    time.sleep(0.3)  # well inside the build
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, lines
+    assert [p.name for p in models.iterdir() if not p.name.endswith(".lock")] == []
+    assert not (tmp_path / "v.csv").exists()
