@@ -208,6 +208,8 @@ def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default = action.default
         if not action.option_strings or any(default is v for v in (None, False, argparse.SUPPRESS)):
             continue  # identity: a default of 0 is a default to show, False (a flag) is not
+        if isinstance(action, argparse._StoreFalseAction):
+            continue  # "--no-evidence (default: True)" would say the opposite of the truth
         if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
             continue
         text = action.help or ""
