@@ -167,7 +167,8 @@ def test_help_shows_every_default_and_the_defaults_are_the_configs(
         p.format_help()  # every help string expands
         for a in p._actions:
             unset = any(a.default is v for v in (None, False, argparse.SUPPRESS))
-            if a.option_strings and not unset:
+            flag_off = isinstance(a, argparse._StoreFalseAction)  # its default is not its effect
+            if a.option_strings and not unset and not flag_off:
                 if isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
                     continue
                 helped = p._get_formatter()._expand_help(a)
