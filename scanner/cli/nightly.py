@@ -101,8 +101,10 @@ def merge_main(argv: Sequence[str]) -> int:
     except OSError as exc:
         return error_line("aiscan", f"cannot merge: {exc}", EXIT_ENVIRONMENT)
     lines = [f"aiscan merge: {report.rows} rows from {report.parts} parts (shards {report.shards})"]
+    if report.missing_shards:
+        shards = ", ".join(map(str, report.missing_shards))
+        lines.append(f"missing shards: {len(report.missing_shards)}: {shards}")
     for label, items in (
-        ("missing shards", [str(i) for i in report.missing_shards]),
         ("files with rows in two parts", report.doubled),
         ("files of the tree without a row", report.missing),
         ("rows for files not in the tree", report.unexpected),

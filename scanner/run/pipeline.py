@@ -8,6 +8,7 @@ consumer alone counts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -139,35 +140,20 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
         StateError: before any file is touched.
     """
     started = datetime.now(timezone.utc)
-    out = config.out_file
     model = config.open_model()
-    state = None
-    if config.state is not None:
-        state = ScanState(
-            config.state,
-            model.classifier.sha256,
-            model.threshold,
-            content=config.hash_files,
-            real_below=model.real_below,
-            judge=(model.classifier.model_label, model.rows.band),
-        )
-    try:
+    with contextlib.ExitStack() as stack:
+        state = _open_state(config, model, stack)
         # the engine before the output: an engine that cannot be built leaves no file
         known = state.known_p_ai if state is not None and config.hash_files else None
         engine = make_engine(config, EngineSpec(model, config.decode_spec, known))
         writer = VerdictWriter(
-            out,
+            config.out_file,
             config.out_format,
             # with a state, rerunning the same command continues tonight's output
             resume=config.resume or (state is not None and not config.overwrite),
             overwrite=config.overwrite,
         )
-    except BaseException:
-        if state is not None:
-            state.close()
-        raise
-    state_stats = None
-    try:
+        stack.callback(writer.close)  # no-op after finish; else keeps the journal, unlocks
         refusal = _mixed_resume(config, model, writer)
         if refusal:
             writer.abandon()
@@ -184,19 +170,35 @@ def scan(config: ScanConfig, on_progress: Callable[[Progress], None] | None = No
             keep=lambda f: f.path not in done and (state is None or state.needs_scan(f)),
         )
         counts, judges, interrupted = _write(verdicts, writer, state, on_progress)
+        state_stats = None
         if not interrupted:
             writer.finish()
             if state is not None:
                 finished = state.finish(config.shard_index_count, verdicts.progress.reused)
                 state_stats = asdict(finished)
-    finally:
-        writer.close()  # no-op after finish; otherwise keeps the journal, drops the lock
-        if state is not None:
-            state.close()
     outcome = Outcome(verdicts.progress, counts, judges, interrupted, state_stats)
     summary = build_summary(config, verdicts, writer, outcome, started=started)
     write_atomic(config.summary_path, summary.to_json() + "\n")
     return summary
+
+
+def _open_state(
+    config: ScanConfig, model: OpenModel, stack: contextlib.ExitStack
+) -> ScanState | None:
+    """The state database of ``--state``, closed when ``stack`` unwinds (after the
+    writer: the stack closes in reverse order), or None without one."""
+    if config.state is None:
+        return None
+    state = ScanState(
+        config.state,
+        model.classifier.sha256,
+        model.threshold,
+        content=config.hash_files,
+        real_below=model.real_below,
+        judge=(model.classifier.model_label, model.rows.band),
+    )
+    stack.callback(state.close)
+    return state
 
 
 def _write(
