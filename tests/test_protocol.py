@@ -188,3 +188,26 @@ def test_the_operating_point_reports_kinds_and_sources() -> None:
     assert pt["by_category"]["real/illustration"] == {"n": 2, "flagged": 1.0}
     assert pt["by_source"]["ai/gen"] == {"n": 2, "caught": 0.5}
     assert pt["fpr"] == 0.75 and pt["tpr"] == 0.5
+
+
+def test_the_edge_set_without_a_fold_is_checked_on_that_fold() -> None:
+    """Two folds of photos; fold 1's photos score higher than fold 0's: an edge set on
+    fold 0 alone flags far more than the promise of fold 1, and the report says so."""
+    from aiscan.train.protocol import edge_by_fold
+
+    rng = np.random.default_rng(1)
+    samples, scores, folds = [], [], []
+    for f, (low, high) in enumerate(((0.0, 0.4), (0.3, 0.7))):
+        for i in range(200):
+            source = ("imagenet-1k-ajs", "bsds500")[f]  # both photo sources
+            samples.append(Sample(f"/r{f}/{i}.jpg", 1, source))
+            scores.append(rng.uniform(low, high))
+            folds.append(f)
+        for i in range(100):
+            samples.append(Sample(f"/a{f}/{i}.jpg", 0, f"gen{f}"))
+            scores.append(rng.uniform(0.6, 1.0))
+            folds.append(f)
+    report = edge_by_fold(Scored(samples, np.array(scores), np.array(folds)), 0.05)
+    assert set(report["edges"]) == {"0", "1"}
+    assert report["fpr"] > 0.2  # fold 1's photos above fold 0's edge
+    assert report["by_kind"]["photo"]["n"] == 400 and report["worst_kind"] == "photo"

@@ -277,6 +277,44 @@ def band_edge(scored: Scored, promise: float, worst_factor: float = 2.0) -> Edge
     return Edge(float(edge), float(pooled), binding, rule)
 
 
+def edge_by_fold(scored: Scored, promise: float, worst_factor: float = 2.0) -> dict[str, Any]:
+    """Does the band promise hold on sources its edge never saw? For each fold, the edge
+    (:func:`band_edge`) is set on the held-out scores of the other folds and applied to
+    this fold's images; what it flags and catches is pooled over the folds, per kind
+    and per source. (The edge set on all held-out scores flags the promise on them by
+    construction; this is the figure a new set of sources, a hidden set, would see.)"""
+    from .categories import REAL_KINDS
+
+    ok = np.isfinite(scored.p_ai)
+    samples = [s for s, k in zip(scored.samples, ok, strict=True) if k]
+    p, fold, is_ai = scored.p_ai[ok], scored.fold[ok], scored.is_ai[ok]
+    flagged = np.zeros(len(p), bool)
+    edges = {}
+    for f in sorted(set(fold.tolist())):
+        rest = fold != f
+        picked = [s for s, r in zip(samples, rest, strict=True) if r]
+        others = Scored(picked, p[rest], fold[rest])
+        if others.is_ai.all() or not others.is_ai.any():
+            continue
+        edge = band_edge(others, promise, worst_factor).threshold
+        edges[str(f)] = edge
+        flagged[~rest] = p[~rest] >= edge
+    kinds = np.array(_kinds(samples))
+    by_kind = {}
+    for kind in REAL_KINDS:
+        sel = ~is_ai & (kinds == kind)
+        if sel.any():
+            by_kind[kind] = {"n": int(sel.sum()), "flagged": float(flagged[sel].mean())}
+    return {
+        "promise": promise,
+        "edges": edges,
+        "fpr": float(flagged[~is_ai].mean()),
+        "tpr": float(flagged[is_ai].mean()),
+        "by_kind": by_kind,
+        "worst_kind": max(by_kind, key=lambda k: by_kind[k]["flagged"]) if by_kind else "",
+    }
+
+
 def aspect_is_square(samples: Sequence[Sample], tolerance: float = 0.01) -> np.ndarray:
     """True where the image (after EXIF orientation) is square within ``tolerance``."""
     from aiscan.model.pixels import open_image, oriented_size

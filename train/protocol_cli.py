@@ -302,6 +302,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from .heads import left_out_mask, load_views, out_of_source
     from .protocol import (
         band_edge,
+        edge_by_fold,
         operating_point,
         save_scored,
         summarize,
@@ -330,6 +331,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         points[f"fpr_{fpr:g}"] = operating_point(kept, t)
     edge = band_edge(kept, args.promise)
     points["edge"] = dict(operating_point(kept, edge.threshold), rule=edge.rule)
+    edge_cv = edge_by_fold(kept, args.promise)
     transfer = _transfer(kept, set(map(id, scored_only)), args.promise) if scored_only else None
     report = {
         "config": dataclasses.asdict(config),
@@ -344,6 +346,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "undecodable": int((~ok).sum()),
         "summary": summary,
         "operating_points": points,
+        "edge_by_fold": edge_cv,
     }
     if transfer is not None:
         report["transfer"] = transfer
@@ -354,6 +357,11 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         f"{summary['mean_source_auc']:.4f}, worst {summary['worst_source_auc']:.4f} "
         f"({summary['worst_source']}), TPR@1% {summary['tpr_at_fpr_1pct']:.3f}, "
         f"TPR@5% {summary['tpr_at_fpr_5pct']:.3f}"
+    )
+    kinds = ", ".join(f"{k} {v['flagged']:.3f}" for k, v in edge_cv["by_kind"].items())
+    console.print(
+        f"edge set without each fold, on that fold: FPR {edge_cv['fpr']:.3f} (promise "
+        f"{args.promise:g}), TPR {edge_cv['tpr']:.3f}; {kinds}"
     )
     shown = dict(points)
     if transfer is not None:
