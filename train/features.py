@@ -165,7 +165,8 @@ def extract(
     folder.mkdir(parents=True, exist_ok=True)
     done = _done(folder)
     todo = [s for s in samples if s.path not in done]
-    log(f"{view}: {len(done)} cached, {len(todo)} to extract")
+    cached = len(samples) - len(todo)  # of these samples (the cache may hold others too)
+    log(f"{view}: {cached} cached, {len(todo)} to extract")
     start, count = time.perf_counter(), 0
     part = len(list(folder.glob("part-*.npz")))
     for first in range(0, len(todo), SHARD):
@@ -190,7 +191,7 @@ def extract(
         part += 1
         count += len(chunk)
         rate = count / (time.perf_counter() - start)
-        log(f"{view}: {len(done) + count}/{len(samples)} ({rate:.1f} images/s)")
+        log(f"{view}: {cached + count}/{len(samples)} ({rate:.1f} images/s)")
     return folder
 
 
