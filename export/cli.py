@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         "as a CLIP head model (its bands from the report's held-out scores)",
     )
     src.add_argument(
+        "--card",
+        type=Path,
+        metavar="MODEL",
+        help="write the card of an aiscan model (Markdown, from its metadata alone) to --out",
+    )
+    src.add_argument(
         "--random-init",
         action="store_true",
         help="untrained weights, marked as such (benchmarks and tests only)",
@@ -87,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.10,
         help="held-out share of AI images under the 'real' edge (the uncertain band's floor)",
+    )
+    head.add_argument(
+        "--levers",
+        type=Path,
+        metavar="JSON",
+        help="the lever table for the model card (train/recipes/levers.py writes it)",
     )
     arch = p.add_argument_group("with --checkpoint or --random-init")
     arch.add_argument("--arch", default="efficientnet_b0", help="timm model name")
@@ -163,6 +175,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return _from_run(args)
     if args.clip_head:
         return _from_clip_head(args)
+    if args.card:
+        return _card(args)
     try:
         out = _from_checkpoint(args)
     except (ValueError, OSError, RuntimeError) as exc:  # no such file or arch, wrong weights
@@ -175,8 +189,14 @@ def _from_clip_head(args: argparse.Namespace) -> int:
     from .clip_head import export_clip_head
 
     try:
+        levers = json.loads(args.levers.read_text()) if args.levers else None
         info = export_clip_head(
-            args.clip_head, args.out, args.model_id or "aiscan-clip-v1", args.fpr, args.miss
+            args.clip_head,
+            args.out,
+            args.model_id or "aiscan-clip-v1",
+            args.fpr,
+            args.miss,
+            levers=levers,
         )
     except (ValueError, OSError, KeyError) as exc:
         return error_line("aiscan-export", exc)
@@ -186,6 +206,19 @@ def _from_clip_head(args: argparse.Namespace) -> int:
         f"{info.threshold:.4f} (held-out TPR {at['tpr']:.3f}, FPR {at['fpr']:.3f}), real below "
         f"{info.real_below:.4f}"
     )
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from aiscan.model.files import write_atomic
+
+    from .card import card_of
+
+    try:
+        write_atomic(args.out, card_of(args.card), fsync=False)
+    except (ValueError, OSError) as exc:
+        return error_line("aiscan-export", exc)
+    print(f"wrote {args.out}")
     return 0
 
 

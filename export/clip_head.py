@@ -149,16 +149,18 @@ def export_clip_head(
     model_id: str = "aiscan-clip-v1",
     fpr: float = 0.05,
     miss: float = 0.10,
+    levers: list[dict[str, Any]] | None = None,
 ) -> ModelInfo:
     """Fit the head an ``aiscan-protocol heads`` report describes on all its training
     images (every view it names), take its bands from the report's held-out scores
-    (:func:`bands`), and write it with its protocol figures in the metadata."""
+    (:func:`bands`), and write it with its protocol figures in the metadata (``levers``:
+    the lever table of its model card, as ``train/recipes/levers.py`` writes it)."""
     import json
 
     from aiscan.train.data import find_samples
     from aiscan.train.features import features_preprocessing
     from aiscan.train.heads import HeadConfig, fit_head, left_out_mask, load_views, training_rows
-    from aiscan.train.protocol import load_scored, operating_point, summarize
+    from aiscan.train.protocol import edge_by_fold, load_scored, operating_point, summarize
 
     report_path = Path(report_path)
     try:
@@ -206,7 +208,9 @@ def export_clip_head(
                 "raised_by": edge.binding,
                 "at_threshold": operating_point(scored, threshold),
                 "at_real_below": operating_point(scored, real_below),
+                "edge_by_fold": edge_by_fold(scored, fpr),
             },
+            **({"levers": levers} if levers else {}),
             "per_source": at_threshold["per_source"],
             "per_fold": at_threshold["per_fold"],
         },
