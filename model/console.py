@@ -22,18 +22,18 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-_TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan[train]'"
+_TORCH = "pip install torch==2.14.1 torchvision==0.29.1, then pip install 'aiscan-batch[train]'"
 #: top-level module -> how to get it
 HINTS = {
     "torch": _TORCH,
     "torchvision": _TORCH,
-    "timm": "pip install 'aiscan[train]' (after torch: " + _TORCH.split(", then")[0] + ")",
-    "onnxscript": "pip install 'aiscan[train]'",
-    "sklearn": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
-    "matplotlib": "pip install 'aiscan[eval]' (scikit-learn, matplotlib; [train] has them too)",
-    "nvidia": "pip install 'aiscan[dali]'",
-    "pyarrow": "pip install 'aiscan[parquet]'",
-    "c2pa": "pip install 'aiscan[evidence]'",
+    "timm": "pip install 'aiscan-batch[train]' (after torch: " + _TORCH.split(", then")[0] + ")",
+    "onnxscript": "pip install 'aiscan-batch[train]'",
+    "sklearn": "pip install 'aiscan-batch[eval]' (scikit-learn, matplotlib; [train] has them too)",
+    "matplotlib": "pip install 'aiscan-batch[eval]' (scikit-learn, matplotlib; [train] has them too)",
+    "nvidia": "pip install 'aiscan-batch[dali]'",
+    "pyarrow": "pip install 'aiscan-batch[parquet]'",
+    "c2pa": "pip install 'aiscan-batch[evidence]'",
 }
 
 

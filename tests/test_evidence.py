@@ -143,7 +143,7 @@ def test_without_c2pa_python_a_manifest_is_unverified(
     data = _signed(signer, jpeg_bytes(photo(96, 64)), "image/jpeg", AI_TYPE)
     monkeypatch.setitem(sys.modules, "c2pa", None)
     ev = _evidence(data, "JPEG")
-    assert ev.kind == "c2pa-unverified" and "aiscan[evidence]" in ev.detail
+    assert ev.kind == "c2pa-unverified" and "aiscan-batch[evidence]" in ev.detail
 
 
 def _png(**text: str) -> bytes:

@@ -77,7 +77,7 @@ def test_eval_of_an_onnx_model_needs_no_torch(tiny_model: Path, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert list(out.glob("eval_*.json"))
     no_sklearn = _run(tmp_path, {"sklearn"}, "aiscan.train.eval_cli", str(tiny_model), str(data))
-    assert no_sklearn.returncode == 2 and "aiscan[eval]" in no_sklearn.stderr
+    assert no_sklearn.returncode == 2 and "aiscan-batch[eval]" in no_sklearn.stderr
     assert "Traceback" not in no_sklearn.stderr
 
 

@@ -182,7 +182,7 @@ def _performance_options(perf: argparse._ArgumentGroup, defaults: dict[str, Any]
         default=defaults["engine"],
         choices=ENGINES,
         help="local: this machine's threads; ray: Ray Data tasks and actors on a Ray "
-        "cluster (pip install 'aiscan[ray]'), same rows",
+        "cluster (pip install 'aiscan-batch[ray]'), same rows",
     )
     perf.add_argument(
         "--ray-address",

@@ -119,7 +119,7 @@ def decode_stages(
         )
         return Stages("cpu", cpu, Batch, lambda: 0)
     if not dali_available():
-        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
+        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan-batch[dali]'")
     device_id = 0 if cuda_device_count() > 0 else None
     dali = DaliDecoder(preprocessing, batch_size, decode.workers, device_id, decode.limits)
     return Stages(

@@ -11,8 +11,9 @@ state), so the verdict file is the same as a local run's. A task or actor that d
 retried by Ray; rows are written only when they reach the driver, so nothing is lost or
 written twice.
 
-Workers need aiscan installed (``pip install aiscan``) and the images at the same paths
-(shared storage). The model travels through Ray's object store: workers need no copy.
+Workers need aiscan installed (its wheel: ``pip wheel --no-deps -w dist .`` in the
+checkout, then ``pip install dist/aiscan_batch-*.whl`` on each worker; the name ``aiscan``
+on PyPI is another project) and the images at the same paths (shared storage). The model travels through Ray's object store: workers need no copy.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def resolve_format(out: str | Path | None, fmt: str | None = None) -> str:
     elif named is not None and named != fmt:
         raise ConfigError(f"--out {out} names {named} but --format is {fmt}: make them agree")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise ConfigError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'")
+        raise ConfigError("--format parquet needs pyarrow: pip install 'aiscan-batch[parquet]'")
     return fmt
 
 
@@ -258,7 +258,7 @@ def jsonl_to_parquet(src: Path, dst: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # resolve_format checks it first; kept as a guard
-        raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan[parquet]'") from exc
+        raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan-batch[parquet]'") from exc
     with src.open(encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     schema = pa.schema(

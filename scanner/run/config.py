@@ -127,7 +127,7 @@ class DetectorConfig:
             from ..core.dali import dali_available
 
             if not dali_available():
-                raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan[dali]'")
+                raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan-batch[dali]'")
         _choice("evidence-policy", self.evidence_policy, EVIDENCE_POLICIES)
         self._check_ranges()
         if self.evidence_policy == "override" and not self.evidence:
@@ -278,7 +278,7 @@ class ScanConfig(DetectorConfig):
 
     def _check_ray(self) -> None:
         if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--engine ray needs Ray Data: pip install 'aiscan[ray]'")
+            raise ConfigError("--engine ray needs Ray Data: pip install 'aiscan-batch[ray]'")
         if self.decoder == "dali":
             raise ConfigError(
                 "--engine ray decodes on the workers' CPUs; --decoder dali is for the local engine"
