@@ -36,7 +36,10 @@ from .rows import Status
 from .sniffing import SNIFF_BYTES, claims_image, describe_non_image, sniff
 
 #: Formats that need an optional plugin, and how to get it.
-_PLUGINS = {"HEIF": "pip install 'aiscan-batch[heif]' (pillow-heif)", "AVIF": "a Pillow built with AVIF"}
+_PLUGINS = {
+    "HEIF": "pip install 'aiscan-batch[heif]' (pillow-heif)",
+    "AVIF": "a Pillow built with AVIF",
+}
 
 
 @dataclass(eq=False)

@@ -221,7 +221,8 @@ def _read_c2pa(fh: BinaryIO, fmt: str, sig: _Signals) -> None:
     except ImportError:
         sig.c2pa = "unverified"
         sig.c2pa_detail = (
-            "C2PA manifest present but not validated: pip install 'aiscan-batch[evidence]' (c2pa-python)"
+            "C2PA manifest present but not validated: pip install 'aiscan-batch[evidence]' "
+            "(c2pa-python)"
         )
         return
     try:

@@ -13,7 +13,8 @@ written twice.
 
 Workers need aiscan installed (its wheel: ``pip wheel --no-deps -w dist .`` in the
 checkout, then ``pip install dist/aiscan_batch-*.whl`` on each worker; the name ``aiscan``
-on PyPI is another project) and the images at the same paths (shared storage). The model travels through Ray's object store: workers need no copy.
+on PyPI is another project) and the images at the same paths (shared storage). The
+model travels through Ray's object store: workers need no copy.
 """
 
 from __future__ import annotations

@@ -258,7 +258,9 @@ def jsonl_to_parquet(src: Path, dst: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # resolve_format checks it first; kept as a guard
-        raise RuntimeError("--format parquet needs pyarrow: pip install 'aiscan-batch[parquet]'") from exc
+        raise RuntimeError(
+            "--format parquet needs pyarrow: pip install 'aiscan-batch[parquet]'"
+        ) from exc
     with src.open(encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     schema = pa.schema(

@@ -127,7 +127,9 @@ class DetectorConfig:
             from ..core.dali import dali_available
 
             if not dali_available():
-                raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'aiscan-batch[dali]'")
+                raise ConfigError(
+                    "--decoder dali needs NVIDIA DALI: pip install 'aiscan-batch[dali]'"
+                )
         _choice("evidence-policy", self.evidence_policy, EVIDENCE_POLICIES)
         self._check_ranges()
         if self.evidence_policy == "override" and not self.evidence:
