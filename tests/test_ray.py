@@ -60,32 +60,51 @@ def test_ray_engine_resumes_and_writes_parquet(
     assert len(paths) == len(set(paths)) == 8 and os.path.basename(paths[-1]) == "late.jpg"
 
 
-def test_ray_engine_in_small_chunks_gives_the_local_engines_rows(
-    local_ray: Path, bad_tree: dict[str, str], tiny_model: Path
+def test_ray_engine_in_small_blocks_gives_the_local_engines_rows(
+    local_ray: Path, bad_tree: dict[str, str], tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file list reaches Ray in bounded chunks (here 3 files each, for 10 files): the
-    rows are the local engine's, in order, each file once."""
+    """The file list reaches Ray's object store in blocks (here 3 files each, for 10
+    files) and one dataset streams them: the rows are the local engine's, in order, each
+    file once."""
     from aiscan.scanner.core.discovery import discover
-    from aiscan.scanner.engines import EngineSpec, LocalEngine
+    from aiscan.scanner.engines import EngineSpec, LocalEngine, ray_data
     from aiscan.scanner.engines.ray_data import RayEngine
     from aiscan.scanner.run.config import DetectorConfig
 
+    monkeypatch.setattr(ray_data, "BLOCK_FILES", 3)
     config = DetectorConfig(model=tiny_model, device="cpu", batch_size=2, decoder="cpu")
     spec = EngineSpec(config.open_model(), config.decode_spec)
     root = str(Path(next(iter(bad_tree))).parent)
     local = [r for b in LocalEngine(spec).run(discover([root])) for r in b.rows]
-    chunked = [r for b in RayEngine(spec, chunk_files=3).run(discover([root])) for r in b.rows]
+    remote = [r for b in RayEngine(spec).run(discover([root])) for r in b.rows]
     assert len(local) == len(bad_tree) == 10
-    assert [r.path for r in chunked] == [r.path for r in local]
-    for mine, theirs in zip(chunked, local, strict=True):
-        assert (mine.status, mine.verdict, mine.error) == (
-            theirs.status,
-            theirs.verdict,
-            theirs.error,
-        )
-        assert (
-            mine.p_ai == pytest.approx(theirs.p_ai, abs=1e-6) if theirs.p_ai else mine.p_ai is None
-        )
+    assert remote == local
+
+
+def test_a_decode_past_its_time_on_ray_is_an_error_row(
+    local_ray: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """The local engine's per-file time budget holds on Ray too: a 36 MP PNG cannot be
+    decoded in 10 ms; its row says the decode was abandoned, and the small image's row
+    is there too."""
+    from PIL import Image
+
+    from aiscan.scanner.core.discovery import discover
+    from aiscan.scanner.engines import EngineSpec
+    from aiscan.scanner.engines.ray_data import RayEngine
+    from aiscan.scanner.run.config import DetectorConfig
+    from tests.conftest import jpeg_bytes, photo
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "a.jpg").write_bytes(jpeg_bytes(photo(40, 30)))
+    Image.new("RGB", (6000, 6000)).save(tree / "big.png")
+    config = DetectorConfig(model=tiny_model, device="cpu", decode_timeout=0.01, decoder="cpu")
+    spec = EngineSpec(config.open_model(), config.decode_spec)
+    runs = RayEngine(spec).run(discover([str(tree)]))
+    rows = {Path(r.path).name: r for b in runs for r in b.rows}
+    assert rows["big.png"].status == "error" and "--decode-timeout" in rows["big.png"].error
+    assert sorted(rows) == ["a.jpg", "big.png"]  # every file once
 
 
 def test_ray_refuses_the_states_verdict_reuse(tiny_model: Path, tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
 """``--engine ray``: the same decode and classification code, on a Ray cluster.
 
 The driver lists the files (the same discovery, resume, shard and state filters as the
-local engine) and streams them, in chunks, through Ray Data: ``map_batches`` with a decode
-task (:class:`~aiscan.scanner.core.CpuDecoder`, the local engine's per-file stage) on CPU
-workers, then ``map_batches`` with an actor pool (:class:`_Classify`), each actor holding
-one ONNX Runtime session and running the local engine's own
-:func:`~aiscan.scanner.core.classify_batch`; with ``num_gpus`` per actor where the cluster
-has GPUs. Rows come back to the driver in order and go through the same writer (and
-state), so the verdict file is the same as a local run's. A task or actor that dies is
-retried by Ray; rows are written only when they reach the driver, so nothing is lost or
-written twice.
+local engine) into Ray's object store, block by block, and one Ray Data dataset streams
+them: ``map_batches`` with a decode task (:class:`~aiscan.scanner.core.CpuDecoder`, the
+local engine's per-file stage, on its daemon threads with the same per-file time budget)
+on CPU workers, then ``map_batches`` with Ray Data's autoscaling actor pool
+(:class:`_Classify`), each actor holding one ONNX Runtime session and running the local
+engine's own :func:`~aiscan.scanner.core.classify_batch` with the scan's own row maker;
+one actor per GPU where the cluster has GPUs. Items and rows travel as the objects they
+are: no second codec beside the row schema. Rows come back to the driver in order and go
+through the same writer (and state), so the verdict file is the same as a local run's. A
+task or actor that dies is retried by Ray; rows are written only when they reach the
+driver, so nothing is lost or written twice.
 
 Workers need aiscan installed (its wheel: ``pip wheel --no-deps -w dist .`` in the
 checkout, then ``pip install dist/aiscan_batch-*.whl`` on each worker; the name ``aiscan``
@@ -20,68 +22,68 @@ model travels through Ray's object store: workers need no copy.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import tempfile
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from aiscan.model.pixels import DecodeLimits
 from aiscan.model.preprocessing import Preprocessing
 
 from ..core.classify import RowMaker, classify_batch
-from ..core.decode import Batch, CpuDecoder, Item
+from ..core.decode import Batch, CpuDecoder
 from ..core.discovery import Found
 from ..core.errors import ConfigError
-from ..core.evidence import Evidence
 from ..core.infer import Classifier
-from ..core.rows import ROW_SCHEMA, Row, as_status
-from .spec import BatchResult, EngineSpec
+from .local import collect_batch
+from .pool import DaemonPool
+from .spec import BatchResult, DecodeSpec, EngineSpec
 
-#: Item fields that travel between the decode tasks and the inference actors as columns.
-_ITEM_COLUMNS = ("path", "status", "error", "format", "width", "height", "bytes", "sha256")
+#: Files per block of the dataset's input: the driver puts the walk's paths into Ray's
+#: object store block by block, so it never holds a whole tree's list itself.
+BLOCK_FILES = 4096
 
 
-def _decode_batch(
-    batch: dict[str, np.ndarray],
-    spec_json: str,
-    limits: DecodeLimits,
-    hash_files: bool,
-    evidence: bool,
-    decode: str | None,
-) -> dict[str, np.ndarray]:
-    """Decode task: the local engine's CPU decoder over one batch of found files."""
+@dataclass(frozen=True)
+class _DecodeJob:
+    """What a decode task needs: the model's preprocessing and the local engine's decode
+    settings (limits, hashing, evidence, threads and the per-file time budget)."""
+
+    spec_json: str
+    decode: DecodeSpec
+
+
+def _decode_batch(batch: dict[str, np.ndarray], job: _DecodeJob) -> dict[str, np.ndarray]:
+    """Decode task: the local engine's CPU decoder over one batch of found files, on its
+    own daemon threads with the local engine's per-file time budget (a decode that hangs
+    becomes an error row, never a stuck task). Items travel as objects."""
     _chaos()
+    d = job.decode
     decoder = CpuDecoder(
-        Preprocessing.from_json(spec_json),
-        limits,
-        hash_files=hash_files,
-        decode=decode,
-        evidence=evidence,
+        Preprocessing.from_json(job.spec_json),
+        d.limits,
+        hash_files=d.hash_files,
+        decode=d.mode,
+        evidence=d.evidence,
     )
     found = [
         Found(str(p), error=str(e), skip_reason=str(s))
         for p, e, s in zip(batch["path"], batch["error"], batch["skip_reason"], strict=True)
     ]
-    items = [decoder(f) for f in found]
-    h, w = decoder.spec.input_size
-    pixels = np.zeros((len(items), h, w, 3), np.uint8)
-    for i, it in enumerate(items):
-        if it.pixels is not None:
-            pixels[i] = it.pixels
-    out: dict[str, Any] = {
-        c: np.array([getattr(it, c) if getattr(it, c) is not None else -1 for it in items])
-        if c in ("width", "height", "bytes")
-        else np.array([getattr(it, c) for it in items], dtype=object)
-        for c in _ITEM_COLUMNS
-    }
-    out["has_pixels"] = np.array([it.pixels is not None for it in items])
-    out["pixels"] = pixels
-    out["evidence_kind"] = np.array([it.evidence.kind for it in items], dtype=object)
-    out["evidence_detail"] = np.array([it.evidence.detail for it in items], dtype=object)
-    out["generator"] = np.array([it.evidence.generator for it in items], dtype=object)
+    pool = DaemonPool(max(1, d.workers), "aiscan-ray-decode")
+    try:
+        tasks = [(f, pool.submit(decoder, f)) for f in found]
+        items = collect_batch(pool, tasks, d.timeout_s)
+    finally:
+        pool.shutdown()
+    return {"item": _objects(items)}
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
     return out
 
 
@@ -100,17 +102,10 @@ def _chaos() -> None:
 
 
 class _Classify:
-    """Inference actor: one ONNX Runtime session; the local engine's rows for a batch."""
+    """Inference actor: one ONNX Runtime session, the scan's own row maker (the verdict
+    policy travels whole, not rebuilt); the local engine's rows for a batch of items."""
 
-    def __init__(
-        self,
-        model: Any,
-        device: str,
-        threads: int,
-        threshold: float,
-        policy: str,
-        real_below: float | None = None,
-    ) -> None:
+    def __init__(self, model: Any, device: str, threads: int, rows: RowMaker) -> None:
         import ray
 
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
@@ -121,69 +116,44 @@ class _Classify:
             self.classifier = Classifier(path, device, threads=threads)
         finally:
             os.unlink(path)  # the session and the model's hash are made: no longer needed
-        self.make_row = RowMaker(self.classifier.model_label, threshold, policy, real_below)
+        self.rows = rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = []
-        for i in range(len(batch["path"])):
-            width, height, nbytes = (_size(batch[c][i]) for c in ("width", "height", "bytes"))
-            item = Item(
-                str(batch["path"][i]),
-                status=as_status(str(batch["status"][i])),
-                error=str(batch["error"][i]),
-                format=str(batch["format"][i]),
-                width=width,
-                height=height,
-                bytes=nbytes,
-                sha256=str(batch["sha256"][i]),
-            )
-            item.evidence = Evidence(
-                str(batch["evidence_kind"][i]),
-                str(batch["evidence_detail"][i]),
-                str(batch["generator"][i]),
-            )
-            if batch["has_pixels"][i]:
-                item.pixels = batch["pixels"][i]
-            items.append(item)
-        rows = classify_batch(Batch(items), self.classifier, self.make_row)
-        return _encode_rows(rows)
+        rows = classify_batch(Batch(list(batch["item"])), self.classifier, self.rows)
+        return {"row": _objects(rows)}
 
 
-def _size(value: Any) -> int | None:
-    """Sizes travel as integers, -1 for none."""
-    return None if int(value) < 0 else int(value)
+def _blocks(files: Iterable[Found]) -> list[Any]:
+    """The walk's files as object-store blocks of :data:`BLOCK_FILES` (Arrow tables):
+    the driver keeps their references, never the paths."""
+    import pyarrow as pa
+    import ray
 
-
-def _encode_rows(rows: list[Row]) -> dict[str, np.ndarray]:
-    """Rows as Ray Data columns (object arrays; a missing value as "")."""
-    return {
-        c.name: np.array(["" if (v := getattr(r, c.name)) is None else v for r in rows], object)
-        for c in ROW_SCHEMA
-    }
-
-
-def _row(batch: dict[str, np.ndarray], i: int) -> Row:
-    """Row ``i`` of columns made by :func:`_encode_rows`, typed by :data:`ROW_SCHEMA`."""
-    values: dict[str, Any] = {}
-    for c in ROW_SCHEMA:
-        value = batch[c.name][i]
-        values[c.name] = None if c.nullable and value == "" else c.python(value)
-    return Row(**values)
+    refs = []
+    source = iter(files)
+    while chunk := list(itertools.islice(source, BLOCK_FILES)):
+        table = pa.table(
+            {
+                "path": pa.array([f.path for f in chunk], pa.string()),
+                "error": pa.array([f.error for f in chunk], pa.string()),
+                "skip_reason": pa.array([f.skip_reason for f in chunk], pa.string()),
+            }
+        )
+        refs.append(ray.put(table))
+    return refs
 
 
 class RayEngine:
-    """Rows for files, on a Ray cluster: the local engine's decoder in Ray Data tasks,
-    its classification in an actor pool.
-
-    The files reach Ray in chunks of at most ``chunk_files`` (one dataset each, in order),
-    so the driver never holds the whole list of a tree.
+    """Rows for files, on a Ray cluster: the local engine's decoder in Ray Data tasks
+    (its per-file time budget and threads included), its classification in Ray Data's
+    autoscaling actor pool (one actor per GPU; on CPUs, up to the cluster's cores over
+    the threads of one actor), over one dataset for the whole file list, streamed.
 
     Args:
         spec: the model, the decode settings; ``spec.known`` must be None (the state's
             known verdicts live in the driver's database, which the workers cannot reach).
         address: the Ray cluster to join (None: a local instance, or RAY_ADDRESS).
-        threads: ONNX Runtime threads per CPU actor (0: as many as cores).
-        chunk_files: files per Ray dataset.
+        threads: ONNX Runtime threads (and Ray CPUs) per CPU actor (0: 2).
 
     Raises:
         ConfigError: known verdicts were given.
@@ -197,74 +167,61 @@ class RayEngine:
     def failed_batches(self) -> int:
         return 0
 
-    def __init__(
-        self,
-        spec: EngineSpec,
-        address: str | None = None,
-        threads: int = 0,
-        chunk_files: int = 20_000,
-    ) -> None:
+    def __init__(self, spec: EngineSpec, address: str | None = None, threads: int = 0) -> None:
         if spec.known is not None:
             raise ConfigError(
                 "--engine ray cannot reuse the state's verdicts of identical content "
                 "(--state with --sha256): use the local engine for that run"
             )
-        self.spec, self.address, self.threads = spec, address, threads
-        self.chunk_files = max(1, chunk_files)
+        self.spec, self.address = spec, address
+        self.threads = threads or 2
+
+    def actors(self) -> tuple[int, int, bool]:
+        """(min, max) inference actors for this cluster, and whether they use GPUs."""
+        import ray
+
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus:
+            return 1, gpus, True
+        return 1, max(1, int(resources.get("CPU", 1)) // self.threads), False
 
     def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
         """One result per batch of ``files``, in order."""
         import ray
-
-        source = iter(files)
-        model_ref = None
-        while chunk := list(itertools.islice(source, self.chunk_files)):
-            if not ray.is_initialized():
-                ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
-            if model_ref is None:
-                model_ref = ray.put(self.spec.model.classifier.path.read_bytes())
-            yield from self._chunk(chunk, model_ref)
-
-    def _chunk(self, files: list[Found], model_ref: Any) -> Iterator[BatchResult]:
-        import ray
         import ray.data
 
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        refs = _blocks(files)
+        if not refs:
+            return
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
-        gpus = ray.cluster_resources().get("GPU", 0)
         model, decode = self.spec.model, self.spec.decode
-        found = [{"path": f.path, "error": f.error, "skip_reason": f.skip_reason} for f in files]
-        blocks = max(1, math.ceil(len(found) / model.batch_size))
-        ds: Any = ray.data.from_items(found, override_num_blocks=blocks)
+        low, high, on_gpu = self.actors()
+        ds: Any = ray.data.from_arrow_refs(refs)
         ds = ds.map_batches(
             _decode_batch,
             batch_size=model.batch_size,
             batch_format="numpy",
             num_cpus=1,
-            fn_kwargs={
-                "spec_json": model.classifier.info.preprocessing.to_json(),
-                "limits": decode.limits,
-                "hash_files": decode.hash_files,
-                "evidence": decode.evidence,
-                "decode": decode.mode,
-            },
+            fn_kwargs={"job": _DecodeJob(model.classifier.info.preprocessing.to_json(), decode)},
         )
         ds = ds.map_batches(
             _Classify,
             batch_size=model.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=max(1, int(gpus) if gpus else 1)),
-            num_gpus=1 if gpus else 0,
-            num_cpus=0 if gpus else 1,
+            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+            num_gpus=1 if on_gpu else 0,
+            num_cpus=1 if on_gpu else self.threads,
             fn_constructor_kwargs={
-                "model": model_ref,
-                "device": "cuda" if gpus else "cpu",
-                "threads": 0 if gpus else self.threads,
-                "threshold": model.threshold,
-                "policy": model.rows.evidence_policy,
-                "real_below": model.real_below,
+                "model": ray.put(model.classifier.path.read_bytes()),
+                "device": "cuda" if on_gpu else "cpu",
+                "threads": 0 if on_gpu else self.threads,
+                "rows": model.rows,
             },
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield BatchResult([_row(batch, i) for i in range(len(batch["path"]))])
+            yield BatchResult(list(batch["row"]))
