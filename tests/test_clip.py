@@ -807,3 +807,30 @@ def test_the_heads_report_checks_the_edge_on_sources_it_was_not_set_on(tmp_path:
     counted = sum(v["n"] for v in transfer["scored_only"]["by_source"].values())
     assert counted == n_extra
     assert 0 <= transfer["edge"] <= 1 and transfer["trained_on"]["fpr"] <= 0.05
+
+
+def test_the_cpu_kinds_benchmark_compares_features_and_verdicts(tmp_path: Path) -> None:
+    """benchmarks/cpu_kinds: the kernel probe names one of its two answers; compare holds
+    a run to the reference (identical features: cosine 1, every verdict the same; another
+    run's: less)."""
+    import json
+
+    from aiscan.benchmarks.cpu_kinds import compare, saturation_probe
+    from aiscan.export.clip_head import write_head
+
+    assert saturation_probe() in ("exact", "saturating")
+    head = _random_head("cls:all", None, BLOCKS * WIDTH)
+    write_head(head, _info(), tmp_path / "head.onnx", BLOCKS, WIDTH)
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(40, BLOCKS, WIDTH)).astype(np.float32)
+    paths = np.array([f"/x/{i}.jpg" for i in range(40)])
+    runs = []
+    for name, t in (("a", tokens), ("same", tokens.copy()), ("noisy", tokens + 0.5)):
+        info = json.dumps({"kind": name, "kernel": "exact"})
+        np.savez(tmp_path / f"{name}.npz", cls_tokens=t, paths=paths, info=info)
+        runs.append(tmp_path / f"{name}.npz")
+    report = compare(runs, tmp_path / "head.onnx")
+    same, noisy = report["kinds"]
+    assert same["identical"] and same["cosine_min"] == pytest.approx(1.0)
+    assert same["verdict_agreement"] == 1.0 and same["p_ai_max_diff"] == 0.0
+    assert not noisy["identical"] and noisy["cosine_mean"] < 0.99
