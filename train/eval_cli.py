@@ -87,6 +87,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
         for key, delta in report["reencode_jpeg_q90"]["delta"].items():
             table.add_row(f"re-encoded q90: delta {key}", f"{delta:+.4f}")
     console.print(table)
+    at = report["at_threshold"]
+    promise = f", promised {at['promise']:.1%}" if at.get("promise") is not None else ""
+    kinds = Table(
+        "kind",
+        "n",
+        "share",
+        title=f"at the ai edge ({at['threshold']:.4f}): real flagged {at['fpr']:.1%}{promise}, "
+        f"AI caught {at['tpr']:.1%}",
+    )
+    for name, row in at["by_category"].items():
+        share = row.get("flagged", row.get("caught", 0.0))
+        kinds.add_row(name, str(row["n"]), f"{share:.1%}")
+    console.print(kinds)
     src = Table("source", "n", "accuracy", "mean p_ai", title="per source")
     for name, row in report["per_source"].items():
         src.add_row(name, str(row["n"]), _fmt(row["accuracy"]), _fmt(row["mean_p_ai"]))

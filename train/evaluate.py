@@ -118,6 +118,17 @@ def _save(fig: Any, path: Path) -> str:
     return str(path)
 
 
+def _at(scores: Scores, threshold: float, promise: float | None) -> dict[str, Any]:
+    """What the ``ai`` edge does on these images, pooled and per kind of image: the band
+    promise of the model (its card's), measured on the data at hand."""
+    from .protocol import Scored, operating_point
+
+    ok = scores.ok
+    kept = [s for s, k in zip(scores.samples, ok, strict=True) if k]
+    point = operating_point(Scored(kept, scores.p_ai[ok], np.zeros(len(kept), int)), threshold)
+    return dict(point, promise=promise)
+
+
 def evaluate(
     target: str | Path,
     data_dir: str | Path | None = None,
@@ -142,6 +153,8 @@ def evaluate(
     # Read what the report needs and drop the session before scoring starts its own.
     probe = Classifier(resolve_model(model), "cpu", threads=1)  # a head: joined to its encoder
     model_id, model_sha256, own_threshold = probe.info.model_id, probe.sha256, probe.info.threshold
+    bands = probe.info.extra.get("bands")
+    promise = bands.get("promise") if isinstance(bands, dict) else None
     del probe
     threshold = own_threshold if threshold is None else threshold
     out = Path(out_dir) if out_dir else (Path(target) if Path(target).is_dir() else None)
@@ -159,6 +172,7 @@ def evaluate(
         "threshold": threshold,
         "metrics": metrics,
         "per_source": per_source(scores, threshold),
+        "at_threshold": _at(scores, threshold, promise),
         "plots": plots(scores, metrics, out, tag) if out is not None else [],
     }
     if reencode:

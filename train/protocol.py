@@ -218,8 +218,8 @@ def operating_point(scored: Scored, threshold: float) -> dict[str, Any]:
 
     return {
         "threshold": float(threshold),
-        "tpr": float(flagged[is_ai].mean()),
-        "fpr": float(flagged[~is_ai].mean()),
+        "tpr": float(flagged[is_ai].mean()) if is_ai.any() else math.nan,
+        "fpr": float(flagged[~is_ai].mean()) if (~is_ai).any() else math.nan,
         "by_category": rates(_kinds(kept)),
         "by_source": rates([s.source for s in kept]),
     }
