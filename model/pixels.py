@@ -457,7 +457,7 @@ def load_pixels(
     except _NOT_METADATA:
         raise
     except (ValueError, SyntaxError, OSError, EOFError, struct.error) as exc:
-        stripped = _pixels_only(source, exc)
+        stripped = _pixels_only(source)
         if stripped is None:
             raise
         try:
@@ -532,11 +532,10 @@ def pixels_only_png(data: bytes) -> bytes | None:
     return b"".join(out) if dropped else None
 
 
-def _pixels_only(source: Source, exc: BaseException) -> bytes | None:
+def _pixels_only(source: Source) -> bytes | None:
     """The bytes of ``source`` with the metadata that can stop a decoder set aside, or
     None where there is none to set aside (not a PNG, or a PNG without it). Larger
     files than :data:`PNG_REPAIR_MAX_BYTES` keep the decoder's refusal."""
-    del exc  # every decoder error gets one retry without metadata; the caller keeps it
     if isinstance(source, bytes):
         data = source
     else:

@@ -93,7 +93,7 @@ MUTATIONS = (
     Mutation(
         "metadata hides the pixels again",
         "model/pixels.py",
-        "        stripped = _pixels_only(source, exc)",
+        "        stripped = _pixels_only(source)",
         "        stripped = None",
         ("tests/test_hostile_meta.py",),
     ),
