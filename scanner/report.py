@@ -5,9 +5,10 @@ summary when it lies beside it: counts by status, verdict and evidence, and the 
 summary; then, before anything else, the files where the metadata and the model
 disagree (declared AI but scored real, or a claimed camera capture scored AI: the cases
 a reviewer should see, and the data the next model should learn from); the p_ai
-histogram with the threshold; the folders that hold most flagged images; a gallery of
-the flagged images, highest p_ai first. Both galleries carry small embedded thumbnails,
-bounded in number and size, so the page stays a few MB. No external scripts, styles,
+histogram with both edges of the band; the folders that hold most flagged images; the
+two queues a moderator works, the flagged (``ai``) and the ``uncertain`` images, highest
+p_ai first. Every gallery carries small embedded thumbnails, bounded in number and size,
+so the page stays a few MB; each opens its file. No external scripts, styles,
 fonts or images: a Content-Security-Policy in the page forbids them."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import json
 import os
 import stat
+import urllib.parse
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +30,7 @@ from typing import Any
 from PIL import ImageOps
 
 from aiscan.model.files import write_atomic
+from aiscan.model.meta import canonical_edge
 from aiscan.model.pixels import DecodeLimits, check_limits, is_jpeg, open_image
 
 from .core.rows import Row
@@ -57,6 +60,7 @@ class Tally:
     histogram: list[int] = field(default_factory=lambda: [0] * BINS)
     folders: dict[str, _Folder] = field(default_factory=lambda: defaultdict(_Folder))
     flagged: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
+    uncertain: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
     disagreements: int = 0
     disagree: list[tuple[float, int, Row]] = field(default_factory=list)  # a min-heap
     errors: list[tuple[str, str]] = field(default_factory=list)  # the first ERRORS_SHOWN
@@ -102,8 +106,8 @@ def _keep(heap: list[tuple[float, int, Row]], entry: tuple[float, int, Row], n: 
 
 
 def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
-    """Count everything; keep the ``gallery`` flagged rows with the highest p_ai and the
-    ``gallery`` strongest disagreements (farthest from the threshold)."""
+    """Count everything; keep the ``gallery`` flagged and uncertain rows with the highest
+    p_ai and the ``gallery`` strongest disagreements (farthest from the threshold)."""
     t = Tally()
     for i, row in enumerate(rows):
         t.rows += 1
@@ -125,6 +129,8 @@ def tally(rows: Any, gallery: int, threshold: float = 0.5) -> Tally:
         if row.verdict == "ai":
             folder.flagged += 1
             _keep(t.flagged, (row.p_ai if row.p_ai is not None else 1.0, -i, row), gallery)
+        elif row.verdict == "uncertain":
+            _keep(t.uncertain, (row.p_ai if row.p_ai is not None else 0.5, -i, row), gallery)
         if row.p_ai is not None and disagreement(row, threshold):
             t.disagreements += 1
             _keep(t.disagree, (abs(row.p_ai - threshold), -i, row), gallery)
@@ -168,14 +174,22 @@ def _regular_file_bytes(path: str, max_bytes: int) -> bytes | None:
         os.close(fd)
 
 
-def _threshold(summary: dict[str, Any]) -> float:
-    """The run's threshold from its summary; 0.5 where the summary has none that is a
-    probability (a hand-edited or foreign summary never breaks the report)."""
+def _edge(summary: dict[str, Any], key: str, default: float) -> float:
+    """An edge of the run's band from its summary, in canonical form; ``default`` where
+    the summary has none that is a probability (a hand-edited or foreign summary never
+    breaks the report)."""
     try:
-        value = float(summary.get("threshold", 0.5))
+        value = float(summary.get(key, default))
     except (TypeError, ValueError):
-        return 0.5
-    return value if 0.0 <= value <= 1.0 else 0.5
+        return default
+    return canonical_edge(value) if 0.0 <= value <= 1.0 else default
+
+
+def _edges(summary: dict[str, Any]) -> tuple[float, float]:
+    """(ai edge, real edge) of the run: the real edge is the ai edge when there is no
+    band (two verdicts)."""
+    threshold = _edge(summary, "threshold", 0.5)
+    return threshold, min(_edge(summary, "real_below", threshold), threshold)
 
 
 def _summary(verdicts: Path) -> dict[str, Any]:
@@ -192,21 +206,26 @@ def write_report(
     """Write the HTML report; return its headline numbers."""
     verdicts, out = Path(verdicts), Path(out)
     summary = _summary(verdicts)
-    threshold = _threshold(summary)
+    threshold, real_below = _edges(summary)
     t = tally(iter_rows(verdicts), gallery, threshold)
     cards = [
         (row, thumbnail(row.path, thumb_px), "") for _, _, row in sorted(t.flagged, reverse=True)
+    ]
+    unsure = [
+        (row, thumbnail(row.path, thumb_px), "") for _, _, row in sorted(t.uncertain, reverse=True)
     ]
     odd = [
         (row, thumbnail(row.path, thumb_px), disagreement(row, threshold) or "")
         for _, _, row in sorted(t.disagree, reverse=True)
     ]
-    page = _page(verdicts, t, threshold, summary, cards, odd)
+    page = _page(verdicts, t, (threshold, real_below), summary, {"ai": cards, "odd": odd,
+                 "uncertain": unsure})  # fmt: skip
     write_atomic(out, page)
     return {
         "rows": t.rows,
         "flagged": t.verdicts.get("ai", 0),
         "gallery": len(cards),
+        "uncertain": len(unsure),
         "disagreements": t.disagreements,
         "bytes": out.stat().st_size,
     }
@@ -226,13 +245,15 @@ def _table(title: str, counts: Counter[str]) -> str:
     return f"<table><caption>{_e(title)}</caption>{rows or '<tr><td>-</td></tr>'}</table>"
 
 
-def _histogram(t: Tally, threshold: float) -> str:
-    """The p_ai histogram as inline SVG, the threshold as a red line."""
+def _histogram(t: Tally, threshold: float, real_below: float) -> str:
+    """The p_ai histogram as inline SVG: bars coloured by verdict, the ai edge as a solid
+    line and the real edge (where there is a band) as a dashed one."""
     w, h, peak = 600, 160, max(t.histogram) or 1
     bar = w / BINS
 
     def rect(i: int, n: int) -> str:
-        side = "ai" if (i + 0.5) / BINS >= threshold else "real"
+        middle = (i + 0.5) / BINS
+        side = "ai" if middle >= threshold else ("real" if middle < real_below else "unsure")
         tall = n / peak * (h - 10)
         return (
             f'<rect x="{i * bar + 1:.1f}" y="{h - tall:.1f}" width="{bar - 2:.1f}" '
@@ -242,12 +263,16 @@ def _histogram(t: Tally, threshold: float) -> str:
 
     bars = "".join(rect(i, n) for i, n in enumerate(t.histogram))
     x = threshold * w
-    line = f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{h}" class="thr"/>'
+    marks = f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{h}" class="thr"/>'
+    marks += f'<text x="{x + 4:.1f}" y="12">ai at {threshold:g}</text>'
+    if real_below < threshold:
+        r = real_below * w
+        marks += f'<line x1="{r:.1f}" x2="{r:.1f}" y1="0" y2="{h}" class="real-edge"/>'
+        marks += f'<text x="{r + 4:.1f}" y="26">real below {real_below:g}</text>'
     return (
         f'<svg viewBox="0 0 {w} {h + 16}" width="{w}" height="{h + 16}" role="img" '
-        f'aria-label="p_ai histogram">{bars}{line}'
-        f'<text x="0" y="{h + 14}">0</text><text x="{w - 8}" y="{h + 14}">1</text>'
-        f'<text x="{x + 4:.1f}" y="12">threshold {threshold:g}</text></svg>'
+        f'aria-label="p_ai histogram">{bars}{marks}'
+        f'<text x="0" y="{h + 14}">0</text><text x="{w - 8}" y="{h + 14}">1</text></svg>'
     )
 
 
@@ -286,6 +311,16 @@ def _errors(t: Tally) -> str:
 Card = tuple[Row, str | None, str]  # the row, its thumbnail (data URI), a note
 
 
+def _file_uri(path: str) -> str:
+    """A file:// link to ``path`` (its exact bytes, percent-encoded)."""
+    return "file://" + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+
+
+def _breakable(path: str) -> str:
+    """``path`` as HTML that wraps after a separator, not in the middle of a name."""
+    return "/<wbr>".join(_e(part) for part in path.split("/"))
+
+
 def _cards(cards: list[Card]) -> str:
     out = []
     for row, uri, note in cards:
@@ -296,8 +331,9 @@ def _cards(cards: list[Card]) -> str:
         why = f"<div class=why>{_e(note)}</div>" if note else ""
         out.append(
             f'<figure class=card data-path="{_e(row.path)}" data-p="{p}" '
-            f'title="{_e(row.evidence_detail)}">{img}<figcaption><b>{p}</b>{why}{ev}{gen}'
-            f"<div class=path>{_e(row.path)}</div></figcaption></figure>"
+            f'title="{_e(row.evidence_detail)}"><a href="{_e(_file_uri(row.path))}" '
+            f'target="_blank" rel="noopener">{img}</a><figcaption><b>{p}</b>{why}{ev}{gen}'
+            f"<div class=path>{_breakable(row.path)}</div></figcaption></figure>"
         )
     return "".join(out)
 
@@ -321,20 +357,22 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:0 1.5em 1em 0;display:inline-table;vertical-align:top}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}.n{text-align:right}
 caption{font-weight:bold;text-align:left}
-svg rect.ai{fill:#c0392b}svg rect.real{fill:#2980b9}svg .thr{stroke:#000;stroke-dasharray:4}
+svg rect.ai{fill:#c0392b}svg rect.real{fill:#2980b9}svg rect.unsure{fill:#f39c12}
+svg .thr{stroke:#000;stroke-width:2}svg .real-edge{stroke:#000;stroke-dasharray:4}
 svg text{font-size:11px}
-#gallery,#disagree{display:flex;flex-wrap:wrap;gap:8px}
+#gallery,#disagree,#uncertain{display:flex;flex-wrap:wrap;gap:8px}
 .card{width:176px;margin:0;border:1px solid #ddd;padding:4px;font-size:12px}
 .card img{max-width:168px;max-height:168px;display:block;margin:auto}
 .missing{height:80px;background:#eee;text-align:center;line-height:80px;color:#888}
-.path{word-break:break-all;color:#555}.ev{color:#8e44ad}.gen{color:#16a085}
+.path{overflow-wrap:anywhere;color:#555}.ev{color:#8e44ad}.gen{color:#16a085}
 .why{color:#c0392b;font-weight:bold}
 """
 
 # Inline, no network: filter the gallery by path and say how many cards show.
 _SCRIPT = """
 (function(){
-  var cards = Array.prototype.slice.call(document.querySelectorAll('#gallery .card'));
+  var cards = Array.prototype.slice.call(
+    document.querySelectorAll('#gallery .card, #uncertain .card'));
   var shown = document.getElementById('shown');
   function apply(){
     var q = document.getElementById('filter').value.toLowerCase(), n = 0;
@@ -354,17 +392,18 @@ _SCRIPT = """
 def _page(
     verdicts: Path,
     t: Tally,
-    threshold: float,
+    edges: tuple[float, float],
     summary: dict[str, Any],
-    cards: list[Card],
-    odd: list[Card],
+    galleries: dict[str, list[Card]],
 ) -> str:
+    threshold, real_below = edges
     run = ""
     if summary:
         keys = (
             "model_id",
             "model_sha256",
             "threshold",
+            "real_below",
             "providers",
             "decoder",
             "images_per_s",
@@ -372,32 +411,50 @@ def _page(
             "started",
             "finished",
         )
-        run = "".join(f"<tr><td>{_e(k)}</td><td>{_e(summary.get(k, ''))}</td></tr>" for k in keys)
+        shown = dict(summary, threshold=f"{threshold:g}", real_below=f"{real_below:g}")
+        run = "".join(f"<tr><td>{_e(k)}</td><td>{_e(shown.get(k, ''))}</td></tr>" for k in keys)
         run = f"<table><caption>Run</caption>{run}</table>"
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    flagged = t.verdicts.get("ai", 0)
+    flagged, unsure = t.verdicts.get("ai", 0), t.verdicts.get("uncertain", 0)
+    cards, odd, maybe = galleries["ai"], galleries["odd"], galleries["uncertain"]
+    band = f", uncertain from {real_below:g}" if real_below < threshold else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{csp}">
 <title>aiscan report: {_e(verdicts.name)}</title><style>{_STYLE}</style></head>
 <body>
 <h1>aiscan report</h1>
-<p>{_e(verdicts)}: {t.rows} files, {flagged} flagged as AI at threshold {threshold:g}.
-Made {made}. Evidence columns report what file metadata claims; metadata is easily
-stripped or forged (see the aiscan README).</p>
+<p>{_e(verdicts)}: {t.rows} files, {flagged} flagged as AI (p_ai at or above {threshold:g}{band}),
+{unsure} uncertain. Made {made}. Evidence columns report what file metadata claims;
+metadata is easily stripped or forged (see the aiscan README). Each image opens its file.</p>
 {_table("Status", t.statuses)}{_table("Verdict", t.verdicts)}{_table("Evidence", t.evidence)}
 {run}
 <h2>Evidence and model disagree</h2>
 <p>{_disagree_intro(t, odd, threshold)}</p>
 <div id=disagree>{_cards(odd)}</div>
-<h2>p_ai</h2>{_histogram(t, threshold)}
+<h2>p_ai</h2>{_histogram(t, threshold, real_below)}
 <h2>Folders</h2>{_folders(t)}
 <h2>Files that could not be classified</h2>{_errors(t)}
-<h2>Flagged images</h2>
-<p>The {len(cards)} flagged images with the highest p_ai (of {flagged}).
-<input id=filter placeholder="filter by path"> <span id=shown></span></p>
+<p><input id=filter placeholder="filter the two queues by path"> <span id=shown></span></p>
+<h2>The ai queue: flagged images</h2>
+<p>The {len(cards)} flagged images with the highest p_ai (of {flagged}).</p>
 <div id=gallery>{_cards(cards)}</div>
+<h2>The uncertain queue</h2>
+<p>{_uncertain_intro(len(maybe), unsure, threshold, real_below)}</p>
+<div id=uncertain>{_cards(maybe)}</div>
 <script>{_SCRIPT}</script>
 </body></html>
 """
+
+
+def _uncertain_intro(shown: int, total: int, threshold: float, real_below: float) -> str:
+    if real_below >= threshold:
+        return "None: this model has no band (two verdicts only)."
+    if not total:
+        return f"None: no file scored within [{real_below:g}, {threshold:g})."
+    return (
+        f"The {shown} uncertain images with the highest p_ai (of {total}, p_ai within "
+        f"[{real_below:g}, {threshold:g})): the model neither clears nor flags them; "
+        "a reviewer decides."
+    )

@@ -41,7 +41,8 @@ def test_report_is_self_contained_and_escapes_paths(scanned: Path, tmp_path: Pat
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
     assert '<b onmouseover="x">' not in page and "&lt;b onmouseover=&quot;x&quot;&gt;" in page
     assert ">ok</td><td class=n>7<" in page and ">error</td><td class=n>1<" in page
-    assert "threshold 0" in page and "<svg" in page
+    assert "ai at 0" in page and "<svg" in page
+    assert "None: this model has no band" in page  # no uncertain queue at threshold 0
     small = tmp_path / "small.html"
     assert main(["report", str(scanned), "--out", str(small), "--gallery", "2"]) == 0
     assert small.read_text(encoding="utf-8").count("class=card ") == 2
@@ -151,7 +152,7 @@ def test_a_flagged_file_that_became_a_fifo_is_a_placeholder_not_a_hang(tmp_path:
         w = csv.writer(fh, lineterminator="\r\n")
         w.writerow(COLUMNS)
         w.writerow([str(fifo), "ok", "0.990000", "ai", "", "JPEG", "8", "8", "100", "", "m@1",
-                    "none", "", "", "false"])  # fmt: skip
+                    "none", "", "", "ai>=0.5 real<0.5 evidence=report", "false"])  # fmt: skip
     out = tmp_path / "r.html"
     cmd = [sys.executable, "-m", "aiscan.scanner.cli", "report", str(verdicts), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -189,3 +190,39 @@ def test_error_rows_have_their_own_section_and_stay_out_of_p_ai(
     assert error_reason("truncated image data (image file is truncated (17 bytes))") == (
         "truncated image data"
     )
+
+
+def test_the_uncertain_queue_and_both_edges(tmp_path: Path) -> None:
+    """Issue 28: a moderator works the ai and the uncertain queues from the page; the
+    histogram marks both edges, printed in canonical form; each thumbnail links to its
+    file; a long path wraps at its separators."""
+    import csv
+    import json
+
+    from aiscan.scanner.output.records import COLUMNS
+
+    tree = tmp_path / ("a-rather-long-folder-name-" * 4)
+    tree.mkdir()
+    band = "ai>=0.815763 real<0.0798 evidence=report"
+    rows = []
+    for i, (p, v) in enumerate([(0.95, "ai"), (0.5, "uncertain"), (0.3, "uncertain"),
+                                (0.01, "real")]):  # fmt: skip
+        path = tree / f"{i}.jpg"
+        path.write_bytes(jpeg_bytes(photo(64, 48, seed=i)))
+        rows.append([str(path), "ok", f"{p:.6f}", v, "", "JPEG", "64", "48", "100", "", "m@1",
+                     "none", "", "", band, "false"])  # fmt: skip
+    verdicts = tmp_path / "v.csv"
+    with verdicts.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        w.writerows(rows)
+    summary = {"threshold": 0.8157630000000001, "real_below": 0.0798}
+    (tmp_path / "v.csv.summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "r.html"
+    assert main(["report", str(verdicts), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    queue = page.split("<div id=uncertain>")[1].split("</div>\n")[0]
+    assert re.findall(r'data-p="([0-9.]+)"', queue) == ["0.500", "0.300"]  # highest first
+    assert 'class="real-edge"' in page and "real below 0.0798" in page
+    assert "ai at 0.815763" in page and "0.8157630000000001" not in page
+    assert 'href="file://' in page and "/<wbr>" in page
