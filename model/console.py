@@ -192,6 +192,9 @@ class Parser(argparse.ArgumentParser):
     of aiscan builds its parser from this class."""
 
     def error(self, message: str) -> NoReturn:
+        if "--log-json" in sys.argv[1:]:  # every line of stderr a JSON object, this one too
+            record = {"event": "error", "tool": self.prog, "message": message, "exit_status": 2}
+            self.exit(2, json_line(record) + "\n")
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {printable(message)}\n")
 
