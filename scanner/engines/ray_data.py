@@ -176,15 +176,20 @@ class RayEngine:
         self.spec, self.address = spec, address
         self.threads = threads or 2
 
-    def actors(self) -> tuple[int, int, bool]:
-        """(min, max) inference actors for this cluster, and whether they use GPUs."""
+    def actors(self) -> tuple[int, int, int, bool]:
+        """(min, max) inference actors for this cluster, the CPUs each reserves, and
+        whether they use GPUs. On CPUs an actor reserves its threads, but never the
+        cluster's last CPU: the decode tasks need one (with every CPU held by actors,
+        Ray Data would wait for ever)."""
         import ray
 
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         if gpus:
-            return 1, gpus, True
-        return 1, max(1, int(resources.get("CPU", 1)) // self.threads), False
+            return 1, gpus, 1, True
+        cpus = int(resources.get("CPU", 1))
+        reserve = max(1, min(self.threads, cpus - 1))
+        return 1, max(1, (cpus - 1) // reserve), reserve, False
 
     def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
         """One result per batch of ``files``, in order."""
@@ -200,7 +205,7 @@ class RayEngine:
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         model, decode = self.spec.model, self.spec.decode
-        low, high, on_gpu = self.actors()
+        low, high, reserve, on_gpu = self.actors()
         ds: Any = ray.data.from_arrow_refs(refs)
         ds = ds.map_batches(
             _decode_batch,
@@ -215,7 +220,7 @@ class RayEngine:
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
             num_gpus=1 if on_gpu else 0,
-            num_cpus=1 if on_gpu else self.threads,
+            num_cpus=reserve,
             fn_constructor_kwargs={
                 "model": ray.put(model.classifier.path.read_bytes()),
                 "device": "cuda" if on_gpu else "cpu",
