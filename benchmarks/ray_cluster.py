@@ -122,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         head = _ray("start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1",
                     "--include-dashboard=false", "--disable-usage-stats")  # fmt: skip
         try:
-            worker = _ray("start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1",
-                          f"--node-manager-port={WORKER_NM_PORT}", "--disable-usage-stats")  # fmt: skip
+            worker = _ray(
+                "start", f"--address=127.0.0.1:{HEAD_PORT}", "--num-cpus=1",
+                f"--node-manager-port={WORKER_NM_PORT}", "--disable-usage-stats",
+            )  # fmt: skip
             if head.returncode or worker.returncode:
                 print(head.stderr[-500:], worker.stderr[-500:], file=sys.stderr)
                 return 1
