@@ -121,12 +121,23 @@ class Encoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input = first.name
         self.names = tuple(o.name for o in self.session.get_outputs())
+        #: A graph with a fixed batch axis (the dynamically quantised ones take one image
+        #: per run: :func:`aiscan.model.clip_graph.one_image`) is fed that many at a time.
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, {self.input: batch})
-        return dict(zip(self.names, outs, strict=True))
+        step = self.fixed_batch or len(batch)
+        parts = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            pad = step - len(chunk)  # the last chunk of a fixed batch, filled with zeros
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            parts.append([out[: step - pad] for out in self.session.run(None, {self.input: chunk})])
+        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.names)}
 
 
 def _done(folder: Path) -> set[str]:
@@ -197,6 +208,10 @@ def extract(
 
 #: The file in a features cache that names the encoder graph its features came from.
 PRECISION_FILE = "precision.txt"
+#: The file that names the version of the encoder graph's rewrite
+#: (:data:`aiscan.model.clip_graph.GRAPH_VERSION`): features of two versions are never
+#: mixed in one cache (version 3 quantises each image on its own).
+GRAPH_FILE = "graph.txt"
 
 
 def features_precision(cache: str | Path) -> str:
@@ -235,8 +250,19 @@ def claim_precision(cache: str | Path, precision: str) -> None:
         raise UsageError(
             f"{folder} holds {held} features; extract {precision} ones into another folder"
         )
+    from aiscan.model.clip_graph import GRAPH_VERSION
+
+    graph = folder / GRAPH_FILE
+    held_graph = graph.read_text().strip() if graph.is_file() else None
+    extracted = any(folder.glob("*/part-*.npz"))
+    if extracted and held_graph != str(GRAPH_VERSION):
+        raise UsageError(
+            f"{folder} holds features of encoder graph version {held_graph or '2 or older'}, "
+            f"this aiscan builds version {GRAPH_VERSION}; extract into another folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PRECISION_FILE).write_text(precision + "\n")
+    graph.write_text(f"{GRAPH_VERSION}\n")
 
 
 #: The file in a features cache that holds the preprocessing its features came from.

@@ -248,7 +248,7 @@ def _probe(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from aiscan.model.clip import CLIP_B16, PIXEL_REGIMES
-    from aiscan.model.clip_graph import cached_feature_encoder
+    from aiscan.model.clip_graph import GRAPH_VERSION, cached_feature_encoder
 
     from .data import find_samples
     from .features import Encoder, claim_precision, claim_preprocessing, extract
@@ -266,6 +266,7 @@ def _features(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "encoder": CLIP_B16.upstream,
         "encoder_sha256": CLIP_B16.sha256,
         "precision": args.precision,
+        "graph_version": GRAPH_VERSION,
         "pixels": args.pixels,
         "preprocessing": spec.to_json(),
         "data_dirs": [str(Path(d).resolve()) for d in args.data_dirs],
