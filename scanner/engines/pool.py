@@ -26,10 +26,12 @@ _POLL_S = 0.25
 
 @dataclass(eq=False)
 class Task(Generic[T]):
-    """A submitted call: its future, and when a worker started it (None while queued)."""
+    """A submitted call: its future, when a worker started it (None while queued) and
+    how long it ran (None until it ends)."""
 
     future: Future[T] = field(default_factory=Future)
     started: float | None = None
+    ran_s: float | None = None
     abandoned: bool = False
     finished: bool = False
 
@@ -71,8 +73,10 @@ class DaemonPool:
             try:
                 result = fn(arg)
             except BaseException as exc:  # handed to whoever waits on the task
+                task.ran_s = time.monotonic() - task.started
                 task.future.set_exception(exc)
             else:
+                task.ran_s = time.monotonic() - task.started
                 task.future.set_result(result)
             with self._lock:
                 task.finished = True
@@ -88,15 +92,21 @@ class DaemonPool:
 
     def result(self, task: Task[T], timeout_s: float, on_timeout: Callable[[], T]) -> T:
         """The task's result; if it runs longer than ``timeout_s`` once started, abandon
-        it and return ``on_timeout()`` instead. Time spent queued does not count."""
+        it and return ``on_timeout()`` instead. Time spent queued does not count, and the
+        budget is exact: a task that ended past it while nobody was looking (between two
+        looks at the clock) is past its time too, whatever the waiter was doing."""
         while True:
             try:
-                return task.future.result(timeout=_POLL_S)
+                task.future.exception(timeout=_POLL_S)  # waits; raises only on a timeout
             except TimeoutError:
                 started = task.started
                 if started is not None and time.monotonic() - started > timeout_s:
                     self._abandon(task)
                     return on_timeout()
+                continue
+            if task.ran_s is not None and task.ran_s > timeout_s:
+                return on_timeout()
+            return task.future.result()
 
     def _abandon(self, task: Task[Any]) -> None:
         """Give up on a task; unless its thread has already finished it (and so stays in
