@@ -693,6 +693,53 @@ def test_requantise_gives_7_bit_weights_and_keeps_the_outputs(tmp_path: Path) ->
     assert cos.min() > 0.99, cos
 
 
+def test_a_dynamically_quantised_graph_quantises_each_image_on_its_own(tmp_path: Path) -> None:
+    """quantize_dynamic picks one activation scale per tensor, batch axis included: in a
+    batch, an image with large values changes its batch-mates' features. one_image fixes
+    the batch axis at 1, and the runners feed such a graph one image at a time, so an
+    image's features are the same alone and in any batch."""
+    from aiscan.model.clip_graph import one_image, requantise
+    from aiscan.train.features import Encoder
+
+    model = onnx.load(str(_tiny_vit(tmp_path)))
+    x = np.random.default_rng(2).normal(size=(3, 3, 4, 4)).astype(np.float32)
+    x[2] *= 50  # a loud batch-mate
+    shared = _session(requantise(model))
+    batched = shared.run(None, {"pixel_values": x})[0]  # type: ignore[attr-defined]
+    alone = shared.run(None, {"pixel_values": x[:1]})[0]  # type: ignore[attr-defined]
+    assert np.abs(batched[0] - alone[0]).max() > 1e-3  # the dependence this guards against
+
+    onnx.save(requantise(one_image(model)), tmp_path / "one.onnx")
+    encoder = Encoder(tmp_path / "one.onnx", threads=1)
+    assert encoder.fixed_batch == 1
+    got = encoder(x)[EMBEDS]
+    assert got.shape[0] == 3
+    for i in range(3):
+        np.testing.assert_array_equal(got[i], encoder(x[i : i + 1])[EMBEDS][0])
+    np.testing.assert_allclose(got[0], alone[0], atol=1e-6)
+
+
+def test_a_features_cache_never_mixes_two_graph_versions(tmp_path: Path) -> None:
+    """Features extracted before a graph change (no graph.txt, or another version) are
+    never topped up with the new graph's: the cache is refused with a clear line."""
+    from aiscan.model.clip_graph import GRAPH_VERSION
+    from aiscan.model.errors import UsageError
+    from aiscan.train.features import GRAPH_FILE, claim_precision
+
+    cache = tmp_path / "cache"
+    claim_precision(cache, "int8rr")  # a new cache: claimed at this version
+    assert (cache / GRAPH_FILE).read_text().strip() == str(GRAPH_VERSION)
+    (cache / "base").mkdir()
+    np.savez(cache / "base" / "part-00000.npz", paths=np.array([], dtype=str))
+    claim_precision(cache, "int8rr")  # resuming at the same version
+    (cache / GRAPH_FILE).unlink()
+    with pytest.raises(UsageError, match="graph version 2 or older"):
+        claim_precision(cache, "int8rr")
+    (cache / GRAPH_FILE).write_text(f"{GRAPH_VERSION - 1}\n")
+    with pytest.raises(UsageError, match=f"this aiscan builds version {GRAPH_VERSION}"):
+        claim_precision(cache, "int8rr")
+
+
 def test_a_features_cache_holds_one_pixel_regime(tmp_path: Path) -> None:
     from aiscan.train.features import claim_preprocessing, features_preprocessing
 

@@ -279,8 +279,8 @@ def test_scan_merge_and_export_state_follow_the_suffix(
 
 def test_every_store_takes_its_columns_from_the_row_schema(tmp_path: Path) -> None:
     """The schema table (Row's fields) against what each store really holds: the Parquet
-    file's Arrow schema and the state database's files table (the Ray engine carries rows
-as objects, with no codec of its own)."""
+        file's Arrow schema and the state database's files table (the Ray engine carries rows
+    as objects, with no codec of its own)."""
     import sqlite3
 
     pa = pytest.importorskip("pyarrow")
