@@ -164,16 +164,21 @@ def _levers(levers: Any) -> list[str]:
     out = [
         "## Levers measured",
         "",
-        "Each candidate on the same protocol; the edge check is the promise on sources the "
-        "edge never saw (pooled real flagged, and the worst real kind).",
+        "Each candidate on the same protocol (source-grouped folds; compare rows that "
+        "scored the same number of images); the edge check is the promise on sources the "
+        "edge never saw (pooled real flagged, and the worst real kind). Graph: the "
+        "encoder graph's version its features came from (g2: the int8 graphs quantised "
+        "32 images together, so an image's features depended on its batch-mates; g3: "
+        "one image at a time, as the scanner runs it).",
         "",
-        "| candidate | AUC | TPR at 1% | TPR at 5% | real flagged (edge unseen) | worst kind | "
-        "decision |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| candidate | graph | images | AUC | TPR at 1% | TPR at 5% | real flagged (edge "
+        "unseen) | worst kind | decision |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for lv in levers:
         out.append(
-            f"| {lv['name']} | {_num(lv['auc'])} | {_num(lv['tpr1'], 3)} | {_num(lv['tpr5'], 3)}"
+            f"| {lv['name']} | g{lv.get('graph', 2)} | {lv.get('images', '?')} | "
+            f"{_num(lv['auc'])} | {_num(lv['tpr1'], 3)} | {_num(lv['tpr5'], 3)}"
             f" | {_pct(lv['edge_fpr'])} | {lv['worst_kind']} {_pct(lv['worst_fpr'])} | "
             f"{lv['decision']} |"
         )

@@ -265,6 +265,14 @@ def claim_precision(cache: str | Path, precision: str) -> None:
     graph.write_text(f"{GRAPH_VERSION}\n")
 
 
+def features_graph(cache: str | Path) -> int | None:
+    """The encoder graph version (:data:`aiscan.model.clip_graph.GRAPH_VERSION`) a features
+    cache was extracted with, or None for a cache from before it was recorded (version 2
+    or older: the int8 graphs then quantised a batch of 32 images together)."""
+    marker = Path(cache) / GRAPH_FILE
+    return int(marker.read_text().strip()) if marker.is_file() else None
+
+
 #: The file in a features cache that holds the preprocessing its features came from.
 PREPROCESSING_FILE = "preprocessing.json"
 

@@ -299,7 +299,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import numpy as np
 
     from .data import find_samples
-    from .features import features_precision, features_preprocessing
+    from .features import features_graph, features_precision, features_preprocessing
     from .heads import left_out_mask, load_views, out_of_source
     from .protocol import (
         band_edge,
@@ -342,6 +342,7 @@ def _heads(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "score_only_sources": sorted(set(args.score_only_source)),
         "features_cache": str(Path(args.features).resolve()),
         "features_precision": features_precision(Path(args.features)),
+        "features_graph": features_graph(Path(args.features)),
         "features_preprocessing": features_preprocessing(Path(args.features)).to_json(),
         "promise": args.promise,
         "undecodable": int((~ok).sum()),

@@ -25,6 +25,8 @@ def lever(name: str, report_path: str, decision: str) -> dict[str, Any]:
         "name": name,
         "report": Path(report_path).name,
         "images": s["images"],
+        # the encoder graph's version: 2 or older (None) quantised 32 images together
+        "graph": report.get("features_graph") or 2,
         "auc": s["pooled_auc"],
         "tpr1": s["tpr_at_fpr_1pct"],
         "tpr5": s["tpr_at_fpr_5pct"],
@@ -46,12 +48,14 @@ def main(argv: list[str]) -> int:
         rows.append(lever(name, report, decision))
     Path(argv[0]).write_text(json.dumps(rows, indent=1) + "\n")
     print(
-        "| candidate | images | AUC | TPR@1% | TPR@5% | FPR, edge unseen | worst kind | decision |"
+        "| candidate | graph | images | AUC | TPR@1% | TPR@5% | FPR, edge unseen | worst kind "
+        "| decision |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for r in rows:
         print(
-            f"| {r['name']} | {r['images']} | {r['auc']:.4f} | {r['tpr1']:.3f} | {r['tpr5']:.3f} "
+            f"| {r['name']} | g{r['graph']} | {r['images']} | {r['auc']:.4f} "
+            f"| {r['tpr1']:.3f} | {r['tpr5']:.3f} "
             f"| {100 * r['edge_fpr']:.1f}% | {r['worst_kind']} {100 * r['worst_fpr']:.1f}% | "
             f"{r['decision']} |"
         )
