@@ -496,6 +496,47 @@ def test_real_encoder_fp32_features_are_the_same_on_every_cpu(tmp_path: Path) ->
     np.testing.assert_allclose(alone[0], embeds[1], atol=1e-4)
 
 
+#: Golden features of the int8rr graph (graph version 3, one image per run) for the
+#: canonical copies of ``photo(640, 480, seed)``, seeds 0 and 1: measured on the 2-core
+#: Intel Xeon (AVX-512 VNNI), ONNX Runtime 1.31.1.
+_GOLDEN_INT8RR_EMBEDS = np.array(
+    [
+        [-0.21264, -0.99274, 0.15199, 0.01539, -0.0068, -0.2002],
+        [-0.11891, -1.04165, 0.15102, 0.07243, 0.16961, -0.28723],
+    ]
+)
+_GOLDEN_INT8RR_CLS11 = np.array(
+    [
+        [-0.23861, -0.13193, -0.04054, -0.08455, 0.14185, -0.10954],
+        [-0.11827, -0.18164, -0.06559, -0.04898, 0.10502, -0.23165],
+    ]
+)
+
+
+@pytest.mark.slow
+def test_real_encoder_int8rr_features_are_golden_and_each_images_own(tmp_path: Path) -> None:
+    """The default's graph (int8rr) through the runner that extracts training features:
+    the golden features of the canonical copies, the same whether an image runs alone
+    or beside another (its quantisation scales are its own), one image per run."""
+    from aiscan.model.clip_graph import feature_encoder
+    from aiscan.model.pixels import load_pixels, normalize_batch
+    from aiscan.train.features import Encoder
+
+    src = _real_encoder()
+    spec = clip.CANONICAL_PREPROCESSING
+    pixels = [
+        load_pixels(_png(tmp_path, i, photo(640, 480, seed=i)), spec).pixels for i in range(2)
+    ]
+    batch = normalize_batch(pixels, spec)
+    encoder = Encoder(feature_encoder(src, "int8rr", tmp_path / "int8rr.onnx"), threads=2)
+    assert encoder.fixed_batch == 1
+    out = encoder(batch)
+    np.testing.assert_allclose(out[EMBEDS][:, :6], _GOLDEN_INT8RR_EMBEDS, atol=2e-3)
+    np.testing.assert_allclose(out[CLS_TOKENS][:, 11, :6], _GOLDEN_INT8RR_CLS11, atol=2e-3)
+    alone = encoder(batch[1:])
+    np.testing.assert_array_equal(alone[CLS_TOKENS][0], out[CLS_TOKENS][1])
+
+
 def _png(folder: Path, i: int, img: object) -> str:
     path = folder / f"{i}.png"
     img.save(path)  # type: ignore[attr-defined]
