@@ -75,10 +75,12 @@ def extract(
         str(cached_feature_encoder(precision)), opts, providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in session.get_outputs()]
+    fixed = session.get_inputs()[0].shape[0]  # int8rr: one image per run, as the scanner
+    step = fixed if isinstance(fixed, int) else 8
     tokens = np.concatenate(
         [
-            session.run(None, {"pixel_values": batch[i : i + 8]})[names.index("cls_tokens")]
-            for i in range(0, len(batch), 8)
+            session.run(None, {"pixel_values": batch[i : i + step]})[names.index("cls_tokens")]
+            for i in range(0, len(batch), step)
         ]
     )
     info = {

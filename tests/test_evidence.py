@@ -320,12 +320,19 @@ def test_evidence_parsers_take_linear_time_on_adversarial_text(
     256): the bound 64 sits between, a factor of 4 from each, so a busy machine does not
     fail a linear parser (at 8x and a bound of 24, one did). The inputs repeat what made
     the old regular expressions backtrack (issue 19: a 2-3 KB PNG stalled a scan for
-    minutes)."""
+    minutes). A busy machine can still slow one measurement past the bound, so the
+    ratio is measured up to three times: a linear parser passes one of them, a quadratic
+    one (256) none."""
     from aiscan.scanner.core import evidence
 
     fn = getattr(evidence, parse)
     small, large = unit * 2000, unit * 32000
-    assert _ratio(fn, small, large) < 64, name
+    ratios = []
+    for _ in range(3):
+        ratios.append(_ratio(fn, small, large))
+        if ratios[-1] < 64:
+            break
+    assert min(ratios) < 64, (name, ratios)
 
 
 def test_a_png_of_hostile_metadata_gives_short_evidence_quickly(tmp_path: Path) -> None:
