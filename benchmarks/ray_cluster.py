@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tag", default="")
     p.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
+    # Ray's token authentication guards a cluster reachable from other machines; this
+    # one listens on the loopback of one machine, and its driver and nodes share the
+    # environment, so it runs without (a real cluster keeps it: docs/nightly.md).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="aiscan-ray-cluster-") as tmp:
         work = Path(tmp)
         tree = _tree(work / "tree", args.images)
@@ -139,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ray("stop", "--force")
     result = {
         "machine": machine(),
+        # Ray runs its workers at niceness 15 (Ray's worker_niceness): on a machine that
+        # other work keeps busy they starve and Ray looks many times slower; read the
+        # load before trusting a time
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "images": args.images,
         "model": args.model,
         "cluster": "ray start --head (1 CPU) + ray start worker node (1 CPU), this machine",

@@ -42,8 +42,11 @@ from .pool import DaemonPool
 from .spec import BatchResult, DecodeSpec, EngineSpec
 
 #: Files per block of the dataset's input: the driver puts the walk's paths into Ray's
-#: object store block by block, so it never holds a whole tree's list itself.
-BLOCK_FILES = 4096
+#: object store block by block, so it never holds a whole tree's list itself. A block is
+#: also one task's work (Ray Data maps a block per task) and the unit in which rows come
+#: back: 4096 ran a 400-file scan as one task on one CPU and returned every row at its
+#: end; 128 keeps a two-node cluster's actors busy and the journal growing.
+BLOCK_FILES = 128
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,15 @@ class RayEngine:
 
     def actors(self) -> tuple[int, int, int, bool]:
         """(min, max) inference actors for this cluster, the CPUs each reserves, and
-        whether they use GPUs. On CPUs an actor reserves its threads, but never the
-        cluster's last CPU: the decode tasks need one (with every CPU held by actors,
-        Ray Data would wait for ever)."""
+        whether they use GPUs.
+
+        On GPUs: one actor per GPU; the decode tasks run on the CPUs beside them. On
+        CPUs the decode map asks for the same CPUs as an actor, so Ray Data fuses the two
+        maps (its plan reads ``MapBatches(_decode_batch)->MapBatches(_Classify)``): each
+        actor decodes and classifies its own blocks, and actors may take every CPU (an
+        actor pool that held every CPU beside a separate decode stage would wait for
+        ever: no CPU left to decode).
+        """
         import ray
 
         resources = ray.cluster_resources()
@@ -188,8 +197,8 @@ class RayEngine:
         if gpus:
             return 1, gpus, 1, True
         cpus = int(resources.get("CPU", 1))
-        reserve = max(1, min(self.threads, cpus - 1))
-        return 1, max(1, (cpus - 1) // reserve), reserve, False
+        reserve = max(1, min(self.threads, cpus))
+        return 1, max(1, cpus // reserve), reserve, False
 
     def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
         """One result per batch of ``files``, in order."""
@@ -211,7 +220,7 @@ class RayEngine:
             _decode_batch,
             batch_size=model.batch_size,
             batch_format="numpy",
-            num_cpus=1,
+            num_cpus=1 if on_gpu else reserve,  # on CPUs: fused into the actors (above)
             fn_kwargs={"job": _DecodeJob(model.classifier.info.preprocessing.to_json(), decode)},
         )
         ds = ds.map_batches(
