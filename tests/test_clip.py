@@ -544,8 +544,9 @@ def _png(folder: Path, i: int, img: object) -> str:
 
 
 def test_the_shipped_head_names_the_graph_its_features_came_from() -> None:
-    """The default head was fitted on fp32 features, and says so where the scanner reads
-    it: the scanner joins it to that graph, the same on every CPU and GPU."""
+    """The default head was fitted on int8rr features (7-bit weights, one image per run:
+    the same features on VNNI and AVX2-only CPUs), and says so where the scanner reads
+    it: the scanner joins it to that graph and no other."""
     from aiscan.model.clip_graph import head_encoder
     from aiscan.model.meta import read_info
     from aiscan.scanner.core.models import encoder_precision, shipped_model
@@ -554,8 +555,9 @@ def test_the_shipped_head_names_the_graph_its_features_came_from() -> None:
     assert path is not None
     info = read_info(path)
     encoder = head_encoder(info.extra)
-    assert encoder is not None and encoder_precision(encoder) == "fp32"
-    assert info.extra["training"]["encoder_precision"] == "fp32"
+    assert encoder is not None and encoder_precision(encoder) == "int8rr"
+    assert info.extra["training"]["encoder_precision"] == "int8rr"
+    assert info.preprocessing == clip.CANONICAL_PREPROCESSING  # the canonical copy first
 
 
 @pytest.mark.slow
@@ -569,7 +571,7 @@ def test_the_default_model_is_assembled_on_its_heads_graph() -> None:
     _real_encoder()
     built = onnx.load(str(resolve_model("default")), load_external_data=False)
     meta = {p.key: p.value for p in built.metadata_props}
-    assert json.loads(meta["aiscan.precision"]) == "fp32"
+    assert json.loads(meta["aiscan.precision"]) == "int8rr"
 
 
 @pytest.mark.slow
