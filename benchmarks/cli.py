@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         default="",
         metavar="A.onnx,B.onnx",
-        help="more models (e.g. int8/fp16 variants) for the inference stage",
+        help="more models for the inference stage: paths (e.g. int8/fp16 variants) or "
+        "shipped ones by name",
     )
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
     p.add_argument(
@@ -243,7 +244,7 @@ def _stages(args: argparse.Namespace, model: Path, spec: Any, folder: Path, work
         plan.append(
             ("decode", name, lambda: runners.decode_dali(spec, workers, max(batch, 16), gpu))
         )
-    for m in [model, *[Path(x) for x in filter(None, args.models.split(","))]]:
+    for m in [model, *getattr(args, "model_files", [])]:
         precision = read_info(m).extra.get("precision", "fp32")
         run = partial(runners.inference_only, m, spec, batch, args.device)
         plan.append(("inference", f"infer {precision} {args.device} {m.stem}", run))
@@ -474,6 +475,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         args.memory = args.memory and "200,400"
     try:
         model = resolve_model(args.model)
+        # --models: paths, or shipped models by name as --model takes them
+        args.model_files = [resolve_model(x) for x in filter(None, args.models.split(","))]
     except ConfigError as exc:
         return error_line(
             "aiscan-bench",

@@ -234,10 +234,12 @@ def evidence_only() -> Callable[[Sequence[Path]], None]:
 def inference_only(
     model: Path, spec: Preprocessing, batch: int, device: str = "cpu", threads: int = 0
 ) -> Callable[[Sequence[Path]], None]:
-    """The model alone on synthetic input, in batches (the files only set the count)."""
+    """The model alone on synthetic input, in batches (the files only set the count),
+    shaped as the model's own metadata says (``spec`` is the fallback)."""
     from aiscan.scanner.core.infer import Classifier
 
     clf = Classifier(model, device, threads=threads)
+    spec = clf.info.preprocessing or spec
     h, w = spec.input_size
     rng = np.random.default_rng(0)
     tensor = normalize_batch(

@@ -101,6 +101,27 @@ def test_quick_run_writes_json_and_csv(tiny_model: Path, tmp_path: Path) -> None
     assert path.with_suffix(".csv").read_text().startswith("stage,runner,corpus")
 
 
+def test_models_name_shipped_models_or_paths_and_a_bad_one_is_one_line(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--models takes what --model takes: a shipped model's name ("fast") or a path; one
+    that is neither is one line and exit 2, before any corpus is made."""
+    from aiscan.scanner.core.models import shipped_model
+
+    base = ["--quick", "--model", str(tiny_model), "--results-dir", str(tmp_path / "res")]
+    assert main([*base, "--models", f"{tiny_model},nope.onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.onnx" in err
+    if shipped_model("fast") is None:
+        pytest.skip("this build ships no fast model")
+    assert main([*base, "--models", "fast", "--corpus", "1024px", "--images", "4",
+                 "--baselines", "ort", "--cache-dir", str(tmp_path / "cache"),
+                 "--data-dir", str(tmp_path / "none")]) == 0  # fmt: skip
+    results = json.loads(next((tmp_path / "res").glob("throughput_*.json")).read_text())
+    runners = {t["runner"] for t in results["timings"] if t["stage"] == "inference"}
+    assert runners == {"infer fp32 cpu fast", f"infer fp32 cpu {tiny_model.stem}"}, runners
+
+
 @pytest.mark.slow
 def test_nightly_run_measures_both_nights(tiny_model: Path, tmp_path: Path) -> None:
     args = ["--nightly", "40", "--model", str(tiny_model), "--cache-dir", str(tmp_path / "c")]
