@@ -121,3 +121,17 @@ def test_ray_refuses_the_states_verdict_reuse(tiny_model: Path, tmp_path: Path) 
     spec = EngineSpec(config.open_model(), config.decode_spec, known=lambda _: 0.5)
     with pytest.raises(ConfigError, match="--engine ray cannot reuse"):
         RayEngine(spec)
+
+
+def test_cpu_actors_fit_on_one_node_each() -> None:
+    """An actor lives on one node: on two nodes of one CPU, a two-thread actor asks for
+    one CPU (asking for two left it pending for ever on the two-node benchmark cluster),
+    and each node holds as many actors as fit in it."""
+    from aiscan.scanner.engines.ray_data import actor_slots
+
+    assert actor_slots([1.0, 1.0], 2) == (2, 1)
+    assert actor_slots([2.0], 2) == (1, 2)
+    assert actor_slots([4.0, 2.0], 2) == (3, 2)
+    assert actor_slots([3.0], 2) == (1, 2)
+    assert actor_slots([16.0, 0.0], 4) == (4, 4)  # a node without CPUs holds none
+    assert actor_slots([], 2) == (1, 1)

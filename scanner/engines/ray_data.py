@@ -146,6 +146,16 @@ def _blocks(files: Iterable[Found]) -> list[Any]:
     return refs
 
 
+def actor_slots(node_cpus: list[float], threads: int) -> tuple[int, int]:
+    """(max actors, CPUs each reserves) for CPU actors of ``threads`` threads on nodes of
+    ``node_cpus`` CPUs: an actor lives on one node, so it never asks for more CPUs than
+    the largest node has (two nodes of one CPU each would otherwise leave a two-CPU actor
+    pending for ever), and each node holds as many as fit in it."""
+    per_node = [int(c) for c in node_cpus if c >= 1] or [1]
+    reserve = max(1, min(threads, max(per_node)))
+    return max(1, sum(c // reserve for c in per_node)), reserve
+
+
 class RayEngine:
     """Rows for files, on a Ray cluster: the local engine's decoder in Ray Data tasks
     (its per-file time budget and threads included), its classification in Ray Data's
@@ -192,13 +202,12 @@ class RayEngine:
         """
         import ray
 
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus:
             return 1, gpus, 1, True
-        cpus = int(resources.get("CPU", 1))
-        reserve = max(1, min(self.threads, cpus))
-        return 1, max(1, cpus // reserve), reserve, False
+        cpus = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+        most, reserve = actor_slots(cpus, self.threads)
+        return 1, most, reserve, False
 
     def run(self, files: Iterable[Found]) -> Generator[BatchResult, None, None]:
         """One result per batch of ``files``, in order."""
