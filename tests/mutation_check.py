@@ -48,6 +48,20 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "the int8rr graph quantises a whole batch together",
+        "model/clip_graph.py",
+        "        model = requantise(one_image(model))",
+        "        model = requantise(model)",
+        ("tests/test_clip.py::test_real_encoder_int8rr_features_are_golden_and_each_images_own",),
+    ),
+    Mutation(
+        "a decode that ended past its budget between two looks counts as in time",
+        "scanner/engines/pool.py",
+        "            if task.ran_s is not None and task.ran_s > timeout_s:",
+        "            if False:",
+        ("tests/test_pool.py",),
+    ),
+    Mutation(
         "a lazy upward import in the core",
         "scanner/core/rows.py",
         "#: What judged a row: (model, band), :attr:`Row.judge`.",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "scanner", "export", "train", "benchmarks")
-#: Who may import whom: the layering the README's Layout section describes.
+#: Who may import whom: the layering docs/development.md's layout describes.
 ALLOWED = {
     "model": set(),
     "scanner": {"model"},

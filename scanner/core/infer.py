@@ -290,12 +290,17 @@ class Classifier:
         """p_ai for a float32 NCHW batch already on the GPU (a DALI ``TensorGPU``).
 
         On a GPU session its memory is bound as the input directly (IO binding): no copy
-        through the host. On a CPU session it is copied to the host first.
+        through the host. On a CPU session, or for a model with a fixed batch axis that
+        the batch does not match, it is copied to the host first.
         """
         if not self.on_gpu:
             return self.predict(np.asarray(tensor.as_cpu()))
-        binding = self._session.io_binding()
         shape = [int(d) for d in tensor.shape()]
+        if self._fixed_batch and shape[0] != self._fixed_batch:
+            # a fixed batch axis (the default's int8rr graph takes one image per run)
+            # is fed from the host, image by image
+            return self.predict(np.asarray(tensor.as_cpu()))
+        binding = self._session.io_binding()
         binding.bind_input(self._input_name, "cuda", 0, np.float32, shape, tensor.data_ptr())
         binding.bind_output(self._session.get_outputs()[0].name, "cpu")
         self._session.run_with_iobinding(binding)
