@@ -287,13 +287,13 @@ def one_image(model: Any) -> Any:
 
     Why: a dynamically quantised graph quantises each activation with one scale for the
     whole tensor (``DynamicQuantizeLinear``), batch axis included, so in a batch of
-    several images each image's features would depend on its batch-mates (measured on
-    the int8rr graph: p_ai moved 0.106 on average between batch 1 and batch 32, 16% of
-    verdicts changed). With the axis fixed at 1 every image is quantised on its own, in
-    training and in serving alike, and a runner that meets a fixed batch axis feeds one
-    image per run (:class:`aiscan.scanner.core.infer.Classifier`,
-    :class:`aiscan.train.features.Encoder`). On 2 cores batch 1 is as fast as batch 8 for
-    this encoder (197 tokens per image keep the MatMuls large).
+    several images each image's features would depend on its batch-mates (``python -m
+    aiscan.benchmarks.batch_mates``: 64 originals of train-v1/v3, batch 1 against 32,
+    through aiscan-clip-v3: p_ai moved 0.048 on average, 0.36 at most, 11% of verdicts
+    changed). With the axis fixed at 1 every image is quantised on its own, in training
+    and in serving alike, and a runner that meets a fixed batch axis feeds one image per
+    run (:class:`aiscan.scanner.core.infer.Classifier`,
+    :class:`aiscan.train.features.Encoder`).
     """
     import onnx
 
