@@ -51,7 +51,9 @@ def measure(data_dirs: Sequence[str], n: int, batch: int, precision: str) -> dic
     from .runners import machine
 
     spec = CANONICAL_PREPROCESSING
-    pixels, paths, skipped = [], [], []
+    pixels: list[np.ndarray] = []
+    paths: list[str] = []
+    skipped: list[str] = []
     for path in _pick(data_dirs, 2 * n, seed=3):  # files Pillow alone cannot open (HEIC)
         if len(pixels) == n:  # are skipped and named
             break
