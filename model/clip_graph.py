@@ -199,10 +199,11 @@ def _width(model: Any) -> int:
 
 #: Encoder precisions :func:`feature_encoder` builds: the int8 graph as shipped (its
 #: results depend on the CPU: see :func:`aiscan.scanner.core.models.encoder_precision`),
-#: float32 (dequantised), float16 (for CUDA and TensorRT), "int8rr": the float32 graph
-#: quantised again by ONNX Runtime's own quantiser with 7-bit weights (:func:`requantise`),
-#: whose results are the same on every x86 CPU, and "int8mix": the same with the MLP
-#: output projections of :data:`FLOAT_FC2_BLOCKS` left in float32.
+#: float32 (dequantised; the default's: the same features on every CPU kind), float16
+#: (for CUDA and TensorRT), "int8rr": the float32 graph quantised again by ONNX Runtime's
+#: own quantiser with 7-bit weights (:func:`requantise`), 2.2x float32's speed on a VNNI
+#: CPU but with features that still differ between CPU kinds, and "int8mix": the same
+#: with the MLP output projections of :data:`FLOAT_FC2_BLOCKS` left in float32.
 PRECISIONS = ("int8", "fp32", "fp16", "int8rr", "int8mix")
 #: The blocks whose MLP output projection (``fc2``) "int8mix" keeps in float32: their
 #: inputs (after GELU) carry outlier activations that one 8-bit scale per tensor rounds
@@ -220,9 +221,13 @@ def requantise(model: Any, float_nodes: tuple[str, ...] = ()) -> Any:
     Why 7 bits: ONNX Runtime's AVX2 int8 kernels (CPUs without VNNI) add pairs of u8 x s8
     products in 16-bit registers, which saturate for full-range weights (2 x 255 x 127 >
     32,767); VNNI CPUs accumulate in 32 bits and do not. With 7-bit weights a pair is at
-    most 2 x 255 x 64 = 32,640, so both kernels compute the exact integer products and the
-    features no longer depend on the CPU (ONNX Runtime's documentation gives
-    ``reduce_range`` as the remedy for non-VNNI CPUs). ``float_nodes``: MatMuls, by node
+    most 2 x 255 x 64 = 32,640, so both kernels compute the exact integer products (ONNX
+    Runtime's documentation gives ``reduce_range`` as the remedy for non-VNNI CPUs). The
+    features still differ between CPU kinds, by less: the float operations between two
+    quantisations take other kernel paths, and each dynamic quantisation can round a
+    slightly different value to another step (``python -m aiscan.benchmarks.cpu_kinds``,
+    a VNNI Xeon against an emulated AVX2 EPYC, 4 images: class-token cosine 0.997 on
+    average, 0.974 at worst, p_ai up to 0.11 apart). ``float_nodes``: MatMuls, by node
     name, left in float32.
     """
     import tempfile

@@ -39,7 +39,9 @@ def encoder_precision(encoder: dict[str, object]) -> str:
     where the CPU lacks VNNI (AVX2 only), so the same image gives other features there
     than on a VNNI CPU (the fp32 and int8 features agree to a cosine of 0.90-0.97 on a
     Xeon with VNNI, about 0.55 on an AVX2-only EPYC: ``tests/test_clip.py``). The fp32
-    graph gives the same features on every CPU, ONNX Runtime version and GPU (fp32)."""
+    graph gives the same features on every CPU, ONNX Runtime version and GPU (fp32); the
+    re-quantised "int8rr" graph comes closer than the wheel's int8 but still differs
+    between CPU kinds (:func:`aiscan.model.clip_graph.requantise`)."""
     return str(encoder.get("precision", "int8"))
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The shipped default since aiscan-clip-v3: every image in one pixel regime (the canonical
 # copy: fit in 256 px, JPEG q85, as train-v1/v2's copies were made), CLIP ViT-B/16 features
-# of the int8rr graph (the same on every x86 CPU), a linear head on the class tokens of
-# all 12 blocks, fitted on the originals of train-v1 to train-v4; every decision taken on
-# held-out sources scored as originals.
+# of the fp32 graph (the same on every CPU kind; the int8rr graph's differ, see
+# docs/performance.md), a linear head on the class tokens of all 12 blocks, fitted on the
+# originals of train-v1 to train-v4; every decision taken on held-out sources scored as
+# originals. The levers were measured on int8rr features (faster to extract).
 #
 # Rerun to resume: extraction continues where it stopped, finished reports are skipped.
 # Usage: bash train/recipes/clip-v3-canonical.sh [RUNS_DIR]
@@ -27,7 +28,7 @@ feats() {  # feats PRECISION PIXELS DATA...
 feats int8rr canonical "${v12[@]}" "${v34[@]}"   # ~35 min on 2 cores (graph 3: one image per run)
 feats int8rr native "${v12[@]}"                  # ~45 min (originals decoded at size)
 feats int8mix canonical "${v12[@]}"              # the precision comparison (issue 27)
-feats fp32 canonical "${v12[@]}"                 # ~50 min
+feats fp32 canonical "${v12[@]}" "${v34[@]}"     # ~60 min: the shipped head's features
 
 # -- 2. heads on the protocol: every candidate scores the same images (v1-v4 originals) -----
 heads() {  # heads NAME FEATURES DATA... [options]
@@ -63,6 +64,11 @@ heads data-v1234-c0.0001 int8rr-canonical "${v12[@]}" "${v34[@]}" --c 0.0001
 heads data-v1234-c0.001 int8rr-canonical "${v12[@]}" "${v34[@]}" --c 0.001
 heads data-v1234-c0.003 int8rr-canonical "${v12[@]}" "${v34[@]}" --c 0.003
 heads data-v1234-balance-class int8rr-canonical "${v12[@]}" "${v34[@]}" --c 0.0003 --balance class
+
+# the shipped graph: fp32 on the chosen mix, at three strengths
+heads fp32-v1234-c0.0003 fp32-canonical "${v12[@]}" "${v34[@]}" --c 0.0003
+heads fp32-v1234-c0.001 fp32-canonical "${v12[@]}" "${v34[@]}" --c 0.001
+heads fp32-v1234-c0.003 fp32-canonical "${v12[@]}" "${v34[@]}" --c 0.003
 
 # -- 3. the shipped head: the lever table, the head fitted on every image, its card -------
 r=$runs/heads
