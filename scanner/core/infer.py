@@ -297,7 +297,7 @@ class Classifier:
             return self.predict(np.asarray(tensor.as_cpu()))
         shape = [int(d) for d in tensor.shape()]
         if self._fixed_batch and shape[0] != self._fixed_batch:
-            # a fixed batch axis (the default's int8rr graph takes one image per run)
+            # a fixed batch axis (an int8rr graph takes one image per run)
             # is fed from the host, image by image
             return self.predict(np.asarray(tensor.as_cpu()))
         binding = self._session.io_binding()
