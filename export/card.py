@@ -97,7 +97,8 @@ def _generalisation(g: Any) -> list[str]:
         "## On sources it never saw",
         "",
         f"Every score from a model fitted without the image's source ({protocol}; "
-        f"{g.get('images', '?')} images, {g.get('sources', '?')} sources).",
+        f"{g.get('images', '?')} images, {g.get('sources', '?')} sources, a source's AI "
+        "and real images counted apart).",
         "",
         "| held out | value |",
         "| --- | ---: |",
