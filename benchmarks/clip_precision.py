@@ -35,6 +35,30 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+class HeadScorer:
+    """A head model (``aiscan-export --clip-head``) on cached encoder outputs: p_ai by the
+    model's own output rule (:meth:`aiscan.model.meta.ModelInfo.p_ai`) and the verdicts
+    at its edges."""
+
+    def __init__(self, head_path: str | Path) -> None:
+        import onnxruntime as ort
+
+        from aiscan.model.meta import read_info
+
+        self.info = read_info(head_path)
+        self.session = ort.InferenceSession(str(head_path), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def p_ai(self, features: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: features.astype(np.float32)})[0]
+        return self.info.p_ai(out)
+
+    def verdicts(self, p: np.ndarray) -> list[str]:
+        from aiscan.model.meta import verdict
+
+        return [verdict(float(x), self.info.threshold, self.info.real_below) for x in p]
+
+
 def _pick(data_dirs: Sequence[str], n: int, seed: int) -> list[str]:
     """Image paths evenly over the folders below each ``DIR/{ai,real}``."""
     from aiscan.scanner.core.discovery import discover
@@ -59,20 +83,10 @@ def _pick(data_dirs: Sequence[str], n: int, seed: int) -> list[str]:
     return picked
 
 
-def _session(path: Path, threads: int | None) -> Any:
-    import os
-
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: str | None,
         threads: int | None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     from aiscan.model.clip import CLIP_B16, PREPROCESSING
-    from aiscan.model.clip_graph import cached_feature_encoder
+    from aiscan.model.clip_graph import Encoder, cached_feature_encoder
     from aiscan.model.pixels import load_pixels, normalize_batch
 
     pixels: list[np.ndarray] = []
@@ -89,14 +103,13 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
     outputs: dict[str, dict[str, np.ndarray]] = {}
     speed: dict[str, float] = {}
     for precision in precisions:
-        enc = _session(cached_feature_encoder(precision), threads)
-        names = [o.name for o in enc.get_outputs()]
-        enc.run(None, {"pixel_values": batch[:16]})  # warm-up
+        enc = Encoder(cached_feature_encoder(precision), threads)
+        enc(batch[:16])  # warm-up
         start, parts = time.perf_counter(), []
         for first in range(0, len(batch), 16):
-            parts.append(enc.run(None, {"pixel_values": batch[first : first + 16]}))
+            parts.append(enc(batch[first : first + 16]))
         speed[precision] = round(len(batch) / (time.perf_counter() - start), 2)
-        outputs[precision] = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(names)}
+        outputs[precision] = {k: np.concatenate([p[k] for p in parts]) for k in enc.names}
     ref = precisions[0]
     agreement: dict[str, Any] = {}
     for precision in precisions[1:]:
@@ -121,16 +134,9 @@ def run(data_dirs: Sequence[str], images: int, precisions: Sequence[str], head: 
 
 def _head_agreement(head_path: str, outputs: dict[str, dict[str, np.ndarray]],
                     precisions: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    import onnxruntime as ort
-
-    from aiscan.model.meta import p_ai, read_info
-
-    info = read_info(head_path)
-    sess = ort.InferenceSession(head_path, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    scores = {
-        p: p_ai(sess.run(None, {name: outputs[p][name].astype(np.float32)})[0]) for p in precisions
-    }
+    head = HeadScorer(head_path)
+    info = head.info
+    scores = {p: head.p_ai(outputs[p][head.input]) for p in precisions}
     ref = precisions[0]
     out: dict[str, Any] = {"model_id": info.model_id, "threshold": info.threshold}
     for p in precisions[1:]:

@@ -30,6 +30,8 @@ import numpy as np
 
 from aiscan.model.console import Parser
 
+from .runners import emit_report
+
 
 def saturation_probe() -> str:
     """ "saturating" when this process's ONNX Runtime adds u8 x s8 pairs in 16 bits (its
@@ -61,7 +63,7 @@ def extract(
     import onnxruntime as ort
 
     from aiscan.model.clip import PIXEL_REGIMES
-    from aiscan.model.clip_graph import cached_feature_encoder
+    from aiscan.model.clip_graph import Encoder, cached_feature_encoder
     from aiscan.model.pixels import load_pixels, normalize_batch
 
     from .clip_precision import _pick
@@ -69,20 +71,8 @@ def extract(
     paths = _pick(data_dirs, n, seed=0)
     spec = PIXEL_REGIMES[pixels]
     batch = normalize_batch([load_pixels(p, spec).pixels for p in paths], spec)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    session = ort.InferenceSession(
-        str(cached_feature_encoder(precision)), opts, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    fixed = session.get_inputs()[0].shape[0]  # int8rr: one image per run, as the scanner
-    step = fixed if isinstance(fixed, int) else 8
-    tokens = np.concatenate(
-        [
-            session.run(None, {"pixel_values": batch[i : i + step]})[names.index("cls_tokens")]
-            for i in range(0, len(batch), step)
-        ]
-    )
+    # the runner feature extraction uses (one image per run for int8rr, as the scanner)
+    tokens = Encoder(cached_feature_encoder(precision), threads=2)(batch)["cls_tokens"]
     info = {
         "kind": kind,
         "precision": precision,
@@ -98,36 +88,23 @@ def extract(
 
 def compare(files: Sequence[Path], head: Path) -> dict[str, Any]:
     """Every run against the first: features, p_ai and verdicts through ``head``."""
-    import onnxruntime as ort
-
-    from aiscan.model.meta import read_info, verdict
+    from .clip_precision import HeadScorer, _cosine
 
     runs = []
     for f in files:
         with np.load(f, allow_pickle=False) as z:
             runs.append((json.loads(str(z["info"])), z["cls_tokens"], list(z["paths"])))
-    info = read_info(head)
-    session = ort.InferenceSession(str(head), providers=["CPUExecutionProvider"])
-    below = info.real_below if info.real_below is not None else info.threshold
-
-    def p_ai(tokens: np.ndarray) -> np.ndarray:
-        logits = session.run(None, {"cls_tokens": tokens.astype(np.float32)})[0]
-        z = logits[:, 0] - logits[:, 1]
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
-        return out
-
+    scorer = HeadScorer(head)
     base_info, base, base_paths = runs[0]
-    base_p = p_ai(base)
-    base_v = [verdict(float(p), info.threshold, below) for p in base_p]
-    report: dict[str, Any] = {"reference": base_info, "head": info.model_id, "kinds": []}
+    base_p = scorer.p_ai(base)
+    base_v = scorer.verdicts(base_p)
+    report: dict[str, Any] = {"reference": base_info, "head": scorer.info.model_id, "kinds": []}
     for run_info, tokens, paths in runs[1:]:
         if paths != base_paths:
             raise ValueError(f"{run_info['kind']} ran other images than {base_info['kind']}")
-        a = base.reshape(-1, base.shape[-1]).astype(np.float64)
-        b = tokens.reshape(-1, tokens.shape[-1]).astype(np.float64)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        p = p_ai(tokens)
-        v = [verdict(float(x), info.threshold, below) for x in p]
+        cos = _cosine(base, tokens)
+        p = scorer.p_ai(tokens)
+        v = scorer.verdicts(p)
         report["kinds"].append(
             {
                 **run_info,
@@ -164,12 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(json.dumps(info))
         return 0
-    report = compare(args.runs, args.head)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(compare(args.runs, args.head), args.out)
     return 0
 
 

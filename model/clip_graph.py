@@ -298,7 +298,7 @@ def one_image(model: Any) -> Any:
     changed). With the axis fixed at 1 every image is quantised on its own, in training
     and in serving alike, and a runner that meets a fixed batch axis feeds one image per
     run (:class:`aiscan.scanner.core.infer.Classifier`,
-    :class:`aiscan.train.features.Encoder`).
+    :class:`Encoder`).
     """
     import onnx
 
@@ -337,6 +337,38 @@ def cached_feature_encoder(precision: str, fetch: bool = True) -> Path:
         cache_folder("encoders") / name,
         lambda tmp: onnx.save(feature_graph(source, precision), str(tmp)),
     )
+
+
+class Encoder:
+    """An ONNX Runtime session (CPU) over a feature graph of :func:`feature_encoder`:
+    pixels in, named features out, whatever the batch size (feature extraction and the
+    benchmarks run it)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import os
+
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        first = self.session.get_inputs()[0]
+        self.input = first.name
+        self.names = tuple(o.name for o in self.session.get_outputs())
+        #: A graph with a fixed batch axis (the dynamically quantised ones take one image
+        #: per run: :func:`one_image`) is fed that many at a time.
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        step = self.fixed_batch or len(batch)
+        parts = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            pad = step - len(chunk)  # the last chunk of a fixed batch, filled with zeros
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            parts.append([out[: step - pad] for out in self.session.run(None, {self.input: chunk})])
+        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.names)}
 
 
 # -- heads on the encoder ------------------------------------------------------------

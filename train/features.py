@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from aiscan.model.clip_graph import Encoder
 from aiscan.model.errors import UsageError
 from aiscan.model.pixels import Box, centre_region, load_pixels, normalize_batch
 from aiscan.model.preprocessing import Preprocessing
@@ -110,34 +111,6 @@ class Features:
     arrays: dict[str, np.ndarray]
     ok: np.ndarray
     errors: list[str]
-
-
-class Encoder:
-    """An ONNX Runtime session over a frozen encoder: pixels in, named features out."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        first = self.session.get_inputs()[0]
-        self.input = first.name
-        self.names = tuple(o.name for o in self.session.get_outputs())
-        #: A graph with a fixed batch axis (the dynamically quantised ones take one image
-        #: per run: :func:`aiscan.model.clip_graph.one_image`) is fed that many at a time.
-        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
-
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        step = self.fixed_batch or len(batch)
-        parts = []
-        for i in range(0, len(batch), step):
-            chunk = batch[i : i + step]
-            pad = step - len(chunk)  # the last chunk of a fixed batch, filled with zeros
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            parts.append([out[: step - pad] for out in self.session.run(None, {self.input: chunk})])
-        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.names)}
 
 
 def _done(folder: Path) -> set[str]:
