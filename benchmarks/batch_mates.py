@@ -13,7 +13,6 @@ tensor, batch axis included, so its batched features differ; a float graph's do 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from aiscan.model.console import Parser
+
+from .runners import emit_report, machine
 
 
 def _free_batch_graph(precision: str, out: Path) -> Path:
@@ -43,12 +44,10 @@ def measure(data_dirs: Sequence[str], n: int, batch: int, precision: str) -> dic
     import onnxruntime as ort
 
     from aiscan.model.clip import CANONICAL_PREPROCESSING
-    from aiscan.model.meta import read_info, verdict
     from aiscan.model.pixels import load_pixels, normalize_batch
     from aiscan.scanner.core.models import shipped_model
 
-    from .clip_precision import _pick
-    from .runners import machine
+    from .clip_precision import HeadScorer, _cosine, _pick
 
     spec = CANONICAL_PREPROCESSING
     pixels: list[np.ndarray] = []
@@ -76,22 +75,13 @@ def measure(data_dirs: Sequence[str], n: int, batch: int, precision: str) -> dic
             return np.concatenate(runs).astype(np.float64)
 
         alone, batched = tokens(1), tokens(batch)
-    a, b = alone.reshape(-1, alone.shape[-1]), batched.reshape(-1, batched.shape[-1])
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cos = _cosine(alone, batched)
     head_path = shipped_model("default")
     if head_path is None:
         raise SystemExit("this build ships no default head")
-    info = read_info(head_path)
-    head = ort.InferenceSession(str(head_path), providers=["CPUExecutionProvider"])
-
-    def p_ai(t: np.ndarray) -> np.ndarray:
-        logits = head.run(None, {"cls_tokens": t.astype(np.float32)})[0]
-        p: np.ndarray = 1.0 / (1.0 + np.exp(-(logits[:, 0] - logits[:, 1])))
-        return p
-
-    p1, pb = p_ai(alone), p_ai(batched)
-    v1 = [verdict(float(p), info.threshold, info.real_below) for p in p1]
-    vb = [verdict(float(p), info.threshold, info.real_below) for p in pb]
+    head = HeadScorer(head_path)
+    p1, pb = head.p_ai(alone), head.p_ai(batched)
+    v1, vb = head.verdicts(p1), head.verdicts(pb)
     return {
         "machine": machine(),
         "precision": precision,
@@ -99,7 +89,7 @@ def measure(data_dirs: Sequence[str], n: int, batch: int, precision: str) -> dic
         "images": len(paths),
         "skipped": skipped,
         "batch": batch,
-        "head": info.model_id,
+        "head": head.info.model_id,
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
         "p_ai_diff_mean": float(np.abs(p1 - pb).mean()),
@@ -116,12 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precision", default="int8rr", choices=("int8rr", "fp32"))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    report = measure(args.data_dirs, args.images, args.batch, args.precision)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(measure(args.data_dirs, args.images, args.batch, args.precision), args.out)
     return 0
 
 

@@ -402,6 +402,17 @@ def gpu_name() -> str | None:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def emit_report(report: dict[str, Any], out: Path | None) -> None:
+    """Print a benchmark's JSON report and, with ``out``, write it there too."""
+    import json
+
+    text = json.dumps(report, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
+
+
 def machine() -> dict[str, object]:
     """What this ran on."""
     import onnxruntime
