@@ -360,14 +360,12 @@ class Encoder:
         self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        step = self.fixed_batch or len(batch)
-        parts = []
-        for i in range(0, len(batch), step):
-            chunk = batch[i : i + step]
-            pad = step - len(chunk)  # the last chunk of a fixed batch, filled with zeros
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            parts.append([out[: step - pad] for out in self.session.run(None, {self.input: chunk})])
+        from .pixels import fixed_batches
+
+        parts = [
+            [out[:real] for out in self.session.run(None, {self.input: chunk})]
+            for chunk, real in fixed_batches(batch, self.fixed_batch or len(batch))
+        ]
         return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.names)}
 
 

@@ -563,6 +563,17 @@ def reference_pixels(source: Source, spec: Preprocessing) -> np.ndarray:
         return np.asarray(out)
 
 
+def fixed_batches(batch: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """``batch`` in runs of exactly ``size`` images for a model with a fixed batch axis:
+    each run with how many of its images are real (the last run is filled with zeros)."""
+    for start in range(0, len(batch), size):
+        chunk = batch[start : start + size]
+        real = len(chunk)
+        if real < size:
+            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
+        yield chunk, real
+
+
 def normalize_batch(images: list[np.ndarray], spec: Preprocessing) -> np.ndarray:
     """Stack uint8 HWC images into a float32 NCHW batch, scaled and normalised."""
     batch = np.stack(images).astype(np.float32)

@@ -20,6 +20,7 @@ import numpy as np
 from aiscan.model.cache import cache_dir
 from aiscan.model.errors import AiscanError
 from aiscan.model.meta import ModelError, ModelInfo
+from aiscan.model.pixels import fixed_batches
 
 log = logging.getLogger(__name__)
 
@@ -308,13 +309,9 @@ class Classifier:
 
     def _predict_fixed(self, batch: np.ndarray, size: int) -> np.ndarray:
         parts = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
-            pad = size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        for chunk, real in fixed_batches(batch, size):
             (out,) = self._session.run(None, {self._input_name: chunk})[:1]
-            parts.append(self._p_ai(np.asarray(out, dtype=np.float32))[: size - pad])
+            parts.append(self._p_ai(np.asarray(out, dtype=np.float32))[:real])
         return np.concatenate(parts)
 
     def _p_ai(self, out: np.ndarray) -> np.ndarray:
